@@ -1,0 +1,89 @@
+"""Early-exit policies on the embedded model and the held-out set: steps, speed and exact-match quality.
+
+    .venv/bin/python bench/decode.py [--limit N] [--threads 2] [--batch-size 32]
+
+For each policy (fixed-step baseline, SchED linear/cosine/exp k=4/exp k=16, Fast-dLLM, Prophet) it
+decodes the same prompts through the same slot scheduler and reports NFE (forward passes x rows), step
+speedup and wall-clock speedup against the baseline, exact-match accuracy, quality retention
+(accuracy / baseline accuracy) and QPS_4 = speedup x retention^4. Writes bench/results/decode.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+
+from common import print_table, save_result  # noqa: I001  (bench/ is on sys.path)
+from embedded.evaluate import accuracy, accuracy_by_task, load_heldout
+from stages.config import load_config
+from stages.decode.adapters import load_model
+from stages.decode.offline import decode_prompts
+from stages.preprocess import load_tokenizer
+
+VARIANTS = {
+    "none": {"policy": ["none"]},
+    "sched-linear": {"policy": ["sched"], "sched.schedule": "linear"},
+    "sched-cosine": {"policy": ["sched"], "sched.schedule": "cosine"},
+    "sched-exp-k4": {"policy": ["sched"], "sched.schedule": "exp", "sched.k": 4.0},
+    "sched-exp-k16": {"policy": ["sched"], "sched.schedule": "exp", "sched.k": 16.0},
+    "fastdllm": {"policy": ["fastdllm"]},
+    "prophet": {"policy": ["prophet"]},
+}
+
+
+def variant_config(base, overrides: dict):
+    cfg = copy.deepcopy(base)
+    for key, value in overrides.items():
+        target = cfg
+        *path, last = key.split(".")
+        for p in path:
+            target = getattr(target, p)
+        setattr(target, last, value)
+    return cfg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=None, help="held-out prompts to use (default all 500)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--out", default="decode")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, ["decode.trace=off"])
+    adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
+    tok = load_tokenizer(cfg.model.path)
+    rows = load_heldout(args.limit)
+    prompts = [r["prompt"] for r in rows]
+    decode_prompts(adapter, tok, prompts[:32], cfg.decode, args.batch_size)  # warm-up
+    table, base = [], None
+    for name, overrides in VARIANTS.items():
+        dcfg = variant_config(cfg.decode, overrides)
+        run = decode_prompts(adapter, tok, prompts, dcfg, args.batch_size)
+        nfe = sum(r.steps_taken for r in run.results)
+        acc = accuracy(run.texts, rows)
+        if base is None:
+            base = {"nfe": nfe, "seconds": run.seconds, "acc": acc}
+        speedup = base["nfe"] / nfe
+        retention = acc / base["acc"] if base["acc"] else 0.0
+        exits = {}
+        for r in run.results:
+            exits[r.exit_reason] = exits.get(r.exit_reason, 0) + 1
+        table.append({
+            "policy": name, "nfe": nfe, "mean_steps": nfe / len(rows), "step_speedup": speedup,
+            "wall_s": run.seconds, "wall_speedup": base["seconds"] / run.seconds, "exact_match": acc,
+            "retention": retention, "qps4": speedup * retention ** 4, "exit_reasons": exits,
+            "accuracy_by_task": accuracy_by_task(run.texts, rows),
+        })
+    text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
+                               "retention", "qps4"])
+    save_result(args.out, {"prompts": len(rows), "batch_size": args.batch_size,
+                           "decode": {"gen_length": cfg.decode.gen_length, "block_length": cfg.decode.block_length,
+                                      "steps": cfg.decode.steps, "remasking": cfg.decode.remasking},
+                           "results": table, "table": text})
+
+
+if __name__ == "__main__":
+    main()

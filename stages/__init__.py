@@ -1,0 +1,1 @@
+"""Pipeline stages: read -> validate/tokenize -> decode -> write. Ray appears only here and in pipeline.py."""

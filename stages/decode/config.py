@@ -1,0 +1,57 @@
+"""Typed decoding configuration: the schema omegaconf validates YAML and CLI overrides against.
+
+Units are in the names: `*_logit` thresholds are top-2 logit margins (SchED, Prophet); `*_prob`
+thresholds are softmax probabilities (Fast-dLLM). Model-specific token ids never appear here: they come
+from the model's own config through the adapter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SchedConfig:
+    schedule: str = "cosine"            # linear | cosine | exp (see schedules.SCHEDULES)
+    tau_high_logit: float = 7.5         # threshold at progress 0
+    tau_low_logit: float = 2.5          # threshold at progress 1
+    k: float = 4.0                      # decay rate of the exp schedule
+    aggregate: str = "mean"             # mean | median | min | quantile, over the still-masked answer span
+    quantile: float = 0.5               # used when aggregate == quantile
+    progress_mode: str = "t_over_T"     # t_over_T (paper) | t_over_T_minus_1 (released code)
+
+
+@dataclass
+class FastDllmConfig:
+    threshold_prob: float = 0.9         # commit masked block positions whose confidence reaches this
+
+
+@dataclass
+class ProphetConfig:
+    tau_high_logit: float = 7.5         # phase 1 (p < 1/3); phase 2 uses the midpoint (5.0)
+    tau_low_logit: float = 2.5          # phase 3 (p >= 2/3)
+
+
+@dataclass
+class DecodeConfig:
+    gen_length: int = 16                # answer positions per row (per-row max_new_tokens may lower it)
+    block_length: int = 16              # semi-autoregressive block size; gen_length % block_length == 0
+    steps: int = 16                     # step budget T for gen_length; steps % (gen_length/block_length) == 0
+    remasking: str = "low_confidence"   # low_confidence | margin | entropy | random
+    temperature: float = 0.0            # 0 = greedy; > 0 adds Gumbel noise in float64
+    seed: int = 0                       # per-row generators are seeded from (seed, request id)
+    policy: list[str] = field(default_factory=lambda: ["sched"])  # see policies.POLICIES
+    stop_at_eos: bool = True            # stop a row once EOS is committed with everything before it decoded
+    trace: str = "tokens"               # off | steps | tokens
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    fastdllm: FastDllmConfig = field(default_factory=FastDllmConfig)
+    prophet: ProphetConfig = field(default_factory=ProphetConfig)
+    max_batch_size: int = 16            # slots: rows in one forward
+    max_batch_tokens: int = 16384       # token budget of one forward (rows x padded width)
+
+    def __post_init__(self) -> None:
+        if self.remasking not in ("low_confidence", "margin", "entropy", "random"):
+            raise ValueError(f"decode.remasking={self.remasking!r}: use low_confidence, margin, entropy or random")
+        if self.trace not in ("off", "steps", "tokens"):
+            raise ValueError(f"decode.trace={self.trace!r}: use off, steps or tokens")
+        if self.temperature < 0:
+            raise ValueError("decode.temperature must be >= 0")

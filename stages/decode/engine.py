@@ -1,0 +1,303 @@
+"""The decoding engine: per-row masked-diffusion state and one batched step at a time.
+
+It owns the rows being decoded and nothing else: no tokenizer, no queue, no Ray. Every row carries its
+own step counter, block, transfer schedule, generator and done flag, so rows admitted at different times
+progress independently; `step()` runs one forward over the rows in the batch, applies the policies per
+row, drops finished rows from the next forward (compaction) and returns them. A scheduler refills the
+freed slots with `add()` (stages/decode/scheduler.py); `generate()` is the plain static loop.
+
+Layout: rows are left-padded to a common width W; row b's answer is its last G_b columns, so the answer
+window of the batch is the last Gmax = max G_b columns, with `valid` marking which belong to the answer.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+
+from stages.decode.adapters import ModelAdapter
+from stages.decode.config import DecodeConfig
+from stages.decode.padding import left_pad
+from stages.decode.policies import CommitReason, StepContext, build_policies
+from stages.decode.schedules import progress
+from stages.decode.signals import step_signals
+from stages.decode.traces import SequenceTrace
+from stages.decode.transfer import num_transfer_tokens, row_schedule, validate_schedule
+
+
+@dataclass
+class Request:
+    id: str
+    prompt_ids: list[int]
+    gen_length: int | None = None      # per-row override of cfg.gen_length (a multiple of block_length)
+    seed_key: str | None = None        # seeds the row's generator (default: id), so output is batch-invariant
+    submitted_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class SequenceResult:
+    """One finished row. `output_ids` are the G answer tokens; commit_* are per answer position."""
+    id: str
+    prompt_ids: list[int]
+    output_ids: list[int]
+    steps_taken: int                   # forwards this row took part in (= its NFE)
+    step_budget: int
+    exit_reason: str                   # steps | eos | <exit policy name>
+    commit_step: list[int]             # 0-based step at which each position was committed
+    commit_reason: list[int]           # CommitReason per position
+    trace: SequenceTrace | None
+    submitted_at: float
+    admitted_at: float
+    finished_at: float
+
+
+@dataclass
+class _Row:
+    request: Request
+    gen_length: int
+    step_budget: int
+    steps_per_block: int
+    generator: torch.Generator | None
+    admitted_at: float
+    step: int = 0
+    block: int = 0
+    block_step: int = 0
+    done: bool = False
+    exit_reason: str = ""
+    step_records: list = field(default_factory=list)
+    token_records: list = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return len(self.request.prompt_ids) + self.gen_length
+
+    def k_now(self, block_length: int) -> int:
+        """Tokens the uniform schedule commits now; past the plan (threshold policies), the whole block."""
+        plan = num_transfer_tokens(block_length, self.steps_per_block)
+        return plan[self.block_step] if self.block_step < len(plan) else block_length
+
+
+class DecodeEngine:
+    def __init__(self, adapter: ModelAdapter, cfg: DecodeConfig, keep_finished_in_batch: bool = False) -> None:
+        """`keep_finished_in_batch` reproduces static batching without compaction (benchmarks only):
+        finished rows stay in the forward until every row of the batch is done."""
+        self.adapter, self.cfg = adapter, cfg
+        self.policies = build_policies(cfg)
+        self.keep_finished = keep_finished_in_batch
+        validate_schedule(cfg.gen_length, cfg.block_length, cfg.steps)
+        self.device = adapter.device
+        self.eos_ids = torch.tensor(sorted(adapter.eos_token_ids), device=self.device)
+        self.rows: list[_Row] = []
+        self.ids = torch.empty(0, 0, dtype=torch.long, device=self.device)
+        self.attn = torch.empty_like(self.ids)
+        self.cstep = torch.empty(0, 0, dtype=torch.int32, device=self.device)
+        self.creason = torch.empty(0, 0, dtype=torch.int8, device=self.device)
+        self.stats = {"forwards": 0, "row_steps": 0, "useful_row_steps": 0, "tokens": 0, "pad_tokens": 0}
+
+    # ----- admission -------------------------------------------------------------------------
+    def row_config(self, request: Request) -> tuple[int, int, int]:
+        """(gen_length, step budget, steps per block) for a request; raises ValueError on bad overrides."""
+        cfg = self.cfg
+        g, budget = row_schedule(cfg.gen_length, cfg.block_length, cfg.steps, request.gen_length)
+        if len(request.prompt_ids) + g > self.adapter.context_length:
+            raise ValueError(f"prompt ({len(request.prompt_ids)} tokens) + {g} answer positions exceed the "
+                             f"model context ({self.adapter.context_length})")
+        return g, budget, budget * cfg.block_length // g
+
+    def add(self, requests: list[Request]) -> None:
+        """Admit rows (all validated first, so a bad one admits none); one re-pad for the lot."""
+        configs = [self.row_config(req) for req in requests]
+        first_new = len(self.rows)
+        for req, (g, budget, per_block) in zip(requests, configs):
+            gen = None
+            if self.cfg.temperature > 0 or self.cfg.remasking == "random":
+                gen = torch.Generator(device="cpu").manual_seed(
+                    zlib.crc32(f"{self.cfg.seed}:{req.seed_key or req.id}".encode()))
+            self.rows.append(_Row(req, g, budget, per_block, gen, time.time()))
+        if requests:
+            self._rebuild(first_new)
+
+    def _rebuild(self, new_from: int) -> None:
+        """Re-pad the batch after rows were added; rows < new_from keep their tokens and commit records."""
+        mask_id, rows = self.adapter.mask_token_id, self.rows
+        seqs = [self.ids[i, self.ids.shape[1] - r.length:].tolist() if i < new_from
+                else list(r.request.prompt_ids) + [mask_id] * r.gen_length for i, r in enumerate(rows)]
+        ids, attn = left_pad(seqs, self.adapter.pad_token_id)
+        g = max(r.gen_length for r in rows)
+        cstep = torch.full((len(rows), g), -1, dtype=torch.int32, device=self.device)
+        creason = torch.zeros((len(rows), g), dtype=torch.int8, device=self.device)
+        if new_from:
+            old_g = min(g, self.cstep.shape[1])
+            cstep[:new_from, -old_g:] = self.cstep[:new_from, -old_g:]
+            creason[:new_from, -old_g:] = self.creason[:new_from, -old_g:]
+        self.ids, self.attn, self.cstep, self.creason = ids.to(self.device), attn.to(self.device), cstep, creason
+
+    def _keep_rows(self, keep: list[int]) -> None:
+        """Compaction: drop finished rows from the batch and trim padding no remaining row needs."""
+        self.rows = [self.rows[i] for i in keep]
+        width = max((r.length for r in self.rows), default=0)
+        g = max((r.gen_length for r in self.rows), default=0)
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.ids = self.ids.index_select(0, idx)[:, self.ids.shape[1] - width:].contiguous()
+        self.attn = self.attn.index_select(0, idx)[:, self.attn.shape[1] - width:].contiguous()
+        self.cstep = self.cstep.index_select(0, idx)[:, self.cstep.shape[1] - g:].contiguous()
+        self.creason = self.creason.index_select(0, idx)[:, self.creason.shape[1] - g:].contiguous()
+
+    def clear(self) -> None:
+        """Drop every row (after a failed step: their state may be half-updated)."""
+        self._keep_rows([])
+
+    @property
+    def num_active(self) -> int:
+        return sum(not r.done for r in self.rows)
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.ids.numel()
+
+    # ----- one step --------------------------------------------------------------------------
+    def _score(self, sig, gens, lengths) -> torch.Tensor:
+        how = self.cfg.remasking
+        if how == "low_confidence":
+            return sig.confidence
+        if how == "margin":
+            return sig.margin
+        if how == "entropy":
+            return -sig.entropy
+        g_max = sig.x0.shape[1]
+        return torch.stack([torch.cat([torch.zeros(g_max - n), torch.rand(n, generator=gen)])
+                            for gen, n in zip(gens, lengths)]).to(sig.x0.device)
+
+    def step(self) -> list[SequenceResult]:
+        """One forward over the batch; returns the rows that finished at this step."""
+        if not self.rows:
+            return []
+        cfg, rows, dev, mask_id = self.cfg, self.rows, self.device, self.adapter.mask_token_id
+        bl = cfg.block_length
+        width = self.ids.shape[1]
+        g = max(r.gen_length for r in rows)
+        logits = self.adapter.logits(self.ids, self.attn, keep=g)
+        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), torch.finfo(logits.dtype).min)
+        win = self.ids[:, width - g:]
+        col = torch.arange(g, device=dev)
+        meta = torch.tensor([[g - r.gen_length, g - r.gen_length + r.block * bl, r.step, r.step_budget,
+                              r.k_now(bl), not r.done] for r in rows], device=dev)
+        valid = col >= meta[:, :1]
+        in_block = (col >= meta[:, 1:2]) & (col < meta[:, 1:2] + bl)
+        active = meta[:, 5].bool()
+        masked = (win == mask_id) & valid & active[:, None]
+        sig = step_signals(logits, cfg.temperature, [r.generator for r in rows], [r.gen_length for r in rows])
+        ctx = StepContext(sig, self._score(sig, [r.generator for r in rows], [r.gen_length for r in rows]), masked, in_block,
+                          meta[:, 4], progress(meta[:, 2], meta[:, 3], cfg.sched.progress_mode))
+        commit = self.policies.commit.select(ctx)
+        reason = torch.where(commit, int(self.policies.commit.reason), 0).to(torch.int8)
+        exit_now, exit_by = torch.zeros_like(active), torch.full_like(meta[:, 0], -1)
+        tau = gbar = torch.full((len(rows),), float("nan"), device=dev)
+        for j, pol in enumerate(self.policies.exits):
+            d = pol.should_exit(ctx)
+            exit_by = torch.where(d.exit & ~exit_now, j, exit_by)
+            exit_now = exit_now | d.exit
+            tau, gbar = (d.tau, d.gbar) if j == 0 else (tau, gbar)
+        early = (masked & ~commit).any(-1)  # an exit with nothing left to fill is not an early exit
+        exit_now, exit_by = exit_now & early, torch.where(early, exit_by, -1)
+        fill = masked & ~commit & exit_now[:, None]
+        reason = torch.where(fill, int(CommitReason.EXIT_FILL), reason).to(torch.int8)
+        new_tokens = torch.where(commit | fill, sig.x0, win)
+        eos_stop = torch.zeros_like(active)
+        if cfg.stop_at_eos:
+            new_tokens, reason, eos_stop = self._stop_at_eos(new_tokens, reason, valid, active, col)
+        self.ids[:, width - g:] = new_tokens
+        self.cstep[:, -g:] = torch.where(reason > 0, meta[:, 2:3].to(self.cstep.dtype), self.cstep[:, -g:])
+        self.creason[:, -g:] = torch.where(reason > 0, reason, self.creason[:, -g:])
+        still = (new_tokens == mask_id) & valid
+        host = torch.stack([still.any(-1), (still & in_block).any(-1), exit_by, eos_stop]).tolist()
+        self._count(rows, width)
+        if cfg.trace != "off":
+            self._record(rows, g, ctx, tau, gbar, reason, exit_now, sig)
+        return self._advance(host)
+
+    def _stop_at_eos(self, tokens, reason, valid, active, col):
+        """Rows whose committed EOS has everything before it decoded stop; later masks become EOS."""
+        mask_id = self.adapter.mask_token_id
+        decoded = (tokens != mask_id) & valid
+        is_eos = decoded & torch.isin(tokens, self.eos_ids)
+        has_eos = is_eos.any(-1)
+        first = torch.where(has_eos, is_eos.int().argmax(-1), tokens.shape[1])
+        undecided_before = (~decoded & valid & (col < first[:, None])).any(-1)
+        stop = has_eos & ~undecided_before & active
+        after = ~decoded & valid & stop[:, None] & (col > first[:, None])
+        eos_tok = tokens.gather(1, first.clamp(max=tokens.shape[1] - 1)[:, None])
+        tokens = torch.where(after, eos_tok, tokens)
+        reason = torch.where(after, int(CommitReason.EOS_FILL), reason).to(torch.int8)
+        return tokens, reason, stop & after.any(-1)
+
+    def _count(self, rows: list[_Row], width: int) -> None:
+        s = self.stats
+        s["forwards"] += 1
+        s["row_steps"] += len(rows)
+        s["useful_row_steps"] += sum(not r.done for r in rows)
+        s["tokens"] += len(rows) * width
+        s["pad_tokens"] += sum(width - r.length for r in rows)
+
+    def _record(self, rows, g, ctx, tau, gbar, reason, exit_now, sig) -> None:
+        n_commit = (reason > 0).sum(-1).float()
+        steps = torch.stack([torch.tensor([float(r.step) for r in rows], device=tau.device), ctx.progress.float(),
+                             tau, gbar, n_commit, exit_now.float()], -1)
+        tokens = torch.stack([sig.x0.float(), sig.confidence, sig.margin, sig.entropy], -1) \
+            if self.cfg.trace == "tokens" else None
+        for i, r in enumerate(rows):
+            if r.done:
+                continue
+            r.step_records.append(steps[i])
+            if tokens is not None:
+                r.token_records.append((tokens[i, g - r.gen_length:], reason[i, g - r.gen_length:]))
+
+    # ----- bookkeeping after a step -----------------------------------------------------------
+    def _advance(self, host: list[list]) -> list[SequenceResult]:
+        remaining, block_left, exit_by, eos_stop = host
+        finished = []
+        for i, r in enumerate(self.rows):
+            if r.done:
+                continue
+            r.step += 1
+            r.block_step += 1
+            if not remaining[i]:
+                r.done = True
+                r.exit_reason = (self.policies.exits[int(exit_by[i])].name if exit_by[i] >= 0
+                                 else "eos" if eos_stop[i] else "steps")
+                finished.append(self._result(i, r))
+            elif not block_left[i]:
+                r.block, r.block_step = r.block + 1, 0
+        if finished and (not self.keep_finished or all(r.done for r in self.rows)):
+            self._keep_rows([i for i, r in enumerate(self.rows) if not r.done])
+        return finished
+
+    def _result(self, i: int, r: _Row) -> SequenceResult:
+        g = r.gen_length
+        trace = None
+        if r.step_records:
+            tokens = reasons = None
+            if r.token_records:
+                tokens = torch.stack([t for t, _ in r.token_records]).cpu().numpy()
+                reasons = torch.stack([c for _, c in r.token_records]).cpu().numpy()
+            trace = SequenceTrace(torch.stack(r.step_records).cpu().numpy(), tokens, reasons)
+            r.step_records, r.token_records = [], []
+        return SequenceResult(
+            id=r.request.id, prompt_ids=list(r.request.prompt_ids), output_ids=self.ids[i, -g:].tolist(),
+            steps_taken=r.step, step_budget=r.step_budget, exit_reason=r.exit_reason,
+            commit_step=self.cstep[i, -g:].tolist(), commit_reason=self.creason[i, -g:].tolist(),
+            trace=trace, submitted_at=r.request.submitted_at, admitted_at=r.admitted_at, finished_at=time.time())
+
+    # ----- static loop ------------------------------------------------------------------------
+    def generate(self, requests: list[Request], batch_size: int | None = None) -> list[SequenceResult]:
+        """Decode `requests` in static batches of `batch_size` (compaction, no refill); input order kept."""
+        batch_size = batch_size or self.cfg.max_batch_size
+        done: dict[str, SequenceResult] = {}
+        for start in range(0, len(requests), batch_size):
+            self.add(requests[start:start + batch_size])
+            while self.rows:
+                for res in self.step():
+                    done[res.id] = res
+        return [done[r.id] for r in requests]

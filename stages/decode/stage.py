@@ -1,0 +1,142 @@
+"""Decode stage: the callable class Ray Data runs in its actor pool (one model per actor).
+
+`__call__` is async: Ray Data keeps several batches in flight per actor (`max_concurrent_batches`), each
+call submits its valid rows to the actor's one SlotScheduler, and a single background step loop serves
+all of them, so slots freed by early exit are refilled from whichever batch has rows waiting. A batch
+is returned once all its rows are done, in input order. Rows that arrive with an error pass through.
+No Ray import here: the class is plain Python and tested without Ray.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import socket
+import time
+
+import pyarrow as pa
+import torch
+
+from stages.config import PipelineConfig
+from stages.decode.adapters import load_model
+from stages.decode.engine import DecodeEngine, Request, SequenceResult
+from stages.decode.offline import answer_text
+from stages.decode.scheduler import RowError, SlotScheduler
+from stages.decode.traces import step_table, token_table
+from stages.preprocess import load_tokenizer
+
+#: Columns the decode stage adds to every row.
+DECODE_FIELDS = pa.schema([
+    ("output", pa.string()), ("output_ids", pa.list_(pa.int32())), ("generated_tokens", pa.int32()),
+    ("steps_taken", pa.int32()), ("step_budget", pa.int32()), ("nfe", pa.int32()),
+    ("exit_reason", pa.string()), ("commit_step", pa.list_(pa.int32())),
+    ("queue_s", pa.float64()), ("slot_s", pa.float64()), ("latency_s", pa.float64()),
+    ("trace_steps", pa.binary()), ("trace_tokens", pa.binary()),
+    ("actor", pa.string()), ("actor_stats", pa.string()),   # per-actor scheduler stats at batch return
+])
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+class DecodeStage:
+    def __init__(self, cfg: PipelineConfig) -> None:
+        torch.set_num_threads(cfg.actors.threads)
+        self.cfg = cfg
+        self.tokenizer = load_tokenizer(cfg.model.path)
+        self.adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, cfg.model.device)
+        self.engine = DecodeEngine(self.adapter, cfg.decode)
+        self.scheduler = SlotScheduler(self.engine, cfg.decode.max_batch_size, cfg.decode.max_batch_tokens,
+                                       bucket=True, before_step=self._fault_hook if cfg.testing.fail_on_id else None)
+        self._waiters: dict[str, asyncio.Future] = {}
+        self.actor_name = f"{socket.gethostname()}:{os.getpid()}"
+        self._loop_task: asyncio.Task | None = None
+
+    def _fault_hook(self, ids: list[str]) -> None:
+        if any(i.split("\x00", 1)[1] == self.cfg.testing.fail_on_id for i in ids):
+            raise RuntimeError(f"injected failure for id {self.cfg.testing.fail_on_id}")
+
+    def _maybe_crash(self, rows: list[dict]) -> None:
+        t = self.cfg.testing
+        if t.crash_on_id and any(r["id"] == t.crash_on_id for r in rows) and not os.path.exists(t.crash_marker):
+            open(t.crash_marker, "w").close()
+            os._exit(1)
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        self._maybe_crash(rows)
+        loop = asyncio.get_running_loop()
+        futures, requests = [], []
+        for row in rows:
+            if row["error"]:
+                futures.append(None)
+                continue
+            key = f"{row['shard']}\x00{row['id']}"
+            requests.append(Request(key, row["prompt_ids"], row["max_new_tokens"] if row["max_new_tokens"] > 0 else None,
+                                    seed_key=row["id"]))
+            futures.append(self._waiters.setdefault(key, loop.create_future()))
+        self.scheduler.submit(requests)
+        if requests and (self._loop_task is None or self._loop_task.done()):
+            self._loop_task = asyncio.ensure_future(self._step_loop())
+        results = [await f if f is not None else None for f in futures]
+        return self._table(batch, rows, results)
+
+    async def _step_loop(self) -> None:
+        """The one loop per actor: step while any call has rows waiting; yield between steps."""
+        while self.scheduler.has_work:
+            try:
+                finished = self.scheduler.step()
+            except Exception as e:  # not a row's fault: fail every waiting row, or the job
+                finished = [RowError(k, f"decode failed: {type(e).__name__}: {e}") for k in self._waiters]
+                self.scheduler.waiting.clear()
+                self.engine.clear()
+            for res in finished:
+                fut = self._waiters.pop(res.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(res)
+            await asyncio.sleep(0)
+
+    def _table(self, batch: pa.Table, rows: list[dict], results: list) -> pa.Table:
+        cols = {f.name: [] for f in DECODE_FIELDS}
+        errors = []
+        for row, res in zip(rows, results):
+            err = row["error"]
+            if isinstance(res, RowError):
+                if self.cfg.actors.on_error == "fail":
+                    raise RuntimeError(f"row {row['id']} in {row['shard']}: {res.reason}")
+                err = res.reason
+            ok = isinstance(res, SequenceResult)
+            errors.append(err)
+            for name, value in self._row_values(res if ok else None).items():
+                cols[name].append(value)
+        out = batch.set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
+        cols["actor"] = [self.actor_name] * len(rows)
+        cols["actor_stats"] = [json.dumps(self.stats())] * len(rows)
+        for f in DECODE_FIELDS:
+            out = out.append_column(f, pa.array(cols[f.name], f.type))
+        return out
+
+    def _row_values(self, res: SequenceResult | None) -> dict:
+        if res is None:
+            return {f.name: None for f in DECODE_FIELDS if not f.name.startswith("actor")}
+        text, n_gen = answer_text(self.tokenizer, res.output_ids, self.adapter.eos_token_ids)
+        user_id = res.id.split("\x00", 1)[1]
+        tr = res.trace
+        return {
+            "output": text,
+            "output_ids": res.output_ids, "generated_tokens": n_gen,
+            "steps_taken": res.steps_taken, "step_budget": res.step_budget, "nfe": res.steps_taken,
+            "exit_reason": res.exit_reason, "commit_step": res.commit_step,
+            "queue_s": res.admitted_at - res.submitted_at, "slot_s": res.finished_at - res.admitted_at,
+            "latency_s": res.finished_at - res.submitted_at,
+            "trace_steps": _ipc_bytes(step_table([user_id], [tr], [res.exit_reason])) if tr is not None else None,
+            "trace_tokens": _ipc_bytes(token_table([user_id], [tr])) if tr is not None and tr.tokens is not None else None,
+        }
+
+    def stats(self) -> dict:
+        return self.scheduler.stats()

@@ -1,0 +1,76 @@
+"""Validate/tokenize stage: chat template, tokenization and per-row checks, errors kept as rows.
+
+Runs as Ray Data tasks over pyarrow batches (a plain function; the tokenizer is cached per worker
+process). A row that fails a check keeps flowing with `error` set, so the writer can report it in
+errors/ with its id, shard and reason; nothing is dropped and nothing raises.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import pyarrow as pa
+from transformers import AutoTokenizer
+
+from stages.decode.config import DecodeConfig
+from stages.decode.transfer import row_schedule
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(path: str):
+    return AutoTokenizer.from_pretrained(path)
+
+
+@lru_cache(maxsize=4)
+def context_length(path: str) -> int:
+    """Context length from config.json without loading weights (HF, LLaDA and Dream key names)."""
+    with open(f"{path}/config.json") as f:
+        cfg = json.load(f)
+    return int(cfg.get("max_position_embeddings") or cfg.get("max_sequence_length") or 1 << 30)
+
+
+def prompt_ids(tok, prompt: str | None, messages_json: str | None, use_template: bool) -> list[int]:
+    """Token ids of a row's prompt; chat messages (or a bare prompt) go through the chat template if any."""
+    has_template = use_template and bool(getattr(tok, "chat_template", None))
+    if messages_json is not None:
+        messages = json.loads(messages_json)
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "content" in m for m in messages):
+            raise ValueError("messages must be a list of {role, content} objects")
+        if not has_template:
+            raise ValueError("messages given but the tokenizer has no chat template; send 'prompt' instead")
+        return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    if has_template:
+        msgs = [{"role": "user", "content": prompt}]
+        return list(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False))
+    return tok(prompt, add_special_tokens=False)["input_ids"]
+
+
+def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: bool) -> tuple[list[int], str]:
+    """(prompt ids, error reason or "") for one parsed row."""
+    if row["error"]:
+        return [], row["error"]
+    if row["messages"] is None and not (row["prompt"] or "").strip():
+        return [], "empty prompt"
+    try:
+        ids = prompt_ids(tok, row["prompt"], row["messages"], use_template)
+        g, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps,
+                            row["max_new_tokens"] if row["max_new_tokens"] > 0 else None)
+    except (ValueError, TypeError) as e:
+        return [], str(e)
+    if not ids:
+        return [], "prompt tokenizes to nothing"
+    if len(ids) + g > context:
+        return [], f"prompt too long: {len(ids)} tokens + {g} answer positions > model context {context}"
+    return ids, ""
+
+
+def preprocess_batch(batch: pa.Table, model_path: str, decode: DecodeConfig, use_template: bool = True) -> pa.Table:
+    tok = load_tokenizer(model_path)
+    context = context_length(model_path)
+    ids, errors = [], []
+    for row in batch.to_pylist():
+        row_ids, err = check_row(row, tok, decode, context, use_template)
+        ids.append(row_ids)
+        errors.append(err)
+    batch = batch.set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
+    return batch.append_column("prompt_ids", pa.array(ids, pa.list_(pa.int32())))

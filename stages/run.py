@@ -1,0 +1,92 @@
+"""Assemble and run the Ray Data pipeline for one config: list shards, skip committed ones, stream
+read -> parse -> preprocess -> decode actor pool -> shard datasink, show progress, write the manifest.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import ray
+from omegaconf import OmegaConf
+
+from stages.config import PipelineConfig
+from stages.decode.stage import DecodeStage
+from stages.preprocess import preprocess_batch
+from stages.read import parse_shard
+from stages.resume import committed_shards, prepare_output, write_manifest
+from stages.storage import arrow_filesystem, filesystem, list_shards, shard_name
+from stages.summary import ProgressWatcher, print_summary
+from stages.write import ShardDatasink
+
+
+def init_ray(cfg: PipelineConfig) -> None:
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", str(cfg.ray.no_progress_timeout_s))
+    kwargs = {"include_dashboard": False, "log_to_driver": cfg.progress, "configure_logging": True,
+              "logging_level": "ERROR"}
+    if cfg.ray.address == "local":
+        kwargs.update(address="local", num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
+                      object_store_memory=cfg.ray.object_store_mb * 1024 * 1024)
+    else:
+        kwargs["address"] = cfg.ray.address
+    ray.init(**kwargs)
+
+
+def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str]) -> ray.data.Dataset:
+    fs, _ = filesystem(cfg.input.url, cfg.storage)
+    a = cfg.actors
+    ds = ray.data.read_binary_files(shards, filesystem=arrow_filesystem(fs), include_paths=True,
+                                    override_num_blocks=len(shards))
+    ds = ds.flat_map(parse_shard, fn_kwargs={"names": names, "fmt": cfg.input.format})
+    ds = ds.map_batches(preprocess_batch, batch_format="pyarrow", batch_size=a.batch_rows,
+                        fn_kwargs={"model_path": cfg.model.path, "decode": cfg.decode,
+                                   "use_template": cfg.model.chat_template})
+    return ds.map_batches(
+        DecodeStage, fn_constructor_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=a.batch_rows,
+        num_gpus=a.num_gpus, num_cpus=a.num_cpus,
+        compute=ray.data.ActorPoolStrategy(min_size=a.min_actors, max_size=a.max_actors,
+                                           max_tasks_in_flight_per_actor=2 * a.max_concurrent_batches,
+                                           max_concurrent_calls_per_actor=a.max_concurrent_batches))
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
+    started = time.time()
+    in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
+    shards, root = list_shards(in_fs, in_path)
+    names = {s: shard_name(s, root) for s in shards}
+    out_fs, out_root = filesystem(cfg.output.url, cfg.storage)
+    prepare_output(out_fs, out_root, cfg.output.overwrite)
+    done = committed_shards(out_fs, out_root)
+    todo = [s for s in shards if names[s] not in done]
+    skipped = [s for s in shards if names[s] in done]
+    if todo:
+        init_ray(cfg)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        watcher = ProgressWatcher(out_fs, out_root, len(shards), set(done), enabled=cfg.progress)
+        watcher.start()
+        try:
+            build_dataset(cfg, todo, names).write_datasink(ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet))
+        finally:
+            watcher.stop()
+    summaries = committed_shards(out_fs, out_root)
+    missing = [names[s] for s in shards if names[s] not in summaries]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard(s) were not committed: {missing[:5]}")
+    manifest = write_manifest(out_fs, out_root, OmegaConf.to_container(OmegaConf.structured(cfg)), shards, skipped,
+                              summaries, started, {"actors": merge_actor_stats(summaries)})
+    if cfg.progress:
+        print_summary(manifest)
+    return manifest
+
+
+def merge_actor_stats(summaries: dict[str, dict]) -> dict[str, dict]:
+    """Latest stats of every decode actor over all shards (each shard marker holds a snapshot)."""
+    merged: dict[str, dict] = {}
+    for s in summaries.values():
+        for actor, stats in s.get("actors", {}).items():
+            if actor not in merged or stats["row_steps"] >= merged[actor]["row_steps"]:
+                merged[actor] = stats
+    return merged

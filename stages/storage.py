@@ -1,0 +1,64 @@
+"""Object storage through fsspec: one place that turns a URL plus StorageConfig into a filesystem.
+
+s3:// gets s3fs with the configured endpoint (or AWS_ENDPOINT_URL); every other scheme (gs://, file://,
+memory://, plain paths) uses fsspec's own resolution. Ray readers get the same filesystem wrapped as a
+pyarrow filesystem, so readers and writers see the same bytes.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+
+import fsspec
+import pyarrow.fs as pafs
+
+from stages.config import StorageConfig
+
+
+def filesystem(url: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path without the scheme) for `url`."""
+    protocol = fsspec.utils.get_protocol(url)
+    options: dict = {}
+    if protocol in ("s3", "s3a"):
+        endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+        options = {"anon": storage.anon, "use_listings_cache": False}
+        if endpoint:
+            options["client_kwargs"] = {"endpoint_url": endpoint}
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return fs, path
+
+
+def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def join(root: str, *parts: str) -> str:
+    return posixpath.join(root.rstrip("/"), *parts)
+
+
+def shard_name(path: str, root: str) -> str:
+    """Deterministic output name of an input shard: its path under the input root, '/' -> '__', no extension."""
+    rel = posixpath.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else posixpath.basename(path)
+    stem = rel
+    for ext in (".jsonl.gz", ".jsonl", ".json", ".parquet", ".pq"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    return stem.replace("/", "__")
+
+
+def list_shards(fs: fsspec.AbstractFileSystem, path: str) -> tuple[list[str], str]:
+    """(sorted shard paths, root they are named relative to) for a file, directory or glob."""
+    if any(ch in path for ch in "*?["):
+        files = [p for p in fs.glob(path) if fs.isfile(p)]
+        root = path[: min(path.index(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+    elif fs.isdir(path):
+        files = [p for p in fs.find(path) if p.endswith((".jsonl", ".json", ".parquet", ".pq"))]
+        root = path
+    elif fs.exists(path):
+        files, root = [path], posixpath.dirname(path)
+    else:
+        raise FileNotFoundError(f"no input shards at {path}")
+    if not files:
+        raise FileNotFoundError(f"no input shards match {path}")
+    return sorted(files), root

@@ -1,0 +1,164 @@
+"""Write stage: one Ray Data datasink that commits each input shard's outputs, errors and traces atomically.
+
+Every write task splits its rows by input shard and writes them as a *part* under `_parts/<shard>/`,
+named deterministically from the rows' line numbers, so a retried task overwrites its own part. When a
+shard's parts cover all its rows (the read stage counted them), the task that notices merges the parts
+into the final files (written under a temporary name, then renamed) and writes `_done/<shard>.json`
+last: a shard with a marker is complete, one without is redone by the next run (see stages/resume.py).
+
+Layout under the output root, for input shard <name>:
+  outputs/<name>.arrow         one row per decoded prompt (text, token ids, steps, NFE, exit, timings)
+  errors/<name>.arrow          one row per rejected or failed prompt (id, line, reason)
+  traces/<name>.steps.arrow    STEP_SCHEMA rows   traces/<name>.tokens.arrow   TOKEN_SCHEMA rows
+  _done/<name>.json            completion marker with the shard's counts
+"""
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zlib
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data.block import Block, BlockAccessor
+from ray.data.datasource import Datasink
+
+from stages.config import StorageConfig
+from stages.decode.traces import STEP_SCHEMA, TOKEN_SCHEMA
+from stages.storage import filesystem, join
+
+OUTPUT_COLUMNS = ["id", "shard", "line", "prompt", "prompt_tokens", "output", "output_ids", "generated_tokens",
+                  "steps_taken", "step_budget", "nfe", "exit_reason", "commit_step", "queue_s", "slot_s",
+                  "latency_s", "actor"]
+ERROR_COLUMNS = ["id", "shard", "line", "error"]
+
+
+def read_ipc(fs, path: str) -> pa.Table:
+    with fs.open(path, "rb") as f:
+        return pa.ipc.open_file(f).read_all()
+
+
+def write_ipc(fs, path: str, table: pa.Table, parquet: bool = False) -> None:
+    """Write `table` to `path` via a temporary name and a rename, so readers never see half a file."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wb") as f:
+        with pa.ipc.new_file(f, table.schema) as writer:
+            writer.write_table(table)
+    fs.mv(tmp, path)
+    if parquet:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        with fs.open(path.rsplit(".arrow", 1)[0] + ".parquet", "wb") as f:
+            f.write(buf.getvalue())
+
+
+def _concat_ipc_blobs(blobs: Iterable[bytes | None], schema: pa.Schema) -> pa.Table:
+    tables = [pa.ipc.open_stream(b).read_all() for b in blobs if b]
+    return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+
+
+class ShardDatasink(Datasink):
+    def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False) -> None:
+        self.out_url, self.storage, self.parquet = out_url, storage, parquet
+
+    def _fs(self):
+        return filesystem(self.out_url, self.storage)
+
+    def write(self, blocks: Iterable[Block], ctx) -> list[str]:
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="default")
+        fs, root = self._fs()
+        completed = []
+        for name in pc.unique(table["shard_name"]).to_pylist():
+            rows = table.filter(pc.equal(table["shard_name"], name))
+            self._write_part(fs, root, name, rows)
+            if self._complete(fs, root, name, rows["shard_rows"][0].as_py()):
+                completed.append(name)
+        return completed
+
+    def _write_part(self, fs, root: str, name: str, rows: pa.Table) -> None:
+        lines = rows["line"].to_pylist()
+        part = f"{min(lines):09d}-{len(lines)}-{zlib.crc32(json.dumps(sorted(lines)).encode()):08x}"
+        folder = join(root, "_parts", name)
+        fs.makedirs(folder, exist_ok=True)
+        write_ipc(fs, join(folder, f"{part}.steps.arrow"), _concat_ipc_blobs(rows["trace_steps"].to_pylist(), STEP_SCHEMA))
+        write_ipc(fs, join(folder, f"{part}.tokens.arrow"), _concat_ipc_blobs(rows["trace_tokens"].to_pylist(), TOKEN_SCHEMA))
+        write_ipc(fs, join(folder, f"{part}.rows.arrow"), rows.drop_columns(["trace_steps", "trace_tokens"]))
+
+    def _complete(self, fs, root: str, name: str, total: int) -> bool:
+        """Merge a shard whose parts cover all its rows; True if it is (now) committed."""
+        marker = join(root, "_done", f"{name}.json")
+        if fs.exists(marker):
+            return True
+        folder = join(root, "_parts", name)
+        parts = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".rows.arrow"))
+        if sum(int(p.rsplit("/", 1)[-1].split("-")[1]) for p in parts) < total:  # not all rows yet
+            return False
+        rows = pa.concat_tables([read_ipc(fs, p) for p in parts], promote_options="default")
+        rows = rows.sort_by("line")
+        lines = rows["line"].to_pylist()  # a retried task may have written the same rows twice
+        rows = rows.take([i for i, line in enumerate(lines) if i == 0 or line != lines[i - 1]])
+        ok = pc.equal(rows["error"], "")
+        outputs, errors = rows.filter(ok), rows.filter(pc.invert(ok))
+        outputs = outputs.append_column("prompt_tokens", pc.list_value_length(outputs["prompt_ids"]).cast(pa.int32()))
+        outputs = outputs.select([c for c in OUTPUT_COLUMNS if c in outputs.column_names])
+        steps = pa.concat_tables([read_ipc(fs, p.replace(".rows.", ".steps.")) for p in parts])
+        tokens = pa.concat_tables([read_ipc(fs, p.replace(".rows.", ".tokens.")) for p in parts])
+        for sub in ("outputs", "errors", "traces"):
+            fs.makedirs(join(root, sub), exist_ok=True)
+        write_ipc(fs, join(root, "outputs", f"{name}.arrow"), outputs, self.parquet)
+        write_ipc(fs, join(root, "errors", f"{name}.arrow"), errors.select(ERROR_COLUMNS), self.parquet)
+        write_ipc(fs, join(root, "traces", f"{name}.steps.arrow"), steps)
+        write_ipc(fs, join(root, "traces", f"{name}.tokens.arrow"), tokens)
+        summary = shard_summary(name, rows["shard"][0].as_py(), outputs, errors)
+        summary["actors"] = latest_actor_stats(rows)
+        fs.makedirs(join(root, "_done"), exist_ok=True)
+        with fs.open(marker, "w") as f:
+            json.dump(summary, f)
+        return True
+
+    def on_write_complete(self, write_result) -> None:
+        """Sweep: commit any shard whose last parts landed in two racing tasks; then drop the parts."""
+        fs, root = self._fs()
+        parts_root = join(root, "_parts")
+        if not fs.exists(parts_root):
+            return
+        for folder in fs.ls(parts_root, detail=False):
+            name = folder.rstrip("/").rsplit("/", 1)[-1]
+            first = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".rows.arrow"))
+            if first:
+                total = read_ipc(fs, first[0])["shard_rows"][0].as_py()
+                self._complete(fs, root, name, total)
+        fs.rm(parts_root, recursive=True)
+
+
+def shard_summary(name: str, shard: str, outputs: pa.Table, errors: pa.Table) -> dict:
+    """Counts for a shard's completion marker (and, summed, the run manifest)."""
+    def total(col: str) -> int:
+        return int(pc.sum(outputs[col]).as_py() or 0) if outputs.num_rows else 0
+    exits = pc.value_counts(outputs["exit_reason"]).to_pylist() if outputs.num_rows else []
+    return {
+        "shard": shard, "name": name, "rows": outputs.num_rows + errors.num_rows, "outputs": outputs.num_rows,
+        "errors": errors.num_rows, "prompt_tokens": total("prompt_tokens"),
+        "generated_tokens": total("generated_tokens"), "nfe": total("nfe"), "step_budget": total("step_budget"),
+        "exit_reasons": {e["values"]: e["counts"] for e in exits},
+    }
+
+
+def latest_actor_stats(rows: pa.Table) -> dict[str, dict]:
+    """Per decode actor, its most recent scheduler stats snapshot seen in these rows."""
+    latest: dict[str, dict] = {}
+    if "actor_stats" not in rows.column_names:
+        return latest
+    for actor, blob in zip(rows["actor"].to_pylist(), rows["actor_stats"].to_pylist()):
+        if actor and blob:
+            stats = json.loads(blob)
+            if actor not in latest or stats["row_steps"] >= latest[actor]["row_steps"]:
+                latest[actor] = stats
+    return latest

@@ -1,0 +1,190 @@
+"""Policies on hand-built step contexts: top-k selection, SchED per-row exits, Fast-dLLM thresholds,
+registry validation, and a conformance test every registered policy must pass."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stages.decode.config import DecodeConfig, SchedConfig
+from stages.decode.policies import (
+    POLICIES, ExitDecision, FastDllmPolicy, MarginExitPolicy, SchedulePolicy, StepContext, build_policies,
+    sched_policy, topk_mask,
+)
+from stages.decode.schedules import tau_cosine, tau_linear
+from stages.decode.signals import StepSignals
+
+
+def make_ctx(margin=None, confidence=None, masked=None, in_block=None, k=None, progress=None) -> StepContext:
+    """A StepContext with defaults filled in; the remasking score is the confidence."""
+    shape = next(t.shape for t in (margin, confidence, masked) if t is not None)
+    margin = torch.zeros(shape) if margin is None else margin
+    confidence = torch.full(shape, 0.5) if confidence is None else confidence
+    masked = torch.ones(shape, dtype=torch.bool) if masked is None else masked
+    in_block = torch.ones(shape, dtype=torch.bool) if in_block is None else in_block
+    b = shape[0]
+    sig = StepSignals(x0=torch.zeros(shape, dtype=torch.long), confidence=confidence, margin=margin,
+                      entropy=torch.zeros(shape))
+    return StepContext(sig, confidence, masked, in_block,
+                       torch.ones(b, dtype=torch.long) if k is None else k,
+                       torch.zeros(b) if progress is None else progress)
+
+
+# ---------------------------------------------------------------- topk_mask
+
+
+def test_topk_mask_per_row_k() -> None:
+    score = torch.tensor([[0.1, 0.9, 0.5, 0.7], [0.3, 0.2, 0.1, 0.0], [0.4, 0.4, 0.4, 0.9]])
+    cand = torch.tensor([[True, True, True, False], [True, True, True, True], [True, True, True, False]])
+    out = topk_mask(score, cand, torch.tensor([2, 0, 2]))
+    assert out.tolist() == [
+        [False, True, True, False],     # 0.9, 0.5 (0.7 is not a candidate)
+        [False, False, False, False],   # k = 0
+        [True, True, False, False],     # ties go to the leftmost; the 0.9 is not a candidate
+    ]
+
+
+def test_topk_mask_k_larger_than_candidates() -> None:
+    score = torch.tensor([[0.1, 0.9, 0.5]])
+    cand = torch.tensor([[True, False, True]])
+    assert torch.equal(topk_mask(score, cand, torch.tensor([5])), cand)
+
+
+def test_schedule_policy_uses_k_and_candidates() -> None:
+    score = torch.tensor([[0.9, 0.8, 0.7, 0.6]])
+    ctx = make_ctx(confidence=score, masked=torch.tensor([[False, True, True, True]]),
+                   in_block=torch.tensor([[True, True, True, False]]), k=torch.tensor([1]))
+    assert SchedulePolicy(DecodeConfig()).select(ctx).tolist() == [[False, True, False, False]]
+
+
+# ---------------------------------------------------------------- SchED exit
+
+
+def two_row_ctx() -> StepContext:
+    """Row 0: masked positions have margin 10; row 1: masked margin 0.5 but committed ones 100."""
+    margin = torch.tensor([[10.0, 10.0, 10.0, 100.0], [0.5, 0.5, 100.0, 100.0]])
+    masked = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    return make_ctx(margin=margin, masked=masked, progress=torch.tensor([0.25, 0.5]))
+
+
+def test_sched_exit_per_row() -> None:
+    pol = sched_policy(DecodeConfig())  # cosine 7.5 -> 2.5
+    d = pol.should_exit(two_row_ctx())
+    assert isinstance(d, ExitDecision)
+    assert d.exit.tolist() == [True, False]
+    expected_tau = [tau_cosine(0.25, 7.5, 2.5), tau_cosine(0.5, 7.5, 2.5)]
+    torch.testing.assert_close(d.tau, torch.tensor(expected_tau))
+    # g-bar is the mean over still-masked positions only: the committed 100s do not count.
+    torch.testing.assert_close(d.gbar, torch.tensor([10.0, 0.5]))
+
+
+def test_sched_exit_uses_configured_schedule() -> None:
+    cfg = DecodeConfig(sched=SchedConfig(schedule="linear", tau_high_logit=20.0, tau_low_logit=4.0))
+    d = sched_policy(cfg).should_exit(two_row_ctx())
+    torch.testing.assert_close(d.tau, torch.tensor([tau_linear(0.25, 20.0, 4.0), tau_linear(0.5, 20.0, 4.0)]))
+    assert d.exit.tolist() == [False, False]  # tau(0.25) = 16 > 10
+
+
+def test_sched_exit_row_without_masks_does_not_exit() -> None:
+    ctx = make_ctx(margin=torch.full((1, 3), 50.0), masked=torch.zeros(1, 3, dtype=torch.bool))
+    d = sched_policy(DecodeConfig()).should_exit(ctx)
+    assert d.exit.tolist() == [False]
+
+
+def test_sched_min_aggregate() -> None:
+    cfg = DecodeConfig(sched=SchedConfig(aggregate="min"))
+    ctx = make_ctx(margin=torch.tensor([[10.0, 1.0, 10.0]]), progress=torch.tensor([0.9]))
+    d = sched_policy(cfg).should_exit(ctx)
+    assert d.gbar.tolist() == [1.0] and d.exit.tolist() == [False]
+
+
+def test_margin_exit_rejects_unknown_schedule() -> None:
+    with pytest.raises(ValueError, match="unknown schedule 'step'.*cosine"):
+        MarginExitPolicy("step", 7.5, 2.5, 4.0, "mean", 0.5, "x")
+
+
+# ---------------------------------------------------------------- Fast-dLLM
+
+
+def test_fastdllm_commits_all_confident_candidates() -> None:
+    conf = torch.tensor([[0.95, 0.5, 0.91, 0.99], [0.2, 0.6, 0.4, 0.3]])
+    masked = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    ctx = make_ctx(confidence=conf, masked=masked)
+    out = FastDllmPolicy(DecodeConfig()).select(ctx)
+    assert out.tolist() == [
+        [True, False, True, False],     # >= 0.9 among candidates; 0.99 is already committed
+        [False, True, False, False],    # none qualifies: the single best candidate
+    ]
+
+
+def test_fastdllm_threshold_is_inclusive() -> None:
+    conf = torch.tensor([[0.9, 0.9, 0.1]])
+    out = FastDllmPolicy(DecodeConfig()).select(make_ctx(confidence=conf))
+    assert out.tolist() == [[True, True, False]]
+
+
+# ---------------------------------------------------------------- build_policies
+
+
+def test_build_policies_rejects_unknown_name() -> None:
+    with pytest.raises(ValueError) as err:
+        build_policies(DecodeConfig(policy=["sched", "bogus"]))
+    message = str(err.value)
+    assert "bogus" in message
+    for name in POLICIES:
+        assert name in message
+
+
+def test_build_policies_rejects_two_commit_policies() -> None:
+    with pytest.raises(ValueError, match="more than one commit policy"):
+        build_policies(DecodeConfig(policy=["none", "fastdllm"]))
+
+
+def test_build_policies_composition() -> None:
+    ps = build_policies(DecodeConfig(policy=["sched"]))
+    assert isinstance(ps.commit, SchedulePolicy) and [p.name for p in ps.exits] == ["sched"]
+    ps = build_policies(DecodeConfig(policy=["fastdllm", "prophet", "sched"]))
+    assert isinstance(ps.commit, FastDllmPolicy) and [p.name for p in ps.exits] == ["prophet", "sched"]
+    ps = build_policies(DecodeConfig(policy=["none"]))
+    assert isinstance(ps.commit, SchedulePolicy) and ps.exits == []
+
+
+# ---------------------------------------------------------------- conformance over the registry
+
+
+def random_ctx(seed: int, b: int = 3, g: int = 8) -> StepContext:
+    gen = torch.Generator().manual_seed(seed)
+    masked = torch.rand(b, g, generator=gen) < 0.7
+    masked[0] = True
+    masked[-1] = False                              # a row with nothing left
+    in_block = torch.zeros(b, g, dtype=torch.bool)
+    in_block[:, : g // 2] = True
+    return make_ctx(margin=torch.rand(b, g, generator=gen) * 12, confidence=torch.rand(b, g, generator=gen),
+                    masked=masked, in_block=in_block, k=torch.tensor([2, 1, 3])[:b],
+                    progress=torch.rand(b, generator=gen))
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_policy_conformance(name: str, seed: int) -> None:
+    cfg = DecodeConfig(policy=[name])
+    pol = POLICIES[name](cfg)
+    ctx = random_ctx(seed)
+    b, g = ctx.masked.shape
+    assert pol.kind in ("commit", "exit")
+    if pol.kind == "commit":
+        out = pol.select(ctx)
+        assert out.shape == (b, g) and out.dtype == torch.bool
+        assert not (out & ~ctx.candidates).any(), "selected a position that is not a candidate"
+        has_cand = ctx.candidates.any(-1)
+        assert (out.any(-1) == has_cand).all(), "a row with candidates must commit at least one"
+    else:
+        d = pol.should_exit(ctx)
+        assert d.exit.shape == (b,) and d.exit.dtype == torch.bool
+        assert d.tau.shape == (b,) and d.tau.dtype == torch.float32
+        assert d.gbar.shape == (b,) and d.gbar.dtype == torch.float32
+        assert not (d.exit & ~ctx.masked.any(-1)).any(), "a row with nothing masked cannot exit"
+        assert isinstance(pol.name, str) and pol.name
+    ps = build_policies(cfg)
+    assert ps.commit.select(ctx).shape == (b, g)
+    for e in ps.exits:
+        assert e.should_exit(ctx).exit.shape == (b,)
