@@ -27,6 +27,9 @@ VARIANTS = {
     "sched-cosine": {"policy": ["sched"], "sched.schedule": "cosine"},
     "sched-exp-k4": {"policy": ["sched"], "sched.schedule": "exp", "sched.k": 4.0},
     "sched-exp-k16": {"policy": ["sched"], "sched.schedule": "exp", "sched.k": 16.0},
+    "sched-linear-min": {"policy": ["sched"], "sched.schedule": "linear", "sched.aggregate": "min"},
+    "sched-cosine-min": {"policy": ["sched"], "sched.schedule": "cosine", "sched.aggregate": "min"},
+    "sched-exp-k16-min": {"policy": ["sched"], "sched.schedule": "exp", "sched.k": 16.0, "sched.aggregate": "min"},
     "fastdllm": {"policy": ["fastdllm"]},
     "prophet": {"policy": ["prophet"]},
 }
@@ -41,6 +44,19 @@ def variant_config(base, overrides: dict):
             target = getattr(target, p)
         setattr(target, last, value)
     return cfg
+
+
+def first_step_margins(adapter, tok, prompts, dcfg) -> dict:
+    """From the token traces of a baseline run: mean step-0 margin at positions that end as EOS vs content.
+    This is what SchED's mean aggregate sees at its first decision."""
+    run = decode_prompts(adapter, tok, prompts, variant_config(dcfg, {"policy": ["none"], "trace": "tokens"}), 32)
+    eos, content = [], []
+    for r in run.results:
+        step0 = r.trace.tokens[0, :, 2]
+        for pos, tok_id in enumerate(r.output_ids):
+            (eos if tok_id in adapter.eos_token_ids else content).append(float(step0[pos]))
+    return {"eos_positions": sum(eos) / len(eos), "content_positions": sum(content) / len(content),
+            "eos_fraction": len(eos) / (len(eos) + len(content))}
 
 
 def main() -> None:
@@ -58,6 +74,7 @@ def main() -> None:
     rows = load_heldout(args.limit)
     prompts = [r["prompt"] for r in rows]
     decode_prompts(adapter, tok, prompts[:32], cfg.decode, args.batch_size)  # warm-up
+    margins = first_step_margins(adapter, tok, prompts, cfg.decode)
     table, base = [], None
     for name, overrides in VARIANTS.items():
         dcfg = variant_config(cfg.decode, overrides)
@@ -79,7 +96,9 @@ def main() -> None:
         })
     text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
                                "retention", "qps4"])
-    save_result(args.out, {"prompts": len(rows), "batch_size": args.batch_size,
+    print(f"first-step top-2 logit margin, mean over positions whose final token is end-of-text: "
+          f"{margins['eos_positions']:.2f}; over answer-content positions: {margins['content_positions']:.2f}")
+    save_result(args.out, {"first_step_margins": margins, "prompts": len(rows), "batch_size": args.batch_size,
                            "decode": {"gen_length": cfg.decode.gen_length, "block_length": cfg.decode.block_length,
                                       "steps": cfg.decode.steps, "remasking": cfg.decode.remasking},
                            "results": table, "table": text})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from embedded.taskmix import sample_examples
+from embedded.taskmix import EVAL_TASKS, sample_examples
 
 HERE = Path(__file__).resolve().parent
 PROMPT_SEED, EVAL_SEED = 1_000_003, 2_000_003
@@ -22,14 +22,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def main(n_shards: int = 4, per_shard: int = 32, n_eval: int = 500) -> None:
-    examples = sample_examples(PROMPT_SEED, n_shards * per_shard)
+    examples = sample_examples(PROMPT_SEED, n_shards * per_shard, EVAL_TASKS)
     for s in range(n_shards):
         chunk = examples[s * per_shard:(s + 1) * per_shard]
         write_jsonl(HERE / "prompts" / f"shard-{s:03d}.jsonl",
                     [{"id": f"s{s}-{i:03d}", "prompt": e.prompt} for i, e in enumerate(chunk)])
     write_jsonl(HERE / "eval" / "heldout.jsonl",
                 [{"id": f"eval-{i:04d}", "task": e.task, "prompt": e.prompt, "answer": e.answer}
-                 for i, e in enumerate(sample_examples(EVAL_SEED, n_eval))])
+                 for i, e in enumerate(sample_examples(EVAL_SEED, n_eval, EVAL_TASKS))])
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class TestingConfig:
     crash_on_id: str = ""               # decode actor calls os._exit(1) when it sees this id ...
     crash_marker: str = ""              # ... once: only while this local file does not exist yet
     fail_on_id: str = ""                # decode raises for the batch containing this id
+    step_delay_s: float = 0.0           # sleep before every engine step (to interrupt a run mid-way)
 
 
 @dataclass

@@ -24,8 +24,10 @@ def init_ray(cfg: PipelineConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", str(cfg.ray.no_progress_timeout_s))
-    kwargs = {"include_dashboard": False, "log_to_driver": cfg.progress, "configure_logging": True,
-              "logging_level": "ERROR"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {"PYTHONPATH": root, "OMP_NUM_THREADS": str(cfg.actors.threads), "TOKENIZERS_PARALLELISM": "false"}
+    kwargs = {"include_dashboard": False, "log_to_driver": cfg.progress, "logging_level": "ERROR",
+              "runtime_env": {"env_vars": env}}
     if cfg.ray.address == "local":
         kwargs.update(address="local", num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
                       object_store_memory=cfg.ray.object_store_mb * 1024 * 1024)

@@ -5,6 +5,7 @@ background thread: rows done, sequences/s, mean steps and steps saved so far, at
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -16,8 +17,9 @@ from stages.resume import committed_shards, totals
 class ProgressWatcher:
     def __init__(self, fs, root: str, n_shards: int, already: set[str], enabled: bool, every_s: float = 2.0):
         self.fs, self.root, self.already, self.every_s = fs, root, already, every_s
-        self.bar = tqdm(total=n_shards, initial=len(already), unit="shard", disable=not enabled,
-                        desc="decoding") if enabled else None
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=n_shards, initial=len(already), unit="shard", desc="decoding", file=sys.stderr,
+                        mininterval=0.5 if tty else 30.0, dynamic_ncols=tty) if enabled else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.started = time.time()

@@ -49,6 +49,8 @@ class DecodeConfig:
     max_batch_tokens: int = 16384       # token budget of one forward (rows x padded width)
 
     def __post_init__(self) -> None:
+        if self.trace in ("False", "false"):  # YAML 1.1 reads a bare `off` as a boolean
+            self.trace = "off"
         if self.remasking not in ("low_confidence", "margin", "entropy", "random"):
             raise ValueError(f"decode.remasking={self.remasking!r}: use low_confidence, margin, entropy or random")
         if self.trace not in ("off", "steps", "tokens"):

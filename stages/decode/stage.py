@@ -52,13 +52,14 @@ class DecodeStage:
         self.adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, cfg.model.device)
         self.engine = DecodeEngine(self.adapter, cfg.decode)
         self.scheduler = SlotScheduler(self.engine, cfg.decode.max_batch_size, cfg.decode.max_batch_tokens,
-                                       bucket=True, before_step=self._fault_hook if cfg.testing.fail_on_id else None)
+                                       bucket=True, before_step=self._fault_hook if cfg.testing.fail_on_id or cfg.testing.step_delay_s else None)
         self._waiters: dict[str, asyncio.Future] = {}
         self.actor_name = f"{socket.gethostname()}:{os.getpid()}"
         self._loop_task: asyncio.Task | None = None
 
     def _fault_hook(self, ids: list[str]) -> None:
-        if any(i.split("\x00", 1)[1] == self.cfg.testing.fail_on_id for i in ids):
+        time.sleep(self.cfg.testing.step_delay_s)
+        if self.cfg.testing.fail_on_id and any(i.split("\x00", 1)[1] == self.cfg.testing.fail_on_id for i in ids):
             raise RuntimeError(f"injected failure for id {self.cfg.testing.fail_on_id}")
 
     def _maybe_crash(self, rows: list[dict]) -> None:
