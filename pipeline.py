@@ -23,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from stages.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 
 SUBCOMMANDS = ("run", "report")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -33,7 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          description="Decode prompt shards. Main options (any key of configs/default.yaml "
                                      "works as key=value): input.url, output.url, model.path, decode.policy, "
                                      "decode.steps, decode.gen_length, actors.max_actors, actors.num_gpus.")
-    run.add_argument("--config", help="YAML config under configs/ (default: built-in defaults = configs/default.yaml)")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: configs/default.yaml)")
     run.add_argument("--overwrite", action="store_true", help="rerun every shard, ignoring committed outputs")
     run.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. decode.steps=32")
     rep = sub.add_parser("report", help="cost and step accounting report of a finished run")

@@ -123,6 +123,11 @@ def _check(cfg: PipelineConfig) -> None:
     if not 1 <= cfg.actors.min_actors <= cfg.actors.max_actors:
         raise ConfigError("config error at actors.min_actors: need 1 <= min_actors <= max_actors")
     from stages.decode.policies import POLICIES
+    from stages.decode.transfer import validate_schedule
+    try:
+        validate_schedule(cfg.decode.gen_length, cfg.decode.block_length, cfg.decode.steps)
+    except ValueError as e:
+        raise ConfigError(f"config error at decode: {e}") from None
     unknown = [p for p in cfg.decode.policy if p not in POLICIES]
     if unknown:
         raise ConfigError(f"config error at decode.policy: unknown {unknown}; known: {sorted(POLICIES)}")

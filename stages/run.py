@@ -3,8 +3,8 @@ read -> parse -> preprocess -> decode actor pool -> shard datasink, show progres
 """
 from __future__ import annotations
 
+import logging
 import os
-import threading
 import time
 
 import ray
@@ -16,7 +16,7 @@ from stages.preprocess import preprocess_batch
 from stages.read import parse_shard
 from stages.resume import committed_shards, prepare_output, write_manifest
 from stages.storage import arrow_filesystem, filesystem, list_shards, shard_name
-from stages.summary import ProgressWatcher, print_summary
+from stages.summary import ProgressWatcher, print_examples, print_summary
 from stages.write import ShardDatasink
 
 
@@ -67,6 +67,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         init_ray(cfg)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         watcher = ProgressWatcher(out_fs, out_root, len(shards), set(done), enabled=cfg.progress)
         watcher.start()
         try:
@@ -81,6 +83,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                               summaries, started, {"actors": merge_actor_stats(summaries)})
     if cfg.progress:
         print_summary(manifest)
+        print_examples(out_fs, out_root, names[shards[0]])
     return manifest
 
 

@@ -73,3 +73,15 @@ def print_summary(manifest: dict) -> None:
     ]
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
+
+
+def print_examples(fs, root: str, shard: str, n: int = 5) -> None:
+    """A few decoded rows of one shard, with the steps each took."""
+    from stages.write import read_ipc
+    try:
+        rows = read_ipc(fs, f"{root.rstrip('/')}/outputs/{shard}.arrow").slice(0, n).to_pylist()
+    except FileNotFoundError:
+        return
+    print(f"examples from {shard}:")
+    for r in rows:
+        print(f"  {r['prompt']!r:28} -> {r['output']!r:16} {r['steps_taken']:>3}/{r['step_budget']} steps ({r['exit_reason']})")
