@@ -40,12 +40,12 @@ def run_rebatching(adapter, dcfg, requests, b: int):
     start = time.perf_counter()
     done = {r.id: r for r in sched.run(requests)}
     seconds = time.perf_counter() - start
-    return [done[r.id] for r in requests], seconds, engine.stats
+    return [done[r.id] for r in requests], seconds, {**engine.stats, **sched.stats()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=300)
+    ap.add_argument("--prompts", type=int, default=500)
     ap.add_argument("--batch-size", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default="configs/default.yaml")
@@ -68,6 +68,7 @@ def main() -> None:
             table.append({"B": b, "mode": mode, "sequences_per_s": len(results) / seconds, "seconds": seconds,
                           "forwards": s["forwards"], "slot_utilisation": s["useful_row_steps"] / (s["forwards"] * b),
                           "padding_fraction": s["pad_tokens"] / s["tokens"],
+                          "steady_utilisation": s.get("steady_slot_utilisation", float("nan")),
                           "mean_steps": sum(r.steps_taken for r in results) / len(results)})
         base = next(t for t in table if t["B"] == b and t["mode"] == "static-keep")
         compact = next(t for t in table if t["B"] == b and t["mode"] == "static-compact")
@@ -76,10 +77,14 @@ def main() -> None:
                 t["speedup_vs_keep"] = t["sequences_per_s"] / base["sequences_per_s"]
                 t["speedup_vs_compact"] = t["sequences_per_s"] / compact["sequences_per_s"]
     identical = all(o == outputs[next(iter(outputs))] for o in outputs.values())
-    text = print_table(table, ["B", "mode", "sequences_per_s", "slot_utilisation", "padding_fraction", "forwards",
+    text = print_table(table, ["B", "mode", "sequences_per_s", "slot_utilisation", "steady_utilisation",
+                               "padding_fraction", "forwards",
                                "mean_steps", "speedup_vs_keep", "speedup_vs_compact"])
     print(f"outputs identical across modes and batch sizes: {identical}")
+    last = [r for r in results]  # exit-step distribution of the last run, for bench/gpu_rebatching.py
+    fractions = [r.steps_taken / r.step_budget for r in last]
     save_result(args.out, {"prompts": len(rows), "policy": "sched", "outputs_identical": identical,
+                           "exit_fractions": fractions,
                            "results": table, "table": text})
 
 

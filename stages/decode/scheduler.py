@@ -37,6 +37,8 @@ class SlotScheduler:
         self.isolate: deque[Request] = deque()
         self.started_at: float | None = None
         self.finished = 0
+        self.steady_forwards = 0   # forwards taken while rows were still waiting for a slot
+        self.steady_rows = 0
 
     def submit(self, requests: Iterable[Request]) -> None:
         self.waiting.extend(requests)
@@ -91,6 +93,9 @@ class SlotScheduler:
         out: list[SequenceResult | RowError] = list(self.schedule())
         if not self.engine.rows:
             return out
+        if self.waiting:
+            self.steady_forwards += 1
+            self.steady_rows += len(self.engine.rows)
         try:
             if self.before_step:
                 self.before_step([r.request.id for r in self.engine.rows])
@@ -127,6 +132,8 @@ class SlotScheduler:
         return {
             "forwards": s["forwards"], "row_steps": s["row_steps"], "useful_row_steps": s["useful_row_steps"],
             "slot_utilisation": s["useful_row_steps"] / (s["forwards"] * self.max_rows) if s["forwards"] else 0.0,
+            "steady_slot_utilisation": (self.steady_rows / (self.steady_forwards * self.max_rows)
+                                        if self.steady_forwards else 0.0),
             "padding_fraction": s["pad_tokens"] / s["tokens"] if s["tokens"] else 0.0,
             "sequences": self.finished, "elapsed_s": elapsed,
             "sequences_per_s": self.finished / elapsed if elapsed > 0 else 0.0,
