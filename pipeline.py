@@ -3,6 +3,8 @@
 Usage:
   python pipeline.py [run] [--config configs/<name>.yaml] [key.sub=value ...] [--overwrite]
   python pipeline.py report <run-output-url> [--out DIR] [--baseline URL] [--price-per-gpu-hour X]
+  python pipeline.py labels <run-output-url> --out labels.arrow      (TSPD training rows from traces)
+  python pipeline.py train-tspd labels.arrow --out controller.pt      (train the TSPD controller)
 
 With no arguments it decodes the shipped prompt shards with the embedded model on CPU and writes to
 output/default. Exit code 0 on success; otherwise one line on stderr says why.
@@ -10,6 +12,7 @@ output/default. Exit code 0 on success; otherwise one line on stderr says why.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -22,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stages.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 
-SUBCOMMANDS = ("run", "report")
+SUBCOMMANDS = ("run", "report", "labels", "train-tspd")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
 
 
@@ -43,6 +46,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--baseline", help="output root of a baseline run, for quality agreement and QPS")
     rep.add_argument("--price-per-gpu-hour", type=float, default=2.0, help="accelerator price (default 2.0)")
     rep.add_argument("--config", help="config of the runs (for storage settings)")
+    lab = sub.add_parser("labels", help="TSPD training rows (features, label) from a run's traces")
+    lab.add_argument("run_url", help="output root of a run decoded with decode.policy=[none] decode.trace=tokens")
+    lab.add_argument("--out", required=True, help="Arrow file to write")
+    lab.add_argument("--config", help="config of the run (for storage settings)")
+    trn = sub.add_parser("train-tspd", help="train the TSPD controller from a labels file")
+    trn.add_argument("labels", help="Arrow file written by `pipeline.py labels`")
+    trn.add_argument("--out", required=True, help="controller file (point decode.tspd.controller_path at it)")
+    trn.add_argument("--seed", type=int, default=0)
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv = ["run", *argv]
     return ap.parse_args(argv)
@@ -54,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from stages.report import run_report
             run_report(args)
+            return 0
+        if args.command == "labels":
+            from stages.labels import collect_labels
+            storage = load_config(args.config).storage if args.config else None
+            print(json.dumps(collect_labels(args.run_url, args.out, storage)))
+            return 0
+        if args.command == "train-tspd":
+            from stages.decode.tspd_train import train_controller
+            print(json.dumps(train_controller(args.labels, args.out, seed=args.seed), indent=2))
             return 0
         cfg = load_config(args.config, args.overrides)
         if args.overwrite:

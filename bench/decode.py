@@ -59,12 +59,37 @@ def first_step_margins(adapter, tok, prompts, dcfg) -> dict:
             "eos_fraction": len(eos) / (len(eos) + len(content))}
 
 
+def run_variants(variants: dict, adapter, tok, rows: list[dict], dcfg, batch_size: int) -> list[dict]:
+    """Decode `rows` once per variant; the first variant is the baseline the ratios refer to."""
+    prompts = [r["prompt"] for r in rows]
+    table, base = [], None
+    for name, overrides in variants.items():
+        run = decode_prompts(adapter, tok, prompts, variant_config(dcfg, overrides), batch_size)
+        nfe = sum(r.steps_taken for r in run.results)
+        acc = accuracy(run.texts, rows)
+        if base is None:
+            base = {"nfe": nfe, "seconds": run.seconds, "acc": acc, "texts": run.texts}
+        speedup = base["nfe"] / nfe
+        retention = acc / base["acc"] if base["acc"] else 0.0
+        agreement = sum(a == b for a, b in zip(run.texts, base["texts"])) / len(rows)
+        exits: dict[str, int] = {}
+        for r in run.results:
+            exits[r.exit_reason] = exits.get(r.exit_reason, 0) + 1
+        table.append({
+            "policy": name, "nfe": nfe, "mean_steps": nfe / len(rows), "step_speedup": speedup,
+            "wall_s": run.seconds, "wall_speedup": base["seconds"] / run.seconds, "exact_match": acc,
+            "retention": retention, "agreement": agreement, "qps4": speedup * retention ** 4,
+            "exit_reasons": exits, "accuracy_by_task": accuracy_by_task(run.texts, rows),
+        })
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="held-out prompts to use (default all 500)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--config", default=None, help="base config (default: the schema's paper defaults)")
     ap.add_argument("--out", default="decode")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,25 +100,7 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows]
     decode_prompts(adapter, tok, prompts[:32], cfg.decode, args.batch_size)  # warm-up
     margins = first_step_margins(adapter, tok, prompts, cfg.decode)
-    table, base = [], None
-    for name, overrides in VARIANTS.items():
-        dcfg = variant_config(cfg.decode, overrides)
-        run = decode_prompts(adapter, tok, prompts, dcfg, args.batch_size)
-        nfe = sum(r.steps_taken for r in run.results)
-        acc = accuracy(run.texts, rows)
-        if base is None:
-            base = {"nfe": nfe, "seconds": run.seconds, "acc": acc}
-        speedup = base["nfe"] / nfe
-        retention = acc / base["acc"] if base["acc"] else 0.0
-        exits = {}
-        for r in run.results:
-            exits[r.exit_reason] = exits.get(r.exit_reason, 0) + 1
-        table.append({
-            "policy": name, "nfe": nfe, "mean_steps": nfe / len(rows), "step_speedup": speedup,
-            "wall_s": run.seconds, "wall_speedup": base["seconds"] / run.seconds, "exact_match": acc,
-            "retention": retention, "qps4": speedup * retention ** 4, "exit_reasons": exits,
-            "accuracy_by_task": accuracy_by_task(run.texts, rows),
-        })
+    table = run_variants(VARIANTS, adapter, tok, rows, cfg.decode, args.batch_size)
     text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
                                "retention", "qps4"])
     print(f"first-step top-2 logit margin, mean over positions whose final token is end-of-text: "

@@ -4,6 +4,7 @@
 
 embedded/prompts/shard-00{0..3}.jsonl   the default run's input: {"id", "prompt"} per line
 embedded/eval/heldout.jsonl             {"id", "task", "prompt", "answer"} for exact-match evaluation
+embedded/tspd/prompts.jsonl             prompts whose traces train the TSPD controller (disjoint seed)
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from embedded.taskmix import EVAL_TASKS, sample_examples
 
 HERE = Path(__file__).resolve().parent
-PROMPT_SEED, EVAL_SEED = 1_000_003, 2_000_003
+PROMPT_SEED, EVAL_SEED, TSPD_SEED = 1_000_003, 2_000_003, 3_000_003
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -21,7 +22,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def main(n_shards: int = 4, per_shard: int = 32, n_eval: int = 500) -> None:
+def main(n_shards: int = 4, per_shard: int = 32, n_eval: int = 500, n_tspd: int = 400) -> None:
     examples = sample_examples(PROMPT_SEED, n_shards * per_shard, EVAL_TASKS)
     for s in range(n_shards):
         chunk = examples[s * per_shard:(s + 1) * per_shard]
@@ -30,7 +31,10 @@ def main(n_shards: int = 4, per_shard: int = 32, n_eval: int = 500) -> None:
     write_jsonl(HERE / "eval" / "heldout.jsonl",
                 [{"id": f"eval-{i:04d}", "task": e.task, "prompt": e.prompt, "answer": e.answer}
                  for i, e in enumerate(sample_examples(EVAL_SEED, n_eval, EVAL_TASKS))])
+    write_jsonl(HERE / "tspd" / "prompts.jsonl",
+                [{"id": f"tspd-{i:04d}", "prompt": e.prompt} for i, e in enumerate(sample_examples(TSPD_SEED, n_tspd, EVAL_TASKS))])
 
 
 if __name__ == "__main__":
     main()
+

@@ -32,6 +32,24 @@ class ProphetConfig:
 
 
 @dataclass
+class TspdConfig:
+    controller_path: str = "embedded/controller/tspd.pt"  # trained controller (stages/decode/tspd_train.py)
+    threshold_prob: float = 0.5         # fix masked block positions whose P(converged) reaches this
+    ema_decay: float = 0.5              # decay of the margin-momentum EMA feature
+
+
+@dataclass
+class CeConfig:
+    process_noise: float = 0.05         # q: white-acceleration noise of the constant-velocity model
+    observation_noise: float = 1.0      # r: margin observation noise (logit^2)
+    horizon: int = 2                    # H: steps ahead the forecast looks
+    z: float = 1.0                      # lower bound = forecast mean - z * sigma
+    fix_margin_logit: float = 6.0       # look-ahead: fix a position whose lower bound reaches this
+    hold_margin_logit: float = 2.0      # stabilise: hold back a pick whose lower bound is below this
+    innovation_k: float = 3.0           # stabilise: hold back when |innovation| > k * sqrt(S)
+
+
+@dataclass
 class DecodeConfig:
     gen_length: int = 16                # answer positions per row (per-row max_new_tokens may lower it)
     block_length: int = 16              # semi-autoregressive block size; gen_length % block_length == 0
@@ -39,12 +57,14 @@ class DecodeConfig:
     remasking: str = "low_confidence"   # low_confidence | margin | entropy | random
     temperature: float = 0.0            # 0 = greedy; > 0 adds Gumbel noise in float64
     seed: int = 0                       # per-row generators are seeded from (seed, request id)
-    policy: list[str] = field(default_factory=lambda: ["sched"])  # see policies.POLICIES
+    policy: list[str] = field(default_factory=lambda: ["sched"])  # see policies.POLICIES, e.g. [tspd, ce, sched]
     stop_at_eos: bool = True            # stop a row once EOS is committed with everything before it decoded
     trace: str = "tokens"               # off | steps | tokens
     sched: SchedConfig = field(default_factory=SchedConfig)
     fastdllm: FastDllmConfig = field(default_factory=FastDllmConfig)
     prophet: ProphetConfig = field(default_factory=ProphetConfig)
+    tspd: TspdConfig = field(default_factory=TspdConfig)
+    ce: CeConfig = field(default_factory=CeConfig)
     max_batch_size: int = 16            # slots: rows in one forward
     max_batch_tokens: int = 16384       # token budget of one forward (rows x padded width)
 

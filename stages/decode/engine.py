@@ -19,6 +19,7 @@ import torch
 
 from stages.decode.adapters import ModelAdapter
 from stages.decode.config import DecodeConfig
+from stages.decode.features import TrajectoryState, relative_positions, trajectory_features
 from stages.decode.padding import left_pad
 from stages.decode.policies import CommitReason, StepContext, build_policies
 from stages.decode.schedules import progress
@@ -92,8 +93,15 @@ class DecodeEngine:
         self.rows: list[_Row] = []
         self.ids = torch.empty(0, 0, dtype=torch.long, device=self.device)
         self.attn = torch.empty_like(self.ids)
-        self.cstep = torch.empty(0, 0, dtype=torch.int32, device=self.device)
-        self.creason = torch.empty(0, 0, dtype=torch.int8, device=self.device)
+        # per answer-position state, right-aligned like the answer window: name -> (dtype, fill, trailing shape)
+        self.pos_spec = {"cstep": (torch.int32, -1, ()), "creason": (torch.int8, 0, ())}
+        if self.policies.needs_features:
+            self.pos_spec.update({"f_margin": (torch.float32, float("nan"), ()), "f_ema": (torch.float32, 0.0, ()),
+                                  "f_argmax": (torch.long, -1, ()), "f_stable": (torch.float32, 0.0, ())})
+        for pol in self.policies.all():
+            self.pos_spec.update(getattr(pol, "position_state", {}))
+        self.pos = {k: torch.full((0, 0, *shape), fill, dtype=dt, device=self.device)
+                    for k, (dt, fill, shape) in self.pos_spec.items()}
         self.stats = {"forwards": 0, "row_steps": 0, "useful_row_steps": 0, "tokens": 0, "pad_tokens": 0}
 
     # ----- admission -------------------------------------------------------------------------
@@ -126,13 +134,13 @@ class DecodeEngine:
                 else list(r.request.prompt_ids) + [mask_id] * r.gen_length for i, r in enumerate(rows)]
         ids, attn = left_pad(seqs, self.adapter.pad_token_id)
         g = max(r.gen_length for r in rows)
-        cstep = torch.full((len(rows), g), -1, dtype=torch.int32, device=self.device)
-        creason = torch.zeros((len(rows), g), dtype=torch.int8, device=self.device)
-        if new_from:
-            old_g = min(g, self.cstep.shape[1])
-            cstep[:new_from, -old_g:] = self.cstep[:new_from, -old_g:]
-            creason[:new_from, -old_g:] = self.creason[:new_from, -old_g:]
-        self.ids, self.attn, self.cstep, self.creason = ids.to(self.device), attn.to(self.device), cstep, creason
+        for name, (dtype, fill, shape) in self.pos_spec.items():
+            fresh = torch.full((len(rows), g, *shape), fill, dtype=dtype, device=self.device)
+            if new_from:
+                old_g = min(g, self.pos[name].shape[1])
+                fresh[:new_from, g - old_g:] = self.pos[name][:new_from, self.pos[name].shape[1] - old_g:]
+            self.pos[name] = fresh
+        self.ids, self.attn = ids.to(self.device), attn.to(self.device)
 
     def _keep_rows(self, keep: list[int]) -> None:
         """Compaction: drop finished rows from the batch and trim padding no remaining row needs."""
@@ -142,8 +150,8 @@ class DecodeEngine:
         idx = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.ids = self.ids.index_select(0, idx)[:, self.ids.shape[1] - width:].contiguous()
         self.attn = self.attn.index_select(0, idx)[:, self.attn.shape[1] - width:].contiguous()
-        self.cstep = self.cstep.index_select(0, idx)[:, self.cstep.shape[1] - g:].contiguous()
-        self.creason = self.creason.index_select(0, idx)[:, self.creason.shape[1] - g:].contiguous()
+        for name, t in self.pos.items():
+            self.pos[name] = t.index_select(0, idx)[:, t.shape[1] - g:].contiguous()
 
     def clear(self) -> None:
         """Drop every row (after a failed step: their state may be half-updated)."""
@@ -190,9 +198,17 @@ class DecodeEngine:
         masked = (win == mask_id) & valid & active[:, None]
         sig = step_signals(logits, cfg.temperature, [r.generator for r in rows], [r.gen_length for r in rows])
         ctx = StepContext(sig, self._score(sig, [r.generator for r in rows], [r.gen_length for r in rows]), masked, in_block,
-                          meta[:, 4], progress(meta[:, 2], meta[:, 3], cfg.sched.progress_mode))
+                          meta[:, 4], progress(meta[:, 2], meta[:, 3], cfg.sched.progress_mode),
+                          pos={k: v[:, v.shape[1] - g:] for k, v in self.pos.items()})
+        if self.policies.needs_features:
+            ctx.features = self._features(ctx, g, meta)
         commit = self.policies.commit.select(ctx)
         reason = torch.where(commit, int(self.policies.commit.reason), 0).to(torch.int8)
+        for mod in self.policies.modifiers:
+            commit, extra = mod.modify(ctx, commit)
+            reason = torch.where(commit, reason, 0).to(torch.int8)
+            reason = torch.where(extra, int(mod.reason), reason).to(torch.int8)
+            commit = commit | extra
         exit_now, exit_by = torch.zeros_like(active), torch.full_like(meta[:, 0], -1)
         tau = gbar = torch.full((len(rows),), float("nan"), device=dev)
         for j, pol in enumerate(self.policies.exits):
@@ -200,6 +216,9 @@ class DecodeEngine:
             exit_by = torch.where(d.exit & ~exit_now, j, exit_by)
             exit_now = exit_now | d.exit
             tau, gbar = (d.tau, d.gbar) if j == 0 else (tau, gbar)
+        for mod in self.policies.modifiers:
+            exit_now = mod.modify_exit(ctx, exit_now)
+        exit_by = torch.where(exit_now, exit_by, -1)
         early = (masked & ~commit).any(-1)  # an exit with nothing left to fill is not an early exit
         exit_now, exit_by = exit_now & early, torch.where(early, exit_by, -1)
         fill = masked & ~commit & exit_now[:, None]
@@ -209,14 +228,30 @@ class DecodeEngine:
         if cfg.stop_at_eos:
             new_tokens, reason, eos_stop = self._stop_at_eos(new_tokens, reason, valid, active, col)
         self.ids[:, width - g:] = new_tokens
-        self.cstep[:, -g:] = torch.where(reason > 0, meta[:, 2:3].to(self.cstep.dtype), self.cstep[:, -g:])
-        self.creason[:, -g:] = torch.where(reason > 0, reason, self.creason[:, -g:])
+        cstep, creason = self.pos["cstep"], self.pos["creason"]
+        cstep[:, -g:] = torch.where(reason > 0, meta[:, 2:3].to(cstep.dtype), cstep[:, -g:])
+        creason[:, -g:] = torch.where(reason > 0, reason, creason[:, -g:])
         still = (new_tokens == mask_id) & valid
         host = torch.stack([still.any(-1), (still & in_block).any(-1), exit_by, eos_stop]).tolist()
         self._count(rows, width)
         if cfg.trace != "off":
             self._record(rows, g, ctx, tau, gbar, reason, exit_now, sig)
         return self._advance(host)
+
+    def _features(self, ctx: StepContext, g: int, meta: torch.Tensor) -> torch.Tensor:
+        """Trajectory features [B, G, F] from this step's signals; advances the running state in place."""
+        p = ctx.pos
+        state = TrajectoryState(p["f_margin"], p["f_ema"], p["f_argmax"], p["f_stable"])
+        lengths = torch.tensor([r.gen_length for r in self.rows], device=self.device)
+        rel_answer, rel_block = relative_positions(lengths, g, self.cfg.block_length, self.device)
+        prog = (meta[:, 2].float() / meta[:, 3].float()).clamp(max=1.0)[:, None]
+        feats, new = trajectory_features(ctx.signals.confidence, ctx.signals.entropy, ctx.signals.margin,
+                                         ctx.signals.x0, state, rel_answer, rel_block, prog,
+                                         self.cfg.tspd.ema_decay)
+        for name, value in zip(("f_margin", "f_ema", "f_argmax", "f_stable"), (new.prev_margin, new.margin_ema,
+                                                                              new.prev_argmax, new.stable_steps)):
+            p[name].copy_(value)
+        return feats
 
     def _stop_at_eos(self, tokens, reason, valid, active, col):
         """Rows whose committed EOS has everything before it decoded stop; later masks become EOS."""
@@ -287,7 +322,7 @@ class DecodeEngine:
         return SequenceResult(
             id=r.request.id, prompt_ids=list(r.request.prompt_ids), output_ids=self.ids[i, -g:].tolist(),
             steps_taken=r.step, step_budget=r.step_budget, exit_reason=r.exit_reason,
-            commit_step=self.cstep[i, -g:].tolist(), commit_reason=self.creason[i, -g:].tolist(),
+            commit_step=self.pos["cstep"][i, -g:].tolist(), commit_reason=self.pos["creason"][i, -g:].tolist(),
             trace=trace, submitted_at=r.request.submitted_at, admitted_at=r.admitted_at, finished_at=time.time())
 
     # ----- static loop ------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Two kinds, composed by `build_policies`: one *commit* policy picks which masked positions of each row's
 current block are committed this step (`select`), and any number of *exit* policies decide per row
-whether to stop now and fill every remaining mask with its argmax (`should_exit`). All inputs and
-outputs are batched tensors with per-row values: nothing is pooled across rows.
+whether to stop now and fill every remaining mask with its argmax (`should_exit`); *modifiers* (CE)
+adjust both (`modify`, `modify_exit`). All inputs and outputs are batched tensors with per-row values:
+nothing is pooled across rows.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class CommitReason(IntEnum):
     EXIT_FILL = 3      # filled by argmax when an exit policy stopped the row
     EOS_FILL = 4       # after a committed end-of-text: padding, not work
     FORCED = 5         # at-least-one-per-step guarantee of a threshold policy
+    TSPD = 6           # the TSPD controller judged the position converged
+    CE_LOOKAHEAD = 7   # Confidence Extrapolation forecast the margin to clear the fixing threshold
 
 
 @dataclass
@@ -36,6 +39,8 @@ class StepContext:
     in_block: torch.Tensor     # bool: positions of each row's current block
     k: torch.Tensor            # [B] long: tokens the uniform schedule commits now
     progress: torch.Tensor     # [B] float: p of this step
+    features: torch.Tensor | None = None   # [B, G, F] trajectory features (when a policy needs them)
+    pos: dict | None = None    # per-position state views [B, G, ...] (policies update theirs in place)
 
     @property
     def candidates(self) -> torch.Tensor:
@@ -111,12 +116,24 @@ def prophet_policy(cfg: DecodeConfig) -> MarginExitPolicy:
     return MarginExitPolicy("prophet", p.tau_high_logit, p.tau_low_logit, 0.0, "mean", 0.5, "prophet")
 
 
+def tspd_policy(cfg: DecodeConfig):
+    from stages.decode.tspd import TspdPolicy
+    return TspdPolicy(cfg)
+
+
+def ce_modifier(cfg: DecodeConfig):
+    from stages.decode.ce import ConfidenceExtrapolation
+    return ConfidenceExtrapolation(cfg)
+
+
 #: name -> factory(cfg); "none" is the fixed-step baseline (schedule commits, no exit policy).
 POLICIES = {
     "none": SchedulePolicy,
     "fastdllm": FastDllmPolicy,
     "sched": sched_policy,
     "prophet": prophet_policy,
+    "tspd": tspd_policy,
+    "ce": ce_modifier,
 }
 
 
@@ -124,10 +141,19 @@ POLICIES = {
 class PolicySet:
     commit: SchedulePolicy | FastDllmPolicy
     exits: list[MarginExitPolicy]
+    modifiers: list
+
+    def all(self) -> list:
+        return [self.commit, *self.exits, *self.modifiers]
+
+    @property
+    def needs_features(self) -> bool:
+        return any(getattr(p, "needs_features", False) for p in self.all())
 
 
 def build_policies(cfg: DecodeConfig) -> PolicySet:
-    """Resolve `cfg.policy` names: at most one commit policy (default: the schedule) and any exit policies."""
+    """Resolve `cfg.policy` names: at most one commit policy (default: the schedule), any exit policies and
+    modifiers (CE), e.g. [tspd, ce, sched]."""
     names = [cfg.policy] if isinstance(cfg.policy, str) else list(cfg.policy)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
@@ -137,4 +163,5 @@ def build_policies(cfg: DecodeConfig) -> PolicySet:
     if len(commits) > 1:
         raise ValueError(f"decode.policy {names} names more than one commit policy")
     return PolicySet(commit=commits[0] if commits else SchedulePolicy(cfg),
-                     exits=[p for p in built if p.kind == "exit"])
+                     exits=[p for p in built if p.kind == "exit"],
+                     modifiers=[p for p in built if p.kind == "modifier"])

@@ -163,15 +163,45 @@ def random_ctx(seed: int, b: int = 3, g: int = 8) -> StepContext:
                     progress=torch.rand(b, generator=gen))
 
 
+def with_features(ctx: StepContext, pol) -> StepContext:
+    """Give the context trajectory features and the policy's per-position state (as the engine does)."""
+    from stages.decode.features import TrajectoryState, trajectory_features
+    b, g = ctx.masked.shape
+    s = ctx.signals
+    ctx.features, _ = trajectory_features(s.confidence, s.entropy, s.margin, s.x0, TrajectoryState.empty((b, g)),
+                                          torch.zeros(b, g), torch.zeros(b, g), ctx.progress[:, None])
+    ctx.pos = {k: torch.full((b, g, *shape), fill, dtype=dt)
+               for k, (dt, fill, shape) in getattr(pol, "position_state", {}).items()}
+    return ctx
+
+
+@pytest.fixture
+def controller_path(tmp_path) -> str:
+    from stages.decode.tspd import TspdController
+    path = str(tmp_path / "tspd.pt")
+    torch.manual_seed(0)
+    TspdController().save(path, {})
+    return path
+
+
 @pytest.mark.parametrize("name", sorted(POLICIES))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_policy_conformance(name: str, seed: int) -> None:
+def test_policy_conformance(name: str, seed: int, controller_path: str) -> None:
     cfg = DecodeConfig(policy=[name])
+    cfg.tspd.controller_path = controller_path
     pol = POLICIES[name](cfg)
-    ctx = random_ctx(seed)
+    ctx = with_features(random_ctx(seed), pol)
     b, g = ctx.masked.shape
-    assert pol.kind in ("commit", "exit")
-    if pol.kind == "commit":
+    assert pol.kind in ("commit", "exit", "modifier")
+    if pol.kind == "modifier":
+        picked = SchedulePolicy(cfg).select(ctx)
+        out, extra = pol.modify(ctx, picked)
+        assert out.shape == extra.shape == (b, g) and out.dtype == extra.dtype == torch.bool
+        assert not (out & ~picked).any(), "a modifier may only hold back what the commit policy picked"
+        assert not (extra & ~ctx.candidates).any(), "look-ahead picked a non-candidate"
+        assert ((out | extra).any(-1) >= picked.any(-1)).all(), "a row that committed must still commit"
+        assert pol.modify_exit(ctx, ctx.masked.any(-1)).shape == (b,)
+    elif pol.kind == "commit":
         out = pol.select(ctx)
         assert out.shape == (b, g) and out.dtype == torch.bool
         assert not (out & ~ctx.candidates).any(), "selected a position that is not a candidate"
