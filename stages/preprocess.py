@@ -10,6 +10,7 @@ import json
 from functools import lru_cache
 
 import pyarrow as pa
+from jinja2 import TemplateError
 from transformers import AutoTokenizer
 
 from stages.decode.config import DecodeConfig
@@ -57,6 +58,8 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
                             row["max_new_tokens"] if row["max_new_tokens"] > 0 else None)
     except (ValueError, TypeError) as e:
         return [], str(e)
+    except TemplateError as e:  # a chat template's raise_exception (e.g. roles must alternate): a row error
+        return [], f"chat template rejected the row: {e}"
     if not ids:
         return [], "prompt tokenizes to nothing"
     if len(ids) + g > context:

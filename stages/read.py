@@ -49,7 +49,12 @@ def _records(data: bytes, fmt: str) -> Iterator[tuple[Any, str]]:
         for rec in pq.read_table(io.BytesIO(data)).to_pylist():
             yield rec, ""
         return
-    for raw in data.decode("utf-8", errors="replace").splitlines():
+    # JSONL rows end at "\n" only: str.splitlines() would also split on U+2028, U+2029, U+0085 etc.,
+    # which JSON allows raw inside strings (json.dumps(ensure_ascii=False) writes them).
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last row; it does not start an empty one
+    for raw in lines:
         if not raw.strip():
             yield None, "empty line"
             continue
@@ -74,6 +79,8 @@ def parse_shard(item: dict, names: dict[str, str], fmt: str = "auto") -> list[di
         records = list(_records(item["bytes"], shard_format(path, fmt)))
     except Exception as e:  # an unreadable Parquet file: one error row for the shard
         records = [(None, f"unreadable shard: {type(e).__name__}: {e}")]
+    if not records:  # an empty file: one error row, or the shard is never committed and the run fails
+        records = [(None, "empty shard (no rows)")]
     for line, (rec, err) in enumerate(records):
         row = _row(path, name, line, rec)
         if err:

@@ -60,6 +60,20 @@ def _concat_ipc_blobs(blobs: Iterable[bytes | None], schema: pa.Schema) -> pa.Ta
     return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
 
 
+def _merge_traces(fs, parts: list[str], kind: str) -> pa.Table:
+    """The parts' `kind` traces, each row id's trace taken from the first part that has it (parts that
+    overlap after a regrouped retry hold the same, deterministic, trace twice)."""
+    tables, seen = [], set()
+    for p in parts:
+        table = read_ipc(fs, p.replace(".rows.", f".{kind}."))
+        ids = set(table["id"].to_pylist())
+        if ids & seen:
+            table = table.filter(pc.invert(pc.is_in(table["id"], pa.array(sorted(ids & seen), pa.string()))))
+        seen |= ids
+        tables.append(table)
+    return pa.concat_tables(tables)
+
+
 class ShardDatasink(Datasink):
     def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False) -> None:
         self.out_url, self.storage, self.parquet = out_url, storage, parquet
@@ -104,12 +118,13 @@ class ShardDatasink(Datasink):
         rows = rows.sort_by("line")
         lines = rows["line"].to_pylist()  # a retried task may have written the same rows twice
         rows = rows.take([i for i, line in enumerate(lines) if i == 0 or line != lines[i - 1]])
+        if rows.num_rows < total:  # overlapping parts (a retry regrouped its rows) over-counted: lines missing
+            return False
         ok = pc.equal(rows["error"], "")
         outputs, errors = rows.filter(ok), rows.filter(pc.invert(ok))
         outputs = outputs.append_column("prompt_tokens", pc.list_value_length(outputs["prompt_ids"]).cast(pa.int32()))
         outputs = outputs.select([c for c in OUTPUT_COLUMNS if c in outputs.column_names])
-        steps = pa.concat_tables([read_ipc(fs, p.replace(".rows.", ".steps.")) for p in parts])
-        tokens = pa.concat_tables([read_ipc(fs, p.replace(".rows.", ".tokens.")) for p in parts])
+        steps, tokens = _merge_traces(fs, parts, "steps"), _merge_traces(fs, parts, "tokens")
         for sub in ("outputs", "errors", "traces"):
             fs.makedirs(join(root, sub), exist_ok=True)
         write_ipc(fs, join(root, "outputs", f"{name}.arrow"), outputs, self.parquet)

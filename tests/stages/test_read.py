@@ -1,0 +1,183 @@
+"""Read stage (stages/read.py) and shard listing/naming (stages/storage.py), without Ray."""
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import SHARD_NAME, SHARD_PATH, jsonl, parse
+
+from stages.config import StorageConfig
+from stages.read import ROW_FIELDS, parse_shard, shard_format
+from stages.storage import filesystem, list_shards, shard_name
+
+
+def test_good_rows_keep_fields_and_count_the_shard() -> None:
+    rows = parse(jsonl({"id": "a", "prompt": "copy:ab="}, {"id": 7, "prompt": "rev:xy=", "max_new_tokens": 32},
+                       {"id": "c", "messages": [{"role": "user", "content": "hi"}]}))
+    assert [tuple(r) for r in rows] == [ROW_FIELDS] * 3
+    assert [r["error"] for r in rows] == ["", "", ""]
+    assert [r["id"] for r in rows] == ["a", "7", "c"]            # ids are strings
+    assert [r["line"] for r in rows] == [0, 1, 2]
+    assert {r["shard_rows"] for r in rows} == {3}
+    assert {(r["shard"], r["shard_name"]) for r in rows} == {(SHARD_PATH, SHARD_NAME)}
+    assert rows[0]["prompt"] == "copy:ab=" and rows[0]["messages"] is None and rows[0]["max_new_tokens"] == -1
+    assert rows[1]["max_new_tokens"] == 32
+    assert rows[2]["prompt"] is None and json.loads(rows[2]["messages"]) == [{"role": "user", "content": "hi"}]
+
+
+def test_every_bad_row_is_kept_with_its_reason() -> None:
+    lines = [
+        {"id": "ok", "prompt": "copy:a="},                      # 0
+        '{"id": "broken", "prompt": ',                          # 1 malformed JSON
+        "   ",                                                  # 2 blank line
+        "[1, 2]",                                               # 3 not an object
+        {"prompt": "copy:b="},                                  # 4 missing id
+        {"id": "", "prompt": "copy:b="},                        # 5 empty id
+        {"id": "n", "prompt": 5},                               # 6 non-string prompt
+        {"id": "none"},                                         # 7 no prompt, no messages
+        {"id": "ok", "prompt": "copy:c="},                      # 8 duplicate id
+        {"id": "b", "prompt": "x", "max_new_tokens": True},     # 9
+        {"id": "neg", "prompt": "x", "max_new_tokens": -16},    # 10
+        {"id": "zero", "prompt": "x", "max_new_tokens": 0},     # 11
+        {"id": "flt", "prompt": "x", "max_new_tokens": 16.0},   # 12
+        {"id": "str", "prompt": "x", "max_new_tokens": "16"},   # 13
+        {"id": "last", "prompt": "copy:z="},                    # 14
+    ]
+    rows = parse(jsonl(*lines))
+    assert len(rows) == len(lines)
+    assert [r["line"] for r in rows] == list(range(len(lines)))
+    assert {r["shard_rows"] for r in rows} == {len(lines)}
+    err = [r["error"] for r in rows]
+    assert err[0] == "" and err[14] == ""
+    assert err[1].startswith("line 2: malformed JSON")
+    assert err[2] == "line 3: empty line"
+    assert err[3] == "line 4: a row must be a JSON object, got list"
+    assert err[4] == err[5] == "missing id"
+    assert err[6] == "prompt must be a string, got int"
+    assert err[7] == "missing prompt (need 'prompt' or 'messages')"
+    assert err[8] == "duplicate id 'ok' in shard" and rows[8]["prompt"] == "copy:c="
+    for i, bad in zip(range(9, 14), (True, -16, 0, 16.0, "16")):
+        assert err[i] == f"max_new_tokens must be a positive integer, got {bad!r}", i
+    assert rows[8]["id"] == "ok" and rows[10]["id"] == "neg"
+
+
+def test_duplicate_of_a_duplicate_and_first_kept() -> None:
+    rows = parse(jsonl({"id": "d", "prompt": "a"}, {"id": "d", "prompt": "b"}, {"id": "d", "prompt": "c"}))
+    assert [r["error"] for r in rows] == ["", "duplicate id 'd' in shard", "duplicate id 'd' in shard"]
+
+
+def test_crlf_and_missing_final_newline() -> None:
+    rows = parse(b'{"id": "a", "prompt": "p"}\r\n{"id": "b", "prompt": "q"}')
+    assert [(r["id"], r["error"], r["shard_rows"]) for r in rows] == [("a", "", 2), ("b", "", 2)]
+
+
+def test_unicode_line_separators_inside_a_string_do_not_split_the_row() -> None:
+    """JSON allows raw U+2028/U+2029/U+0085 in strings (json.dumps(ensure_ascii=False) writes them);
+    JSONL rows are separated by '\\n' only."""
+    prompt = "a\u2028b\u2029c\x85d"
+    data = (json.dumps({"id": "u", "prompt": prompt}, ensure_ascii=False) + "\n").encode()
+    rows = parse(data)
+    assert [(r["id"], r["error"], r["prompt"], r["shard_rows"]) for r in rows] == [("u", "", prompt, 1)]
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def test_parquet_shard() -> None:
+    table = pa.table({"id": ["p0", "p1", "p2", "p0"], "prompt": ["copy:a=", None, "rev:ab=", "x"],
+                      "max_new_tokens": [None, 16, 32, None]})
+    rows = parse(_parquet(table), path="/in/part.parquet", name="part")
+    assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p0"]
+    assert [r["line"] for r in rows] == [0, 1, 2, 3] and {r["shard_rows"] for r in rows} == {4}
+    assert [r["error"] for r in rows] == ["", "missing prompt (need 'prompt' or 'messages')", "",
+                                          "duplicate id 'p0' in shard"]
+    assert [r["max_new_tokens"] for r in rows] == [-1, 16, 32, -1]
+    assert {r["shard_name"] for r in rows} == {"part"}
+
+
+def test_unreadable_parquet_is_one_error_row() -> None:
+    rows = parse(b"this is not parquet", path="/in/bad.parquet", name="bad")
+    assert len(rows) == 1
+    assert rows[0]["error"].startswith("line 1: unreadable shard: ")
+    assert (rows[0]["shard_rows"], rows[0]["line"], rows[0]["shard_name"]) == (1, 0, "bad")
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_empty_shard_is_one_error_row(kind: str) -> None:
+    """A shard with no rows must still yield a row, or the writer never commits it and the run fails."""
+    data = b"" if kind == "jsonl" else _parquet(pa.table({"id": pa.array([], pa.string())}))
+    rows = parse(data, path=f"/in/empty.{kind}", name="empty")
+    assert [(r["line"], r["shard_rows"], r["error"]) for r in rows] == [(0, 1, "line 1: empty shard (no rows)")]
+
+
+def test_format_detection_and_override() -> None:
+    assert shard_format("a/b.parquet") == shard_format("b.pq") == "parquet"
+    assert shard_format("b.jsonl") == shard_format("b.json") == "jsonl"
+    assert shard_format("b.jsonl", "parquet") == "parquet"
+    data = _parquet(pa.table({"id": ["x"], "prompt": ["copy:a="]}))
+    rows = parse_shard({"bytes": data, "path": "/in/blob.bin"}, {}, "parquet")
+    assert [(r["id"], r["error"], r["shard_name"]) for r in rows] == [("x", "", "/in/blob.bin")]
+
+
+def test_name_lookup_falls_back_to_the_path_without_scheme() -> None:
+    rows = parse_shard({"bytes": jsonl({"id": "a", "prompt": "p"}), "path": "s3://bkt/in/a.jsonl"},
+                       {"bkt/in/a.jsonl": "a"})
+    assert rows[0]["shard_name"] == "a" and rows[0]["shard"] == "s3://bkt/in/a.jsonl"
+
+
+# ---------------------------------------------------------------- storage: naming and listing
+
+
+def test_shard_name() -> None:
+    assert shard_name("/data/in/a.jsonl", "/data/in") == "a"
+    assert shard_name("/data/in/sub/dir/b.parquet", "/data/in/") == "sub__dir__b"
+    assert shard_name("bkt/in/c.jsonl.gz", "bkt/in") == "c"
+    assert shard_name("bkt/in/d.pq", "bkt") == "in__d"
+    assert shard_name("/elsewhere/e.json", "/data/in") == "e"        # not under root: basename
+    assert shard_name("f.jsonl", "") == "f"
+    assert shard_name("/data/in/g.txt", "/data/in") == "g.txt"
+
+
+def listed(url: str) -> tuple[list[str], str]:
+    return list_shards(*filesystem(url, StorageConfig()))
+
+
+@pytest.fixture
+def mem_root():
+    fs, _ = filesystem("memory://", StorageConfig())
+    root = f"/t-{uuid.uuid4().hex[:8]}"
+    for rel in ("a.jsonl", "b.jsonl", "c.parquet", "notes.txt", "sub/d.jsonl", "sub/e.pq"):
+        fs.pipe(f"{root}/{rel}", b"{}\n")
+    yield root
+    fs.rm(root, recursive=True)
+
+
+def test_list_shards_glob_directory_and_file(mem_root: str) -> None:
+    files, root = listed(f"memory:/{mem_root}/*.jsonl")
+    assert files == [f"{mem_root}/a.jsonl", f"{mem_root}/b.jsonl"] and root == mem_root
+    files, root = listed(f"memory:/{mem_root}/su*/*")
+    assert files == [f"{mem_root}/sub/d.jsonl", f"{mem_root}/sub/e.pq"] and root == mem_root
+    assert [shard_name(f, root) for f in files] == ["sub__d", "sub__e"]
+    files, root = listed(f"memory:/{mem_root}")                         # a directory: shard extensions only
+    assert files == sorted(f"{mem_root}/{r}" for r in ("a.jsonl", "b.jsonl", "c.parquet", "sub/d.jsonl", "sub/e.pq"))
+    assert [shard_name(f, root) for f in files] == ["a", "b", "c", "sub__d", "sub__e"]
+    files, root = listed(f"memory:/{mem_root}/sub/d.jsonl")
+    assert files == [f"{mem_root}/sub/d.jsonl"] and root == f"{mem_root}/sub"
+    assert shard_name(files[0], root) == "d"
+
+
+def test_list_shards_nothing_found(mem_root: str) -> None:
+    with pytest.raises(FileNotFoundError, match="no input shards at"):
+        listed(f"memory:/{mem_root}/missing.jsonl")
+    with pytest.raises(FileNotFoundError, match="no input shards match"):
+        listed(f"memory:/{mem_root}/*.csv")
+    filesystem("memory://", StorageConfig())[0].pipe(f"{mem_root}/only-text/readme.txt", b"x")
+    with pytest.raises(FileNotFoundError, match="no input shards match"):
+        listed(f"memory:/{mem_root}/only-text")

@@ -1,0 +1,137 @@
+"""ShardDatasink (stages/write.py) and resume helpers (stages/resume.py), called directly without Ray."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from helpers import good_prompts, jsonl, pipeline_table, run_stage, stage_config
+
+from stages.config import StorageConfig
+from stages.decode.stage import DecodeStage
+from stages.resume import committed_shards, prepare_output
+from stages.storage import filesystem
+from stages.write import ERROR_COLUMNS, OUTPUT_COLUMNS, ShardDatasink, read_ipc
+
+
+@pytest.fixture(scope="module")
+def decoded() -> dict[str, pa.Table]:
+    """Decode-stage output of two shards: 'a' (6 rows, 2 errors) and 'sub__b' (3 rows)."""
+    cfg = stage_config()
+    good = good_prompts(7)
+    a = pipeline_table(jsonl(good[0], "{oops", *good[1:3], {"id": "e", "prompt": " "}, good[3]),
+                       cfg.decode, "/in/a.jsonl", "a")
+    b = pipeline_table(jsonl(*good[4:7]), cfg.decode, "/in/sub/b.jsonl", "sub__b")
+    out_a, out_b = run_stage(DecodeStage(cfg), a, b)
+    return {"a": out_a, "sub__b": out_b}
+
+
+@pytest.fixture
+def sink(tmp_path):
+    root = tmp_path / "out"
+    return ShardDatasink(str(root), StorageConfig()), filesystem(str(root), StorageConfig())[0], str(root)
+
+
+def lines(table: pa.Table, *keep: int) -> pa.Table:
+    return table.filter(pc.is_in(table["line"], pa.array(keep, table.schema.field("line").type)))
+
+
+def check_committed(fs, root: str, name: str, src: pa.Table) -> dict:
+    outputs, errors = (read_ipc(fs, f"{root}/{d}/{name}.arrow") for d in ("outputs", "errors"))
+    ok = src.filter(pc.equal(src["error"], ""))
+    assert outputs.column_names == OUTPUT_COLUMNS and errors.column_names == ERROR_COLUMNS
+    assert outputs.num_rows + errors.num_rows == src["shard_rows"][0].as_py() == src.num_rows
+    assert outputs["id"].to_pylist() == ok["id"].to_pylist() and outputs["line"].to_pylist() == sorted(
+        outputs["line"].to_pylist())
+    assert outputs["output"].to_pylist() == ok["output"].to_pylist()
+    assert outputs["prompt_tokens"].to_pylist() == [len(p) for p in ok["prompt_ids"].to_pylist()]
+    assert errors["error"].to_pylist() == src.filter(pc.not_equal(src["error"], ""))["error"].to_pylist()
+    steps = read_ipc(fs, f"{root}/traces/{name}.steps.arrow")
+    tokens = read_ipc(fs, f"{root}/traces/{name}.tokens.arrow")
+    per_id = dict(zip(ok["id"].to_pylist(), ok["steps_taken"].to_pylist()))
+    assert {d["values"]: d["counts"] for d in pc.value_counts(steps["id"]).to_pylist()} == per_id
+    assert steps.num_rows == sum(per_id.values())
+    assert tokens.num_rows == sum(n * 16 for n in per_id.values())
+    with fs.open(f"{root}/_done/{name}.json") as f:
+        marker = json.load(f)
+    assert (marker["name"], marker["rows"], marker["outputs"], marker["errors"]) == \
+           (name, src.num_rows, ok.num_rows, src.num_rows - ok.num_rows)
+    assert marker["nfe"] == sum(per_id.values()) and marker["step_budget"] == 16 * ok.num_rows
+    assert sum(marker["exit_reasons"].values()) == ok.num_rows and len(marker["actors"]) == 1
+    return marker
+
+
+def test_shard_commits_when_its_last_part_lands(sink, decoded) -> None:
+    ds, fs, root = sink
+    a, b = decoded["a"], decoded["sub__b"]
+    assert ds.write([lines(a, 0, 1, 2), lines(b, 0)], None) == []
+    assert not fs.exists(f"{root}/_done") and not fs.exists(f"{root}/outputs")
+    assert ds.write([lines(a, 3, 4, 5), lines(b, 1, 2)], None) == ["a", "sub__b"]
+    for name, src in decoded.items():
+        check_committed(fs, root, name, src)
+    assert set(committed_shards(fs, root)) == {"a", "sub__b"}
+    assert fs.exists(f"{root}/_parts")
+    ds.on_write_complete(None)
+    assert not fs.exists(f"{root}/_parts") and set(committed_shards(fs, root)) == {"a", "sub__b"}
+
+
+def test_partial_shard_is_not_committed(sink, decoded) -> None:
+    ds, fs, root = sink
+    a, b = decoded["a"], decoded["sub__b"]
+    assert ds.write([lines(a, 0, 1, 2, 3, 4), b], None) == ["sub__b"]
+    assert set(committed_shards(fs, root)) == {"sub__b"} and not fs.exists(f"{root}/outputs/a.arrow")
+    ds.on_write_complete(None)                      # the sweep cannot commit it either; the next run redoes it
+    assert set(committed_shards(fs, root)) == {"sub__b"} and not fs.exists(f"{root}/_parts")
+
+
+def test_retried_part_does_not_duplicate_rows(sink, decoded) -> None:
+    ds, fs, root = sink
+    a = decoded["a"]
+    first = lines(a, 0, 1, 2)
+    assert ds.write([first], None) == ds.write([first], None) == []
+    assert ds.write([lines(a, 3, 4, 5)], None) == ["a"]
+    check_committed(fs, root, "a", a)
+
+
+def test_overlapping_parts_from_a_regrouped_retry(sink, decoded) -> None:
+    """A retry whose rows are grouped differently writes parts that overlap the first attempt's."""
+    ds, fs, root = sink
+    a = decoded["a"]
+    ds.write([lines(a, 0, 1, 2, 3)], None)
+    assert ds.write([lines(a, 0, 1)], None) == []   # 6 rows written, but lines 4 and 5 are still missing
+    assert not committed_shards(fs, root)
+    assert ds.write([lines(a, 2, 3, 4, 5)], None) == ["a"]
+    check_committed(fs, root, "a", a)               # no duplicated outputs or trace rows
+
+
+def test_empty_input_shard_commits_with_one_error(sink) -> None:
+    """An empty input file (e.g. an empty Parquet part) must be committed, or the run reports it missing."""
+    ds, fs, root = sink
+    cfg = stage_config()
+    out = run_stage(DecodeStage(cfg), pipeline_table(b"", cfg.decode, "/in/empty.jsonl", "empty"))[0]
+    assert ds.write([out], None) == ["empty"]
+    marker = committed_shards(fs, root)["empty"]
+    assert (marker["rows"], marker["outputs"], marker["errors"], marker["nfe"]) == (1, 0, 1, 0)
+    assert read_ipc(fs, f"{root}/errors/empty.arrow")["error"].to_pylist() == ["line 1: empty shard (no rows)"]
+
+
+def test_empty_blocks_write_nothing(sink) -> None:
+    ds, fs, root = sink
+    assert ds.write([], None) == []
+    ds.on_write_complete(None)                      # nothing to sweep
+    assert not fs.exists(root) or not fs.ls(root)
+
+
+def test_prepare_output(sink, decoded) -> None:
+    ds, fs, root = sink
+    ds.write([decoded["sub__b"], lines(decoded["a"], 0, 1)], None)
+    with fs.open(f"{root}/_manifest.json", "w") as f:
+        f.write("{}")
+    prepare_output(fs, root, overwrite=False)       # resume: keep committed shards, drop partial parts
+    assert set(committed_shards(fs, root)) == {"sub__b"} and not fs.exists(f"{root}/_parts")
+    assert fs.exists(f"{root}/outputs/sub__b.arrow") and fs.exists(f"{root}/_manifest.json")
+    prepare_output(fs, root, overwrite=True)
+    assert committed_shards(fs, root) == {} and fs.ls(root) == []
+    prepare_output(fs, f"{root}/fresh", overwrite=True)
+    assert fs.isdir(f"{root}/fresh")
