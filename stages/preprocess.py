@@ -7,18 +7,33 @@ errors/ with its id, shard and reason; nothing is dropped and nothing raises.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 
 import pyarrow as pa
 from jinja2 import TemplateError
-from transformers import AutoTokenizer
+from transformers import PreTrainedTokenizerFast
 
 from stages.decode.config import DecodeConfig
 from stages.decode.transfer import row_schedule
 
 
+#: tokenizer_config classes that are nothing but a tokenizer.json (plus chat template and special tokens)
+GENERIC_TOKENIZER_CLASSES = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(path: str):
+    """The checkpoint's tokenizer. A generic fast tokenizer (the embedded model's, LLaDA's) loads without
+    `AutoTokenizer`, whose import pulls in torch: ~2 s less start-up in every preprocess worker."""
+    try:
+        with open(os.path.join(path, "tokenizer_config.json")) as f:
+            cls = json.load(f).get("tokenizer_class")
+    except (OSError, ValueError):
+        cls = None
+    if cls in GENERIC_TOKENIZER_CLASSES and os.path.exists(os.path.join(path, "tokenizer.json")):
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    from transformers import AutoTokenizer  # model-specific classes (e.g. Dream's Qwen2Tokenizer)
     return AutoTokenizer.from_pretrained(path)
 
 

@@ -27,7 +27,7 @@ from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
 from stages.config import StorageConfig
-from stages.decode.traces import STEP_SCHEMA, TOKEN_SCHEMA
+from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.storage import filesystem, join
 
 OUTPUT_COLUMNS = ["id", "shard", "line", "prompt", "prompt_tokens", "output", "output_ids", "generated_tokens",

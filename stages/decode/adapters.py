@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from stages.decode.padding import position_ids
 
@@ -303,4 +304,5 @@ def load_model(path: str, family: str = "auto", dtype: str = "float32", device: 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     loader = {"llada": load_llada, "dream": load_dream, "native": load_native}[resolve_family(path, family)]
+    hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would break into the job's progress line
     return loader(path, dtype=DTYPES[dtype], device=device)

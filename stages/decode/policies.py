@@ -9,25 +9,13 @@ nothing is pooled across rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 import torch
 
 from stages.decode.config import DecodeConfig
 from stages.decode.schedules import SCHEDULES
 from stages.decode.signals import StepSignals, aggregate
-
-
-class CommitReason(IntEnum):
-    """Why a position was committed at a step (stored as int8 in traces)."""
-    NONE = 0
-    SCHEDULE = 1       # top-k of the uniform transfer schedule
-    THRESHOLD = 2      # confidence threshold (Fast-dLLM)
-    EXIT_FILL = 3      # filled by argmax when an exit policy stopped the row
-    EOS_FILL = 4       # after a committed end-of-text: padding, not work
-    FORCED = 5         # at-least-one-per-step guarantee of a threshold policy
-    TSPD = 6           # the TSPD controller judged the position converged
-    CE_LOOKAHEAD = 7   # Confidence Extrapolation forecast the margin to clear the fixing threshold
+from stages.decode.trace_schema import CommitReason
 
 
 @dataclass

@@ -1,8 +1,6 @@
-"""Per-sequence step traces and the one place their Arrow schemas are defined.
+"""Per-sequence step traces: conversion to the two Arrow tables whose schemas `trace_schema` defines.
 
-Two tables joined on (id, step): `STEP_SCHEMA`, one row per sequence and step (what the step decided),
-and `TOKEN_SCHEMA`, one row per sequence, step and answer position (what each position looked like and
-whether/why it was committed then). The engine records on device and converts once per finished
+The engine records on device and converts once per finished
 sequence into a `SequenceTrace` of numpy arrays; `trace_tables` turns many of those into Arrow.
 """
 from __future__ import annotations
@@ -12,32 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from stages.decode.policies import CommitReason
-
-REASON_NAMES = [r.name.lower() for r in sorted(CommitReason)]
-
-STEP_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("step", pa.int32()),            # 0-based global step of the row
-    ("progress", pa.float32()),      # p used by the exit policy at this step
-    ("tau", pa.float32()),           # threshold tau(p), logit units (NaN without an exit policy)
-    ("gbar", pa.float32()),          # aggregated margin over the still-masked span, logit units
-    ("n_committed", pa.int32()),     # positions committed at this step (exit/EOS fills included)
-    ("exit", pa.bool_()),            # an exit policy stopped the row at this step
-    ("exit_reason", pa.string()),    # on the row's last step: steps | eos | <policy>; else ""
-])
-
-TOKEN_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("step", pa.int32()),
-    ("position", pa.int32()),        # 0-based answer position
-    ("argmax", pa.int32()),          # candidate token x0 at this step
-    ("confidence", pa.float32()),    # softmax probability of x0
-    ("margin", pa.float32()),        # top-1 minus top-2 logit
-    ("entropy", pa.float32()),       # nats
-    ("committed", pa.bool_()),       # committed at this step
-    ("reason", pa.dictionary(pa.int8(), pa.string())),  # CommitReason name, "none" when not committed
-])
+from stages.decode.trace_schema import REASON_NAMES, STEP_SCHEMA, TOKEN_SCHEMA, CommitReason  # noqa: F401
 
 
 @dataclass

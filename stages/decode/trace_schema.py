@@ -1,0 +1,49 @@
+"""The trace schemas and commit reasons, torch-free: the writer and report import them without loading torch.
+
+Two tables joined on (id, step): `STEP_SCHEMA`, one row per sequence and step (what the step decided),
+and `TOKEN_SCHEMA`, one row per sequence, step and answer position (what each position looked like and
+whether/why it was committed then).
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+
+import pyarrow as pa
+
+
+class CommitReason(IntEnum):
+    """Why a position was committed at a step (stored as int8 in traces)."""
+    NONE = 0
+    SCHEDULE = 1       # top-k of the uniform transfer schedule
+    THRESHOLD = 2      # confidence threshold (Fast-dLLM)
+    EXIT_FILL = 3      # filled by argmax when an exit policy stopped the row
+    EOS_FILL = 4       # after a committed end-of-text: padding, not work
+    FORCED = 5         # at-least-one-per-step guarantee of a threshold policy
+    TSPD = 6           # the TSPD controller judged the position converged
+    CE_LOOKAHEAD = 7   # Confidence Extrapolation forecast the margin to clear the fixing threshold
+
+
+REASON_NAMES = [r.name.lower() for r in sorted(CommitReason)]
+
+STEP_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("step", pa.int32()),            # 0-based global step of the row
+    ("progress", pa.float32()),      # p used by the exit policy at this step
+    ("tau", pa.float32()),           # threshold tau(p), logit units (NaN without an exit policy)
+    ("gbar", pa.float32()),          # aggregated margin over the still-masked span, logit units
+    ("n_committed", pa.int32()),     # positions committed at this step (exit/EOS fills included)
+    ("exit", pa.bool_()),            # an exit policy stopped the row at this step
+    ("exit_reason", pa.string()),    # on the row's last step: steps | eos | <policy>; else ""
+])
+
+TOKEN_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("step", pa.int32()),
+    ("position", pa.int32()),        # 0-based answer position
+    ("argmax", pa.int32()),          # candidate token x0 at this step
+    ("confidence", pa.float32()),    # softmax probability of x0
+    ("margin", pa.float32()),        # top-1 minus top-2 logit
+    ("entropy", pa.float32()),       # nats
+    ("committed", pa.bool_()),       # committed at this step
+    ("reason", pa.dictionary(pa.int8(), pa.string())),  # CommitReason name, "none" when not committed
+])
