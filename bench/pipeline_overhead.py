@@ -1,12 +1,16 @@
 """End-to-end pipeline throughput vs the bare in-process decode loop, same prompts, model and config.
 
-    .venv/bin/python bench/pipeline_overhead.py [--sizes 256 2048] [--shards 8]
+    .venv/bin/python bench/pipeline_overhead.py [--sizes 256 2048 8192] [--shards 8]
 
 For each workload size: (1) the bare loop — tokenize, SlotScheduler over one DecodeEngine, detokenize,
-in this process; (2) the whole pipeline — a local Ray, read shards -> parse -> preprocess -> decode actor
--> shard datasink (Arrow outputs, traces, manifest). Reports sequences/s of both, the end-to-end ratio
-(wall clock including Ray start and actor start-up), and the in-actor ratio (the decode actor's own
-sequences/s over its active time, from the manifest). Writes bench/results/pipeline_overhead.json.
+in this process, model already loaded; (2) the whole pipeline — read shards -> parse -> preprocess ->
+decode actor -> shard datasink (Arrow outputs, traces, manifest), run twice: `cold` on a Ray instance
+started for it (Ray start-up included, as `./run.sh` pays it) and `warm` on the Ray instance left
+running (a job submitted to a running cluster; the decode actor still starts and loads its model).
+Reports sequences/s of each, their ratios to the bare loop, the in-actor ratio (the decode actor's own
+sequences/s over its active time), the fixed start-up costs, and `break_even_prompts`: the workload at
+which the warm end-to-end ratio reaches 0.9 given that fixed cost and the in-actor ratio (none when the
+in-actor ratio itself is under 0.9). Writes bench/results/pipeline_overhead.json.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray
 import torch
 
 from common import print_table, save_result  # noqa: I001
@@ -25,7 +30,9 @@ from stages.config import load_config
 from stages.decode.adapters import load_model
 from stages.decode.offline import decode_prompts
 from stages.preprocess import load_tokenizer
-from stages.run import run_pipeline
+from stages.run import init_ray, run_pipeline
+
+TARGET = 0.9
 
 
 def write_shards(folder: Path, n: int, shards: int) -> list[str]:
@@ -38,34 +45,69 @@ def write_shards(folder: Path, n: int, shards: int) -> list[str]:
     return [e.prompt for e in examples]
 
 
+def timed_run(cfg) -> tuple[float, dict, float]:
+    """(wall seconds, manifest, seconds from the call to the decode actor's first step)."""
+    start = time.perf_counter()
+    epoch = time.time()
+    manifest = run_pipeline(cfg)
+    wall = time.perf_counter() - start
+    first = min(a["started_at"] for a in manifest["actors"].values() if a.get("started_at"))
+    return wall, manifest, first - epoch
+
+
+def break_even(fixed_s: float, bare_sps: float, in_actor: float) -> float | None:
+    """Smallest N with N/bare / (fixed + N/(in_actor*bare)) >= TARGET."""
+    slack = 1 - TARGET / in_actor
+    return TARGET * fixed_s * bare_sps / slack if slack > 0 else None
+
+
+def measure(work: Path, n: int, shards: int, config: str) -> dict:
+    prompts = write_shards(work / f"in-{n}", n, shards)
+
+    def cfg_for(tag: str):
+        return load_config(config, [f"input.url={work}/in-{n}/*.jsonl", f"output.url={work}/out-{n}-{tag}",
+                                    "progress=false"])
+    cfg = cfg_for("cold")
+    adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
+    bare = decode_prompts(adapter, load_tokenizer(cfg.model.path), prompts, cfg.decode, cfg.decode.max_batch_size)
+    bare_sps = n / bare.seconds
+    ray.shutdown()
+    t = time.perf_counter()
+    init_ray(cfg)
+    ray_init_s = time.perf_counter() - t
+    cold_wall, _, _ = timed_run(cfg)
+    cold_wall += ray_init_s
+    warm_wall, manifest, first_step_s = timed_run(cfg_for("warm"))
+    actor = max(manifest["actors"].values(), key=lambda a: a["sequences"])
+    in_actor = actor["sequences_per_s"] / bare_sps
+    fixed = warm_wall - n / actor["sequences_per_s"]
+    return {"prompts": n, "bare_seq_s": bare_sps, "bare_wall_s": bare.seconds,
+            "cold_wall_s": cold_wall, "cold_ratio": n / cold_wall / bare_sps,
+            "warm_wall_s": warm_wall, "warm_ratio": n / warm_wall / bare_sps,
+            "in_actor_ratio": in_actor, "ray_init_s": ray_init_s, "to_first_step_s": first_step_s,
+            "actor_load_s": actor.get("load_s", float("nan")), "warm_fixed_s": fixed,
+            "break_even_prompts": break_even(fixed, bare_sps, in_actor)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 2048])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 2048, 8192])
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--config", default="configs/default.yaml")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the decode actor runs with actors.threads = 1: same for the bare loop
     work = Path(tempfile.mkdtemp(prefix="pipeline-overhead-"))
-    table = []
-    for n in args.sizes:
-        prompts = write_shards(work / f"in-{n}", n, args.shards)
-        cfg = load_config(args.config, [f"input.url={work}/in-{n}/*.jsonl", f"output.url={work}/out-{n}",
-                                        "progress=false"])
-        adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
-        bare = decode_prompts(adapter, load_tokenizer(cfg.model.path), prompts, cfg.decode, cfg.decode.max_batch_size)
-        start = time.perf_counter()
-        manifest = run_pipeline(cfg)
-        wall = time.perf_counter() - start
-        actor = max(manifest["actors"].values(), key=lambda a: a["sequences"])
-        bare_sps, pipe_sps = n / bare.seconds, manifest["totals"]["outputs"] / wall
-        table.append({"prompts": n, "bare_seq_s": bare_sps, "pipeline_seq_s": pipe_sps,
-                      "end_to_end_ratio": pipe_sps / bare_sps, "actor_seq_s": actor["sequences_per_s"],
-                      "in_actor_ratio": actor["sequences_per_s"] / bare_sps, "pipeline_wall_s": wall,
-                      "bare_wall_s": bare.seconds, "fixed_overhead_s": wall - n / actor["sequences_per_s"]})
-    shutil.rmtree(work, ignore_errors=True)
-    text = print_table(table, ["prompts", "bare_seq_s", "pipeline_seq_s", "end_to_end_ratio", "actor_seq_s",
-                               "in_actor_ratio", "pipeline_wall_s", "fixed_overhead_s"])
-    save_result("pipeline_overhead", {"results": table, "table": text})
+    try:
+        table = [measure(work, n, args.shards, args.config) for n in args.sizes]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for row in table:
+        if row["break_even_prompts"] is not None:
+            row["break_even_prompts"] = int(round(row["break_even_prompts"]))
+    text = print_table(table, ["prompts", "bare_seq_s", "cold_ratio", "warm_ratio", "in_actor_ratio",
+                               "ray_init_s", "to_first_step_s", "actor_load_s", "warm_fixed_s",
+                               "break_even_prompts"])
+    save_result("pipeline_overhead", {"target_ratio": TARGET, "results": table, "table": text})
 
 
 if __name__ == "__main__":

@@ -135,6 +135,6 @@ class SlotScheduler:
             "steady_slot_utilisation": (self.steady_rows / (self.steady_forwards * self.max_rows)
                                         if self.steady_forwards else 0.0),
             "padding_fraction": s["pad_tokens"] / s["tokens"] if s["tokens"] else 0.0,
-            "sequences": self.finished, "elapsed_s": elapsed,
+            "sequences": self.finished, "started_at": self.started_at, "elapsed_s": elapsed,
             "sequences_per_s": self.finished / elapsed if elapsed > 0 else 0.0,
         }

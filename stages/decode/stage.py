@@ -46,6 +46,7 @@ def _ipc_bytes(table: pa.Table) -> bytes:
 
 class DecodeStage:
     def __init__(self, cfg: PipelineConfig) -> None:
+        started = time.time()
         torch.set_num_threads(cfg.actors.threads)
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model.path)
@@ -56,6 +57,8 @@ class DecodeStage:
         self._waiters: dict[str, asyncio.Future] = {}
         self.actor_name = f"{socket.gethostname()}:{os.getpid()}"
         self._loop_task: asyncio.Task | None = None
+        self.ready_at = time.time()
+        self.load_s = self.ready_at - started   # tokenizer + model load: the actor's start-up cost
 
     def _fault_hook(self, ids: list[str]) -> None:
         time.sleep(self.cfg.testing.step_delay_s)
@@ -115,6 +118,7 @@ class DecodeStage:
             errors.append(err)
             for name, value in self._row_values(res if ok else None).items():
                 cols[name].append(value)
+        cols["trace_steps"], cols["trace_tokens"] = self._trace_blobs(results)
         out = batch.set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
         cols["actor"] = [self.actor_name] * len(rows)
         cols["actor_stats"] = [json.dumps(self.stats())] * len(rows)
@@ -124,10 +128,8 @@ class DecodeStage:
 
     def _row_values(self, res: SequenceResult | None) -> dict:
         if res is None:
-            return {f.name: None for f in DECODE_FIELDS if not f.name.startswith("actor")}
+            return {f.name: None for f in DECODE_FIELDS if not f.name.startswith(("actor", "trace_"))}
         text, n_gen = answer_text(self.tokenizer, res.output_ids, self.adapter.eos_token_ids)
-        user_id = res.id.split("\x00", 1)[1]
-        tr = res.trace
         return {
             "output": text,
             "output_ids": res.output_ids, "generated_tokens": n_gen,
@@ -135,9 +137,32 @@ class DecodeStage:
             "exit_reason": res.exit_reason, "commit_step": res.commit_step,
             "queue_s": res.admitted_at - res.submitted_at, "slot_s": res.finished_at - res.admitted_at,
             "latency_s": res.finished_at - res.submitted_at,
-            "trace_steps": _ipc_bytes(step_table([user_id], [tr], [res.exit_reason])) if tr is not None else None,
-            "trace_tokens": _ipc_bytes(token_table([user_id], [tr])) if tr is not None and tr.tokens is not None else None,
         }
 
+    @staticmethod
+    def _trace_blobs(results: list) -> tuple[list[bytes | None], list[bytes | None]]:
+        """Each row's step and token traces as Arrow IPC bytes. The tables are built once per batch and
+        sliced per row (zero-copy): building them row by row cost ~6 % of the actor's decode time."""
+        traced = [(i, r) for i, r in enumerate(results) if isinstance(r, SequenceResult) and r.trace is not None]
+        steps_out: list[bytes | None] = [None] * len(results)
+        tokens_out: list[bytes | None] = [None] * len(results)
+        if not traced:
+            return steps_out, tokens_out
+        ids = [r.id.split("\x00", 1)[1] for _, r in traced]
+        traces = [r.trace for _, r in traced]
+        steps = step_table(ids, traces, [r.exit_reason for _, r in traced])
+        with_tokens = [(i, t) for i, t in zip(ids, traces) if t.tokens is not None]
+        tokens = token_table([i for i, _ in with_tokens], [t for _, t in with_tokens])
+        s_off = t_off = 0
+        for (row, _), t in zip(traced, traces):
+            n = len(t.steps)
+            steps_out[row] = _ipc_bytes(steps.slice(s_off, n))
+            s_off += n
+            if t.tokens is not None:
+                m = t.reasons.size
+                tokens_out[row] = _ipc_bytes(tokens.slice(t_off, m))
+                t_off += m
+        return steps_out, tokens_out
+
     def stats(self) -> dict:
-        return self.scheduler.stats()
+        return {**self.scheduler.stats(), "load_s": self.load_s, "ready_at": self.ready_at}
