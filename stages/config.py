@@ -50,7 +50,7 @@ class ActorConfig:
     num_cpus: float = 0.5               # CPUs reserved per decode actor (keep < all CPUs or reads starve)
     threads: int = 1                    # torch intra-op threads per actor
     batch_rows: int = 16                # rows per Ray Data batch sent to a decode actor
-    max_concurrent_batches: int = 4     # Ray batches one actor decodes at once (feeds its slots)
+    max_concurrent_batches: int = 8     # Ray batches one actor decodes at once (feeds its slots)
     on_error: str = "record"            # record: failed rows go to errors/ | fail: stop the job
 
 

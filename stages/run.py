@@ -69,6 +69,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours replace Ray's bars
         watcher = ProgressWatcher(out_fs, out_root, len(shards), set(done), enabled=cfg.progress)
         watcher.start()
         try:
