@@ -15,6 +15,7 @@ Accounting (one row per shard plus a `__run__` row):
                  slot time (`slot_s`): a row's share of its actor is slot_s / the actor's total slot_s.
                  An actor without stats falls back to sum(slot_s) / decode.max_batch_size.
   cost           accelerator-s / 3600 x --price-per-gpu-hour; per 1k generated tokens as well
+  start-up       the actors' model-load time (manifest actors.*.load_s) x accelerators, on the run row
   --baseline     agreement = exact match of `output` over the ids present in both runs;
                  step speedup vs baseline = baseline NFE / run NFE over those ids;
                  QPS_4 = that speedup x agreement^4
@@ -97,6 +98,12 @@ def cumulative_cost(fs, root: str, names: list[str], rates: dict, price: float, 
     return {"sequences": xs, "cost": ys, "cost_full_budget": full}
 
 
+def startup_accelerator_s(manifest: dict, units: float) -> float:
+    """Accelerator-seconds the decode actors spent loading tokenizer and model (manifest actors.*.load_s):
+    paid for, but not decoding, so reported beside the cost rather than spread over rows."""
+    return sum(float(a.get("load_s", 0.0) or 0.0) for a in (manifest.get("actors", {}) or {}).values()) * units
+
+
 # ----- the summary table ------------------------------------------------------------------------------
 def summary_row(shard: str, st: ShardStats, accel: str, units: float, accel_s: float, price: float,
                 wall_s: float, reasons: list[str]) -> dict:
@@ -174,8 +181,10 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
     run_accel = sum(r["accelerator_s"] for r in rows)
     rows.append(summary_row(RUN_ROW, total, accel, units, run_accel, price, wall, reasons))
     rows[-1]["sequences_per_s"] = total.sequences / wall if wall and wall == wall else float("nan")
+    startup = startup_accelerator_s(manifest, units)
+    rows[-1].update(startup_accelerator_s=startup, startup_cost=startup / 3600.0 * price)
     for r in rows[:-1]:
-        r["sequences_per_s"] = float("nan")
+        r.update(sequences_per_s=float("nan"), startup_accelerator_s=float("nan"), startup_cost=float("nan"))
 
     agreement = None
     if baseline:
@@ -228,6 +237,8 @@ def fmt_summary(result: dict) -> str:
          + (f" ({r['accelerators_per_actor']:g} GPU/actor)" if r["accelerator"] == "gpu" else " (actors.num_gpus=0)")),
         (f"cost at ${r['price_per_hour']:g}/h", money(r["cost"])),
         ("cost per 1k generated tokens", money(r["cost_per_1k_generated_tokens"])),
+        ("actor start-up (model load)", f"{r['startup_accelerator_s']:.2f} accelerator-s, "
+         f"{money(r['startup_cost'])} (not in the cost above)"),
     ]
     if "agreement" in r:
         lines += [("baseline agreement", f"{r['agreement']:.4f} over {r['baseline_matched']} ids"),

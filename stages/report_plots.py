@@ -226,7 +226,7 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
     main_cols = ["shard", "sequences", "errors", "prompt_tokens", "generated_tokens", "nfe", "step_budget",
                  "steps_saved", "steps_saved_frac", "step_speedup", "mean_steps", "exit_reasons"]
     cost_cols = ["shard", "wall_s", "sequences_per_s", "slot_s", "accelerator", "accelerators_per_actor",
-                 "accelerator_s", "cost", "cost_per_1k_generated_tokens"]
+                 "accelerator_s", "cost", "cost_per_1k_generated_tokens", "startup_accelerator_s", "startup_cost"]
     base_cols = ["shard", "baseline_matched", "agreement", "nfe_matched", "baseline_nfe",
                  "step_speedup_vs_baseline", "qps4"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Cost and step report</title>"
@@ -251,6 +251,8 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
     notes = ["NFE = forward passes × rows = step-trace rows (the outputs' nfe column when traces are off).",
              "Accelerator-seconds: each decode actor's busy time (manifest actors.*.elapsed_s) × accelerators "
              "per actor, shared among its rows by slot time (slot_s).",
+             "Start-up: the decode actors' tokenizer and model load time (manifest actors.*.load_s) × "
+             "accelerators per actor; paid for but not decoding, so shown beside the cost, not in it.",
              "The full-budget cost curve scales each row's cost by step_budget / steps_taken (an estimate).",
              "Files: summary.parquet, summary.csv (same table), the PNGs above."]
     notes += [f"Warning: {w}" for w in info.get("warnings", [])]

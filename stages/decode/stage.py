@@ -151,8 +151,7 @@ class DecodeStage:
         ids = [r.id.split("\x00", 1)[1] for _, r in traced]
         traces = [r.trace for _, r in traced]
         steps = step_table(ids, traces, [r.exit_reason for _, r in traced])
-        with_tokens = [(i, t) for i, t in zip(ids, traces) if t.tokens is not None]
-        tokens = token_table([i for i, _ in with_tokens], [t for _, t in with_tokens])
+        tokens = token_table(ids, traces)   # rows traced at `steps` level have no token rows
         s_off = t_off = 0
         for (row, _), t in zip(traced, traces):
             n = len(t.steps)

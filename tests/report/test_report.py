@@ -109,6 +109,9 @@ def test_numbers_match_traces(runs, report):
     assert sum(rows[n]["accelerator_s"] for n in expected) == pytest.approx(busy, rel=1e-6)
     assert total["cost"] == pytest.approx(busy / 3600 * PRICE, rel=1e-6)
     assert total["cost_per_1k_generated_tokens"] == pytest.approx(total["cost"] / total["generated_tokens"] * 1000)
+    load = sum(a["load_s"] for a in manifest["actors"].values())
+    assert load > 0 and total["startup_accelerator_s"] == pytest.approx(load, rel=1e-6)
+    assert total["startup_cost"] == pytest.approx(load / 3600 * PRICE, rel=1e-6)
     csv = (report["out"] / "summary.csv").read_text().splitlines()
     assert len(csv) == 1 + len(expected) + 1 and csv[-1].startswith(f'"{RUN_ROW}"')
 

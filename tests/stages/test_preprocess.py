@@ -1,7 +1,11 @@
 """Validate/tokenize stage (stages/preprocess.py) with the embedded character-level tokenizer."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -129,3 +133,22 @@ def test_preprocess_batch_uses_the_model_dirs_chat_template(tmp_path, templated)
     assert out["prompt_ids"].to_pylist() == [ids_of("ab|="), ids_of("cd|=")]
     raw = preprocess_batch(table, str(model), DECODE, use_template=False)
     assert raw["prompt_ids"].to_pylist()[0] == ids_of("ab") and raw["error"].to_pylist()[1].startswith("messages")
+
+
+def test_host_stages_load_the_tokenizer_without_torch() -> None:
+    """Read/preprocess/write workers start without importing torch (seconds per worker on a cold start)."""
+    code = ("import sys; import stages.read, stages.preprocess, stages.write; "
+            f"tok = stages.preprocess.load_tokenizer({MODEL!r}); "
+            "assert tok('ab=', add_special_tokens=False)['input_ids'] == [4, 5, 41]; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_generic_tokenizer_keeps_its_chat_template(templated, tmp_path) -> None:
+    templated.save_pretrained(tmp_path)
+    shutil.copy(f"{MODEL}/config.json", tmp_path / "config.json")
+    light = load_tokenizer.__wrapped__(str(tmp_path))   # uncached: the generic fast path
+    assert type(light).__name__ == type(templated).__name__ and light.chat_template == TEMPLATE
+    row = {"id": "a", "messages": [{"role": "user", "content": "ab"}]}
+    assert check(row, light) == check(row, templated) and check(row, light)[0][-1] == ids_of("=")[0]
