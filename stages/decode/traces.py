@@ -1,7 +1,7 @@
 """Per-sequence step traces: conversion to the two Arrow tables whose schemas `trace_schema` defines.
 
-The engine records on device and converts once per finished
-sequence into a `SequenceTrace` of numpy arrays; `trace_tables` turns many of those into Arrow.
+The engine records on device and converts once per finished sequence into a `SequenceTrace` of numpy
+arrays; `step_table` / `token_table` turn many of those into Arrow (the decode actor: once per batch).
 """
 from __future__ import annotations
 
