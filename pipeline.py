@@ -56,7 +56,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     trn.add_argument("--seed", type=int, default=0)
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv = ["run", *argv]
-    return ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    if args.command == "run":  # overrides may come on either side of --overwrite/--config
+        args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
+        extra = [a for a in extra if not ("=" in a and not a.startswith("-"))]
+    if extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ class ModelConfig:
 class InputConfig:
     url: str = "embedded/prompts/*.jsonl"   # fsspec URL, directory or glob: s3://, gs://, file://, memory://, path
     format: str = "auto"                # auto (by extension) | jsonl | parquet
+    block_rows: int = 256               # rows per Ray Data block after parsing (0 = one block per shard)
 
 
 @dataclass
@@ -120,6 +121,8 @@ def _check(cfg: PipelineConfig) -> None:
         raise ConfigError(f"config error at actors.on_error: {cfg.actors.on_error!r} is not record or fail")
     if cfg.input.format not in ("auto", "jsonl", "parquet"):
         raise ConfigError(f"config error at input.format: {cfg.input.format!r} is not auto, jsonl or parquet")
+    if cfg.input.block_rows < 0:
+        raise ConfigError(f"config error at input.block_rows: {cfg.input.block_rows} is negative (0 = one block per shard)")
     if not 1 <= cfg.actors.min_actors <= cfg.actors.max_actors:
         raise ConfigError("config error at actors.min_actors: need 1 <= min_actors <= max_actors")
     from stages.decode.policies import POLICIES

@@ -42,6 +42,8 @@ def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str])
     ds = ray.data.read_binary_files(shards, filesystem=arrow_filesystem(fs), include_paths=True,
                                     override_num_blocks=len(shards))
     ds = ds.flat_map(parse_shard, fn_kwargs={"names": names, "fmt": cfg.input.format})
+    if cfg.input.block_rows > 0:  # a big shard must not travel as one block (one task, one actor, no progress)
+        ds = ds.repartition(target_num_rows_per_block=cfg.input.block_rows)
     ds = ds.map_batches(preprocess_batch, batch_format="pyarrow", batch_size=a.batch_rows,
                         fn_kwargs={"model_path": cfg.model.path, "decode": cfg.decode,
                                    "use_template": cfg.model.chat_template})

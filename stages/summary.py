@@ -1,25 +1,115 @@
 """Terminal progress and the end-of-run summary table.
 
-Progress is read from the shard completion markers the datasink writes (`_done/*.json`), polled in a
-background thread: rows done, sequences/s, mean steps and steps saved so far, at shard granularity.
+Progress is polled in a background thread from what the datasink writes: the part files of shards in
+flight (`_parts/<shard>/*.rows.arrow`, read once each, a few columns) and the completion markers of
+committed shards (`_done/*.json`). So it moves row by row even when the job is one big shard: rows done /
+total, shards committed, sequences/s, mean steps and steps saved so far. The total is exact for shards
+already seen (each row carries its shard's row count) and extrapolated for shards not yet started.
 """
 from __future__ import annotations
 
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
-from stages.resume import committed_shards, totals
+from stages.report_scan import iter_batches
+from stages.resume import committed_shards
+from stages.storage import join
+
+PART_COLUMNS = ["shard_rows", "error", "nfe", "step_budget"]
+
+
+@dataclass
+class PartStats:
+    """What one part file adds to the progress: rows (outputs + errors), outputs, NFE, step budget."""
+    shard_rows: int
+    rows: int
+    outputs: int
+    nfe: int
+    step_budget: int
+
+
+@dataclass
+class Progress:
+    rows_done: int = 0
+    rows_total: int | None = None     # None until at least one shard's size is known
+    shards_done: int = 0
+    outputs: int = 0
+    nfe: int = 0
+    step_budget: int = 0
+
+
+def progress_counts(committed: dict[str, dict], parts: dict[str, list[PartStats]], n_shards: int,
+                    already: set[str]) -> Progress:
+    """Combine committed-shard summaries and in-flight parts into one `Progress` (pure: unit-tested).
+    Shards in `already` were committed by an earlier run: they count toward rows done and total, but not
+    toward this run's outputs/NFE. A shard's in-flight rows are capped at its size (a retried task may
+    have written a part twice)."""
+    prog = Progress(shards_done=len(committed))
+    sizes = []
+    for name, s in committed.items():
+        prog.rows_done += s["rows"]
+        sizes.append(s["rows"])
+        if name not in already:
+            prog.outputs += s["outputs"]
+            prog.nfe += s["nfe"]
+            prog.step_budget += s["step_budget"]
+    for name, ps in parts.items():
+        if name in committed or not ps:
+            continue
+        size = ps[0].shard_rows
+        sizes.append(size)
+        prog.rows_done += min(sum(p.rows for p in ps), size)
+        prog.outputs += sum(p.outputs for p in ps)
+        prog.nfe += sum(p.nfe for p in ps)
+        prog.step_budget += sum(p.step_budget for p in ps)
+    if sizes:
+        unseen = max(n_shards - len(sizes), 0)
+        prog.rows_total = sum(sizes) + round(unseen * sum(sizes) / len(sizes))
+    return prog
+
+
+class PartScanner:
+    """Reads each in-flight part file once (its few progress columns) and remembers what it held."""
+
+    def __init__(self, fs, root: str) -> None:
+        self.fs, self.root = fs, root
+        self.seen: dict[str, tuple[str, PartStats]] = {}
+
+    def scan(self, skip: set[str]) -> dict[str, list[PartStats]]:
+        parts_root = join(self.root, "_parts")
+        if self.fs.exists(parts_root):
+            for folder in self.fs.ls(parts_root, detail=False):
+                name = folder.rstrip("/").rsplit("/", 1)[-1]
+                if name in skip:
+                    continue
+                for path in self.fs.ls(folder, detail=False):
+                    if path.endswith(".rows.arrow") and path not in self.seen:
+                        t = pa.Table.from_batches(list(iter_batches(self.fs, path, PART_COLUMNS)))
+                        ok = pc.equal(t["error"], "")
+                        self.seen[path] = (name, PartStats(
+                            int(t["shard_rows"][0].as_py()) if t.num_rows else 0, t.num_rows,
+                            int(pc.sum(ok.cast("int64")).as_py() or 0),
+                            int(pc.sum(pc.if_else(ok, t["nfe"], 0)).as_py() or 0),
+                            int(pc.sum(pc.if_else(ok, t["step_budget"], 0)).as_py() or 0)))
+        out: dict[str, list[PartStats]] = {}
+        for name, stats in self.seen.values():
+            out.setdefault(name, []).append(stats)
+        return out
 
 
 class ProgressWatcher:
     def __init__(self, fs, root: str, n_shards: int, already: set[str], enabled: bool, every_s: float = 2.0):
-        self.fs, self.root, self.already, self.every_s = fs, root, already, every_s
+        self.fs, self.root, self.n_shards, self.already, self.every_s = fs, root, n_shards, already, every_s
         tty = sys.stderr.isatty()
-        self.bar = tqdm(total=n_shards, initial=len(already), unit="shard", desc="decoding", file=sys.stderr,
+        self.bar = tqdm(total=None, unit="row", desc="decoding", file=sys.stderr,
                         mininterval=0.5 if tty else 30.0, dynamic_ncols=tty) if enabled else None
+        self.parts = PartScanner(fs, root)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.started = time.time()
@@ -30,21 +120,22 @@ class ProgressWatcher:
 
     def _poll(self) -> None:
         done = committed_shards(self.fs, self.root)
-        new = {k: v for k, v in done.items() if k not in self.already}
-        t = totals(list(new.values())) if new else None
-        self.bar.n = len(done)
-        if t:
-            elapsed = time.time() - self.started
-            self.bar.set_postfix(rows=t["rows"], seq_s=f"{t['outputs'] / elapsed:.1f}",
-                                 mean_steps=f"{t['nfe'] / max(t['outputs'], 1):.1f}",
-                                 saved=f"{t['steps_saved'] / max(t['step_budget'], 1):.0%}", refresh=False)
+        p = progress_counts(done, self.parts.scan(set(done)), self.n_shards, self.already)
+        self.bar.total = p.rows_total
+        self.bar.n = max(self.bar.n, p.rows_done)   # never backwards (a shard between merge and marker)
+        postfix = {"shards": f"{p.shards_done}/{self.n_shards}"}
+        if p.outputs:
+            postfix["seq_s"] = f"{p.outputs / (time.time() - self.started):.1f}"
+            postfix["mean_steps"] = f"{p.nfe / p.outputs:.1f}"
+            postfix["saved"] = f"{1 - p.nfe / max(p.step_budget, 1):.0%}"
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
                 self._poll()
-            except Exception:  # progress must never break the run
+            except Exception:  # progress must never break the run (e.g. a part removed while listed)
                 pass
 
     def stop(self) -> None:

@@ -38,3 +38,15 @@ def test_missing_input_is_one_line_error(tmp_path):
     out = _run(f"input.url={tmp_path}/none/*.jsonl", f"output.url={tmp_path}/out")
     assert out.returncode == 2 and "no input shards" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_overrides_on_both_sides_of_a_flag():
+    sys.path.insert(0, str(ROOT))
+    from pipeline import parse_args
+    args = parse_args(["decode.steps=8", "--overwrite", "input.block_rows=64", "--config", "configs/s3.yaml"])
+    assert args.command == "run" and args.overwrite and args.config == "configs/s3.yaml"
+    assert args.overrides == ["decode.steps=8", "input.block_rows=64"]
+    out = _run("--overwrite", "input.block_rows=-1")      # reaches config validation, names the key
+    assert out.returncode == 2 and "input.block_rows" in out.stderr
+    out = _run("--bogus")
+    assert out.returncode == 2 and "unrecognized arguments: --bogus" in out.stderr

@@ -1,0 +1,52 @@
+"""Row-level progress (stages/summary.py): counts from committed shards and in-flight part files."""
+from __future__ import annotations
+
+import json
+
+import fsspec
+import pyarrow as pa
+
+from stages.summary import PartScanner, PartStats, progress_counts
+from stages.write import write_ipc
+
+
+def marker(rows: int, outputs: int, nfe: int, budget: int) -> dict:
+    return {"rows": rows, "outputs": outputs, "nfe": nfe, "step_budget": budget}
+
+
+def test_counts_committed_and_in_flight_rows() -> None:
+    committed = {"a": marker(10, 9, 30, 144), "old": marker(20, 20, 80, 320)}
+    parts = {"b": [PartStats(40, 16, 15, 60, 240), PartStats(40, 16, 16, 64, 256)],
+             "a": [PartStats(10, 10, 9, 30, 144)]}                       # committed: its parts are ignored
+    p = progress_counts(committed, parts, n_shards=5, already={"old"})
+    assert p.rows_done == 10 + 20 + 32 and p.shards_done == 2
+    assert p.rows_total == 10 + 20 + 40 + round(2 * 70 / 3)          # two shards not seen yet: the mean size
+    assert (p.outputs, p.nfe, p.step_budget) == (9 + 31, 30 + 124, 144 + 496)   # "old" is an earlier run's
+
+
+def test_in_flight_rows_are_capped_at_the_shard_size() -> None:
+    parts = {"b": [PartStats(20, 16, 16, 64, 256), PartStats(20, 16, 16, 64, 256)]}   # a retry wrote twice
+    p = progress_counts({}, parts, n_shards=1, already=set())
+    assert p.rows_done == 20 and p.rows_total == 20
+
+
+def test_nothing_seen_yet_has_no_total() -> None:
+    p = progress_counts({}, {}, n_shards=3, already=set())
+    assert p.rows_done == 0 and p.rows_total is None and p.shards_done == 0
+
+
+def test_scanner_reads_each_part_once(tmp_path) -> None:
+    fs = fsspec.filesystem("file")
+    root = str(tmp_path)
+    part = pa.table({"shard_rows": [5, 5, 5], "error": ["", "empty prompt", ""], "nfe": [4, None, 6],
+                     "step_budget": [16, None, 16], "output": ["x", None, "y"]})
+    fs.makedirs(f"{root}/_parts/s1", exist_ok=True)
+    write_ipc(fs, f"{root}/_parts/s1/000000000-3-abc.rows.arrow", part)
+    (tmp_path / "_parts" / "s1" / "000000003-2-def.rows.arrow.tmp-1234").write_bytes(b"half a file")
+    scanner = PartScanner(fs, root)
+    assert scanner.scan(set()) == {"s1": [PartStats(5, 3, 2, 10, 32)]}
+    fs.rm(f"{root}/_parts/s1/000000000-3-abc.rows.arrow")   # read once: later scans keep what it held
+    assert scanner.scan(set()) == {"s1": [PartStats(5, 3, 2, 10, 32)]}
+    (tmp_path / "_done").mkdir()
+    (tmp_path / "_done" / "s1.json").write_text(json.dumps(marker(5, 4, 20, 80)))
+    assert scanner.scan({"s1"})["s1"]   # still reported; progress_counts prefers the marker
