@@ -14,16 +14,22 @@ from importlib.metadata import version
 from stages.storage import join
 
 
-def committed_shards(fs, root: str) -> dict[str, dict]:
-    """name -> completion summary of every committed shard under the output root."""
+def committed_shards(fs, root: str, known: dict[str, dict] | None = None) -> dict[str, dict]:
+    """name -> completion summary of every committed shard under the output root. Markers never change
+    once written, so those in `known` (a previous result) are not read again (progress polls this)."""
     done = join(root, "_done")
     if not fs.exists(done):
         return {}
+    known = known or {}
     out = {}
     for path in fs.ls(done, detail=False):
         if path.endswith(".json"):
+            name = path.rsplit("/", 1)[-1][: -len(".json")]
+            if name in known:
+                out[name] = known[name]
+                continue
             with fs.open(path) as f:
-                out[path.rsplit("/", 1)[-1][: -len(".json")]] = json.load(f)
+                out[name] = json.load(f)
     return out
 
 

@@ -110,6 +110,7 @@ class ProgressWatcher:
         self.bar = tqdm(total=None, unit="row", desc="decoding", file=sys.stderr,
                         mininterval=0.5 if tty else 30.0, dynamic_ncols=tty) if enabled else None
         self.parts = PartScanner(fs, root)
+        self.committed: dict[str, dict] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.started = time.time()
@@ -119,7 +120,7 @@ class ProgressWatcher:
             self._thread.start()
 
     def _poll(self) -> None:
-        done = committed_shards(self.fs, self.root)
+        done = self.committed = committed_shards(self.fs, self.root, self.committed)
         p = progress_counts(done, self.parts.scan(set(done)), self.n_shards, self.already)
         self.bar.total = p.rows_total
         self.bar.n = max(self.bar.n, p.rows_done)   # never backwards (a shard between merge and marker)

@@ -50,3 +50,15 @@ def test_scanner_reads_each_part_once(tmp_path) -> None:
     (tmp_path / "_done").mkdir()
     (tmp_path / "_done" / "s1.json").write_text(json.dumps(marker(5, 4, 20, 80)))
     assert scanner.scan({"s1"})["s1"]   # still reported; progress_counts prefers the marker
+
+
+def test_committed_markers_are_read_once(tmp_path) -> None:
+    from stages.resume import committed_shards
+    fs = fsspec.filesystem("file")
+    (tmp_path / "_done").mkdir()
+    (tmp_path / "_done" / "a.json").write_text(json.dumps(marker(5, 5, 20, 80)))
+    first = committed_shards(fs, str(tmp_path))
+    (tmp_path / "_done" / "a.json").write_text("not json: would fail if read again")
+    (tmp_path / "_done" / "b.json").write_text(json.dumps(marker(3, 2, 8, 48)))
+    again = committed_shards(fs, str(tmp_path), first)
+    assert again == {"a": marker(5, 5, 20, 80), "b": marker(3, 2, 8, 48)}
