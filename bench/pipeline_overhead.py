@@ -69,6 +69,7 @@ def measure(work: Path, n: int, shards: int, config: str) -> dict:
                                     "progress=false"])
     cfg = cfg_for("cold")
     adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
+
     def bare_seconds() -> float:
         return decode_prompts(adapter, load_tokenizer(cfg.model.path), prompts, cfg.decode,
                               cfg.decode.max_batch_size).seconds
