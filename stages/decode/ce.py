@@ -13,7 +13,8 @@ import torch
 
 from stages.decode.config import DecodeConfig
 from stages.decode.kalman import kalman_forecast, kalman_init, kalman_step
-from stages.decode.policies import CommitReason, StepContext, topk_mask
+from stages.decode.policies import StepContext, topk_mask
+from stages.decode.trace_schema import CommitReason
 
 
 class ConfidenceExtrapolation:

@@ -21,9 +21,10 @@ from stages.decode.adapters import ModelAdapter
 from stages.decode.config import DecodeConfig
 from stages.decode.features import TrajectoryState, relative_positions, trajectory_features
 from stages.decode.padding import left_pad
-from stages.decode.policies import CommitReason, StepContext, build_policies
+from stages.decode.policies import StepContext, build_policies
 from stages.decode.schedules import progress
 from stages.decode.signals import step_signals
+from stages.decode.trace_schema import CommitReason
 from stages.decode.traces import SequenceTrace
 from stages.decode.transfer import num_transfer_tokens, row_schedule, validate_schedule
 

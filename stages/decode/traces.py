@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from stages.decode.trace_schema import REASON_NAMES, STEP_SCHEMA, TOKEN_SCHEMA, CommitReason  # noqa: F401
+from stages.decode.trace_schema import REASON_NAMES, STEP_SCHEMA, TOKEN_SCHEMA, CommitReason
 
 
 @dataclass

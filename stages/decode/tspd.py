@@ -11,7 +11,8 @@ from torch import nn
 
 from stages.decode.config import DecodeConfig
 from stages.decode.features import FEATURE_NAMES
-from stages.decode.policies import CommitReason, StepContext, topk_mask
+from stages.decode.policies import StepContext, topk_mask
+from stages.decode.trace_schema import CommitReason
 
 
 class TspdController(nn.Module):

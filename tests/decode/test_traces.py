@@ -13,9 +13,9 @@ import torch
 from fake_models import EOS, MASK, peaked, scripted_adapter
 from stages.decode.config import DecodeConfig
 from stages.decode.engine import DecodeEngine, Request
-from stages.decode.policies import CommitReason
 from stages.decode.schedules import tau_cosine
-from stages.decode.traces import STEP_SCHEMA, TOKEN_SCHEMA, step_table, token_table
+from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA, CommitReason
+from stages.decode.traces import step_table, token_table
 
 A, B, C = 40, 41, 42    # A exits by SchED at its third step, B runs its budget, C stops at EOS
 
