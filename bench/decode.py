@@ -52,9 +52,10 @@ def first_step_margins(adapter, tok, prompts, dcfg) -> dict:
     run = decode_prompts(adapter, tok, prompts, variant_config(dcfg, {"policy": ["none"], "trace": "tokens"}), 32)
     eos, content = [], []
     for r in run.results:
-        step0 = r.trace.tokens[0, :, 2]
+        at0 = r.trace.token_step == 0                    # step 0: every position is still masked
+        step0 = dict(zip(r.trace.position[at0].tolist(), r.trace.tokens[at0, 2].tolist()))
         for pos, tok_id in enumerate(r.output_ids):
-            (eos if tok_id in adapter.eos_token_ids else content).append(float(step0[pos]))
+            (eos if tok_id in adapter.eos_token_ids else content).append(step0[pos])
     return {"eos_positions": sum(eos) / len(eos), "content_positions": sum(content) / len(content),
             "eos_fraction": len(eos) / (len(eos) + len(content))}
 

@@ -23,23 +23,35 @@ LABEL_SCHEMA = pa.schema([("id", pa.string()), ("step", pa.int32()), ("position"
                           *[(f, pa.float32()) for f in FEATURE_NAMES], ("label", pa.bool_())])
 
 
-def sequence_rows(tokens: dict[str, np.ndarray], output_ids: list[int], commit_step: list[int], budget: int,
-                  block_length: int, ema_decay: float) -> dict[str, np.ndarray]:
-    """Feature/label rows of one sequence; `tokens` holds [S, G] arrays argmax/confidence/margin/entropy."""
-    s_count, g = tokens["argmax"].shape
+def sequence_rows(tokens: dict[str, np.ndarray], output_ids: list[int], budget: int, block_length: int,
+                  ema_decay: float) -> dict[str, np.ndarray]:
+    """Feature/label rows of one sequence. `tokens` holds [N] arrays step, position, argmax, confidence,
+    margin, entropy: the token trace's rows, one per still-masked position of each step (sorted by step).
+    Features are replayed step by step on a [G] state; a position is recorded at every step until its
+    commit, so its running state is exactly the one the engine had."""
+    g = len(output_ids)
     rel_answer, rel_block = relative_positions(torch.tensor([g]), g, block_length)
     state = TrajectoryState.empty((g,))
-    final, committed_at = torch.tensor(output_ids), torch.tensor(commit_step)
+    final = torch.tensor(output_ids)
+    step_of = tokens["step"]
     feats, labels, steps, positions = [], [], [], []
-    for s in range(s_count):
-        f, state = trajectory_features(*(torch.from_numpy(tokens[k][s]) for k in ("confidence", "entropy", "margin")),
-                                       torch.from_numpy(tokens["argmax"][s]).long(), state, rel_answer[0],
-                                       rel_block[0], torch.tensor(min(s / budget, 1.0)), ema_decay)
-        open_now = committed_at >= s                     # still masked when this step's logits were read
-        feats.append(f[open_now])
-        labels.append((torch.from_numpy(tokens["argmax"][s]).long() == final)[open_now])
-        positions.append(torch.nonzero(open_now).squeeze(-1))
-        steps.append(torch.full((int(open_now.sum()),), s))
+    for s in np.unique(step_of):
+        sel = step_of == s
+        pos = torch.from_numpy(tokens["position"][sel].astype(np.int64))
+        dense = {k: torch.zeros(g, dtype=torch.float32) for k in ("confidence", "entropy", "margin")}
+        for k in dense:
+            dense[k][pos] = torch.from_numpy(tokens[k][sel].astype(np.float32))
+        argmax = torch.full((g,), -1, dtype=torch.long)
+        argmax[pos] = torch.from_numpy(tokens["argmax"][sel].astype(np.int64))
+        f, state = trajectory_features(dense["confidence"], dense["entropy"], dense["margin"], argmax, state,
+                                       rel_answer[0], rel_block[0], torch.tensor(min(s / budget, 1.0)), ema_decay)
+        feats.append(f[pos])
+        labels.append(argmax[pos] == final[pos])
+        positions.append(pos)
+        steps.append(torch.full((len(pos),), int(s)))
+    if not feats:
+        return {"features": np.zeros((0, len(FEATURE_NAMES)), np.float32), "label": np.zeros(0, bool),
+                "step": np.zeros(0, np.int64), "position": np.zeros(0, np.int64)}
     return {"features": torch.cat(feats).numpy(), "label": torch.cat(labels).numpy(),
             "step": torch.cat(steps).numpy(), "position": torch.cat(positions).numpy()}
 
@@ -50,19 +62,19 @@ def shard_labels(fs, root: str, name: str, block_length: int, ema_decay: float) 
                                                                                 ("step", "ascending"),
                                                                                 ("position", "ascending")])
     ids = tokens["id"].to_numpy(zero_copy_only=False)
+    cols = {k: tokens[k].to_numpy() for k in ("step", "position", "argmax", "confidence", "margin", "entropy")}
     parts = []
     for row in outputs:
         sel = np.nonzero(ids == row["id"])[0]
         if not len(sel):
             continue
-        g = len(row["output_ids"])
-        arr = {k: tokens[k].to_numpy()[sel].reshape(-1, g) for k in ("argmax", "confidence", "margin", "entropy")}
-        r = sequence_rows(arr, row["output_ids"], row["commit_step"], row["step_budget"], block_length, ema_decay)
-        cols = {"id": pa.array([row["id"]] * len(r["label"]), pa.string()), "step": r["step"].astype(np.int32),
-                "position": r["position"].astype(np.int32)}
-        cols.update({f: r["features"][:, i].astype(np.float32) for i, f in enumerate(FEATURE_NAMES)})
-        cols["label"] = r["label"]
-        parts.append(pa.table(cols, schema=LABEL_SCHEMA))
+        r = sequence_rows({k: v[sel] for k, v in cols.items()}, row["output_ids"], row["step_budget"],
+                          block_length, ema_decay)
+        out = {"id": pa.array([row["id"]] * len(r["label"]), pa.string()), "step": r["step"].astype(np.int32),
+               "position": r["position"].astype(np.int32)}
+        out.update({f: r["features"][:, i].astype(np.float32) for i, f in enumerate(FEATURE_NAMES)})
+        out["label"] = r["label"]
+        parts.append(pa.table(out, schema=LABEL_SCHEMA))
     return pa.concat_tables(parts) if parts else LABEL_SCHEMA.empty_table()
 
 

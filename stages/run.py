@@ -11,7 +11,7 @@ import ray
 from omegaconf import OmegaConf
 
 from stages.config import PipelineConfig
-from stages.decode.stage import DecodeStage
+from stages.decode_stage import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read import parse_shard
 from stages.resume import committed_shards, prepare_output, write_manifest

@@ -21,6 +21,8 @@ from transformers.utils import logging as hf_logging
 from stages.decode.padding import position_ids
 
 FAMILIES = ("auto", "llada", "dream", "native")
+#: Classes whose logits are exactly `lm_head(model(...).last_hidden_state)` (no soft-capping or scaling).
+SPLIT_HEAD_CLASSES = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"})
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # LLaDA checkpoint names (OLMo layout) -> Llama names. Every pattern is anchored on the LLaDA prefix, so a
@@ -76,6 +78,32 @@ class ModelAdapter:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def split_head(self) -> bool:
+        """Whether the output head can run apart from the body (projecting only the positions read)."""
+        return type(self.model).__name__ in SPLIT_HEAD_CLASSES
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().out_features
+
+    @torch.inference_mode()
+    def answer_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
+        """[B, keep, H] final hidden states whose head output is the logits of the last `keep` positions
+        (for shift families, the states one position earlier). Only for `split_head` models."""
+        h = self.model.model(input_ids=input_ids, attention_mask=attention_mask,
+                             position_ids=position_ids(attention_mask)).last_hidden_state
+        if not self.shift_logits:
+            return h[:, -keep:]
+        if keep < h.shape[1]:
+            return h[:, -keep - 1:-1]
+        return torch.cat([h[:, :1], h[:, :-1]], dim=1)
+
+    @torch.inference_mode()
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [..., V] of hidden states [..., H] (model dtype)."""
+        return self.model.get_output_embeddings()(hidden)
 
     @torch.inference_mode()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ from stages.decode.trace_schema import CommitReason
 
 class ConfidenceExtrapolation:
     kind, reason, needs_features = "modifier", CommitReason.CE_LOOKAHEAD, True
+    reads, reads_span = frozenset({"margin"}), True   # filters track every still-masked position
     position_state = {"kf_x": (torch.float32, 0.0, (2,)), "kf_P": (torch.float32, 0.0, (2, 2)),
                       "kf_seen": (torch.bool, False, ())}
 

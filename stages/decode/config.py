@@ -67,6 +67,8 @@ class DecodeConfig:
     ce: CeConfig = field(default_factory=CeConfig)
     max_batch_size: int = 16            # slots: rows in one forward
     max_batch_tokens: int = 16384       # token budget of one forward (rows x padded width)
+    max_logits_mb: float = 256.0        # bound on one step's logits + signal temporaries (MiB): the head
+                                        # and the reductions run in chunks of positions that fit it
 
     def __post_init__(self) -> None:
         if self.trace in ("False", "false"):  # YAML 1.1 reads a bare `off` as a boolean
@@ -77,3 +79,5 @@ class DecodeConfig:
             raise ValueError(f"decode.trace={self.trace!r}: use off, steps or tokens")
         if self.temperature < 0:
             raise ValueError("decode.temperature must be >= 0")
+        if self.max_logits_mb <= 0:
+            raise ValueError("decode.max_logits_mb must be > 0")

@@ -23,7 +23,7 @@ from stages.decode.features import TrajectoryState, relative_positions, trajecto
 from stages.decode.padding import left_pad
 from stages.decode.policies import StepContext, build_policies
 from stages.decode.schedules import progress
-from stages.decode.signals import step_signals
+from stages.decode.projection import Projector, StepInputs
 from stages.decode.trace_schema import CommitReason
 from stages.decode.traces import SequenceTrace
 from stages.decode.transfer import num_transfer_tokens, row_schedule, validate_schedule
@@ -46,13 +46,40 @@ class SequenceResult:
     output_ids: list[int]
     steps_taken: int                   # forwards this row took part in (= its NFE)
     step_budget: int
-    exit_reason: str                   # steps | eos | <exit policy name>
+    exit_reason: str                   # steps | all_committed | eos | <exit policy name>
     commit_step: list[int]             # 0-based step at which each position was committed
     commit_reason: list[int]           # CommitReason per position
     trace: SequenceTrace | None
     submitted_at: float
     admitted_at: float
     finished_at: float
+
+
+@dataclass
+class _BatchView:
+    """One step's layout. width W of the padded batch, answer window G; win [B, G] current tokens; col [G];
+    meta [B, 6]: answer start, block start, step, budget, k now, active; the rest [B, G] / [B] bool."""
+    width: int
+    g: int
+    win: torch.Tensor
+    col: torch.Tensor
+    meta: torch.Tensor
+    valid: torch.Tensor
+    in_block: torch.Tensor
+    active: torch.Tensor
+    masked: torch.Tensor
+
+
+@dataclass
+class _Decision:
+    """What the policies decided: commit [B, G] bool and its CommitReason [B, G] int8; exit_now [B] bool,
+    exit_by [B] (index of the exit policy, -1 none); tau, gbar [B] from the first exit policy (NaN without)."""
+    commit: torch.Tensor
+    reason: torch.Tensor
+    exit_now: torch.Tensor
+    exit_by: torch.Tensor
+    tau: torch.Tensor
+    gbar: torch.Tensor
 
 
 @dataclass
@@ -104,6 +131,8 @@ class DecodeEngine:
         self.pos = {k: torch.full((0, 0, *shape), fill, dtype=dt, device=self.device)
                     for k, (dt, fill, shape) in self.pos_spec.items()}
         self.stats = {"forwards": 0, "row_steps": 0, "useful_row_steps": 0, "tokens": 0, "pad_tokens": 0}
+        self.needs, self.span = self.policies.signal_needs(cfg.remasking, cfg.trace)
+        self.projector = Projector(adapter, cfg.max_logits_mb)
 
     # ----- admission -------------------------------------------------------------------------
     def row_config(self, request: Request) -> tuple[int, int, int]:
@@ -166,7 +195,52 @@ class DecodeEngine:
     def batch_tokens(self) -> int:
         return self.ids.numel()
 
-    # ----- one step --------------------------------------------------------------------------
+    # ----- one step: signals -> decide -> apply -> record --------------------------------------
+    def step(self) -> list[SequenceResult]:
+        """One forward over the batch; returns the rows that finished at this step."""
+        if not self.rows:
+            return []
+        view = self._view()
+        ctx = self._signals(view)
+        dec = self._decide(ctx, view)
+        tokens, reason, eos_stop = self._apply(ctx, view, dec)
+        self._count(self.rows, view.width)
+        if self.cfg.trace != "off":
+            self._record(view, ctx, dec, reason)
+        still = (tokens == self.adapter.mask_token_id) & view.valid
+        return self._advance(torch.stack([still.any(-1), (still & view.in_block).any(-1), dec.exit_by,
+                                          eos_stop]).tolist())
+
+    def _view(self) -> "_BatchView":
+        """Where each row stands: its answer span, current block and still-masked positions, [B, G]."""
+        rows, bl, mask_id = self.rows, self.cfg.block_length, self.adapter.mask_token_id
+        width, g = self.ids.shape[1], max(r.gen_length for r in rows)
+        win, col = self.ids[:, width - g:], torch.arange(g, device=self.device)
+        meta = torch.tensor([[g - r.gen_length, g - r.gen_length + r.block * bl, r.step, r.step_budget,
+                              r.k_now(bl), not r.done] for r in rows], device=self.device)
+        valid = col >= meta[:, :1]
+        in_block = (col >= meta[:, 1:2]) & (col < meta[:, 1:2] + bl)
+        active = meta[:, 5].bool()
+        masked = (win == mask_id) & valid & active[:, None]
+        return _BatchView(width, g, win, col, meta, valid, in_block, active, masked)
+
+    def _signals(self, view: "_BatchView") -> StepContext:
+        """The forward and the signals the policies read, at the positions they read them (the current
+        block's still-masked positions, or the whole still-masked span when an exit policy, the trajectory
+        features or the token trace need it); then the policies' context."""
+        cfg, rows = self.cfg, self.rows
+        where = view.masked if self.span else view.masked & view.in_block
+        gens = [r.generator if not r.done else None for r in rows]
+        sig = self.projector.signals(StepInputs(self.ids, self.attn, where, view.win,
+                                                [r.gen_length for r in rows], gens),
+                                     self.needs, cfg.temperature)
+        ctx = StepContext(sig, self._score(sig, gens, [r.gen_length for r in rows]), view.masked, view.in_block,
+                          view.meta[:, 4], progress(view.meta[:, 2], view.meta[:, 3], cfg.sched.progress_mode),
+                          pos={k: v[:, v.shape[1] - view.g:] for k, v in self.pos.items()})
+        if self.policies.needs_features:
+            ctx.features = self._features(ctx, view.g, view.meta)
+        return ctx
+
     def _score(self, sig, gens, lengths) -> torch.Tensor:
         how = self.cfg.remasking
         if how == "low_confidence":
@@ -176,33 +250,12 @@ class DecodeEngine:
         if how == "entropy":
             return -sig.entropy
         g_max = sig.x0.shape[1]
-        return torch.stack([torch.cat([torch.zeros(g_max - n), torch.rand(n, generator=gen)])
+        return torch.stack([torch.zeros(g_max) if gen is None else
+                            torch.cat([torch.zeros(g_max - n), torch.rand(n, generator=gen)])
                             for gen, n in zip(gens, lengths)]).to(sig.x0.device)
 
-    def step(self) -> list[SequenceResult]:
-        """One forward over the batch; returns the rows that finished at this step."""
-        if not self.rows:
-            return []
-        cfg, rows, dev, mask_id = self.cfg, self.rows, self.device, self.adapter.mask_token_id
-        bl = cfg.block_length
-        width = self.ids.shape[1]
-        g = max(r.gen_length for r in rows)
-        logits = self.adapter.logits(self.ids, self.attn, keep=g)
-        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), torch.finfo(logits.dtype).min)
-        win = self.ids[:, width - g:]
-        col = torch.arange(g, device=dev)
-        meta = torch.tensor([[g - r.gen_length, g - r.gen_length + r.block * bl, r.step, r.step_budget,
-                              r.k_now(bl), not r.done] for r in rows], device=dev)
-        valid = col >= meta[:, :1]
-        in_block = (col >= meta[:, 1:2]) & (col < meta[:, 1:2] + bl)
-        active = meta[:, 5].bool()
-        masked = (win == mask_id) & valid & active[:, None]
-        sig = step_signals(logits, cfg.temperature, [r.generator for r in rows], [r.gen_length for r in rows])
-        ctx = StepContext(sig, self._score(sig, [r.generator for r in rows], [r.gen_length for r in rows]), masked, in_block,
-                          meta[:, 4], progress(meta[:, 2], meta[:, 3], cfg.sched.progress_mode),
-                          pos={k: v[:, v.shape[1] - g:] for k, v in self.pos.items()})
-        if self.policies.needs_features:
-            ctx.features = self._features(ctx, g, meta)
+    def _decide(self, ctx: StepContext, view: "_BatchView") -> "_Decision":
+        """Commit picks (commit policy, then modifiers) and per-row exits (exit policies, then modifiers)."""
         commit = self.policies.commit.select(ctx)
         reason = torch.where(commit, int(self.policies.commit.reason), 0).to(torch.int8)
         for mod in self.policies.modifiers:
@@ -210,8 +263,8 @@ class DecodeEngine:
             reason = torch.where(commit, reason, 0).to(torch.int8)
             reason = torch.where(extra, int(mod.reason), reason).to(torch.int8)
             commit = commit | extra
-        exit_now, exit_by = torch.zeros_like(active), torch.full_like(meta[:, 0], -1)
-        tau = gbar = torch.full((len(rows),), float("nan"), device=dev)
+        exit_now, exit_by = torch.zeros_like(view.active), torch.full_like(view.meta[:, 0], -1)
+        tau = gbar = torch.full((len(self.rows),), float("nan"), device=self.device)
         for j, pol in enumerate(self.policies.exits):
             d = pol.should_exit(ctx)
             exit_by = torch.where(d.exit & ~exit_now, j, exit_by)
@@ -219,25 +272,24 @@ class DecodeEngine:
             tau, gbar = (d.tau, d.gbar) if j == 0 else (tau, gbar)
         for mod in self.policies.modifiers:
             exit_now = mod.modify_exit(ctx, exit_now)
-        exit_by = torch.where(exit_now, exit_by, -1)
-        early = (masked & ~commit).any(-1)  # an exit with nothing left to fill is not an early exit
-        exit_now, exit_by = exit_now & early, torch.where(early, exit_by, -1)
-        fill = masked & ~commit & exit_now[:, None]
-        reason = torch.where(fill, int(CommitReason.EXIT_FILL), reason).to(torch.int8)
-        new_tokens = torch.where(commit | fill, sig.x0, win)
-        eos_stop = torch.zeros_like(active)
-        if cfg.stop_at_eos:
-            new_tokens, reason, eos_stop = self._stop_at_eos(new_tokens, reason, valid, active, col)
-        self.ids[:, width - g:] = new_tokens
+        early = (view.masked & ~commit).any(-1)  # an exit with nothing left to fill is not an early exit
+        exit_now = exit_now & early
+        return _Decision(commit, reason, exit_now, torch.where(exit_now, exit_by, -1), tau, gbar)
+
+    def _apply(self, ctx: StepContext, view: "_BatchView", dec: "_Decision"):
+        """Write commits and exit fills (and EOS fills) into the batch; returns (window tokens, reason per
+        position, rows stopped by EOS)."""
+        fill = view.masked & ~dec.commit & dec.exit_now[:, None]
+        reason = torch.where(fill, int(CommitReason.EXIT_FILL), dec.reason).to(torch.int8)
+        tokens = torch.where(dec.commit | fill, ctx.signals.x0, view.win)
+        eos_stop = torch.zeros_like(view.active)
+        if self.cfg.stop_at_eos:
+            tokens, reason, eos_stop = self._stop_at_eos(tokens, reason, view.valid, view.active, view.col)
+        self.ids[:, view.width - view.g:] = tokens
         cstep, creason = self.pos["cstep"], self.pos["creason"]
-        cstep[:, -g:] = torch.where(reason > 0, meta[:, 2:3].to(cstep.dtype), cstep[:, -g:])
-        creason[:, -g:] = torch.where(reason > 0, reason, creason[:, -g:])
-        still = (new_tokens == mask_id) & valid
-        host = torch.stack([still.any(-1), (still & in_block).any(-1), exit_by, eos_stop]).tolist()
-        self._count(rows, width)
-        if cfg.trace != "off":
-            self._record(rows, g, ctx, tau, gbar, reason, exit_now, sig)
-        return self._advance(host)
+        cstep[:, -view.g:] = torch.where(reason > 0, view.meta[:, 2:3].to(cstep.dtype), cstep[:, -view.g:])
+        creason[:, -view.g:] = torch.where(reason > 0, reason, creason[:, -view.g:])
+        return tokens, reason, eos_stop
 
     def _features(self, ctx: StepContext, g: int, meta: torch.Tensor) -> torch.Tensor:
         """Trajectory features [B, G, F] from this step's signals; advances the running state in place."""
@@ -277,10 +329,12 @@ class DecodeEngine:
         s["tokens"] += len(rows) * width
         s["pad_tokens"] += sum(width - r.length for r in rows)
 
-    def _record(self, rows, g, ctx, tau, gbar, reason, exit_now, sig) -> None:
+    def _record(self, view: "_BatchView", ctx: StepContext, dec: "_Decision", reason: torch.Tensor) -> None:
+        """Step rows, and at `tokens` level the still-masked positions of the step (what the step read)."""
+        rows, sig = self.rows, ctx.signals
         n_commit = (reason > 0).sum(-1).float()
-        steps = torch.stack([torch.tensor([float(r.step) for r in rows], device=tau.device), ctx.progress.float(),
-                             tau, gbar, n_commit, exit_now.float()], -1)
+        steps = torch.stack([view.meta[:, 2].float(), ctx.progress.float(), dec.tau, dec.gbar, n_commit,
+                             dec.exit_now.float()], -1)
         tokens = torch.stack([sig.x0.float(), sig.confidence, sig.margin, sig.entropy], -1) \
             if self.cfg.trace == "tokens" else None
         for i, r in enumerate(rows):
@@ -288,7 +342,8 @@ class DecodeEngine:
                 continue
             r.step_records.append(steps[i])
             if tokens is not None:
-                r.token_records.append((tokens[i, g - r.gen_length:], reason[i, g - r.gen_length:]))
+                cols = view.masked[i].nonzero().squeeze(-1)
+                r.token_records.append((cols - (view.g - r.gen_length), tokens[i, cols], reason[i, cols]))
 
     # ----- bookkeeping after a step -----------------------------------------------------------
     def _advance(self, host: list[list]) -> list[SequenceResult]:
@@ -302,7 +357,8 @@ class DecodeEngine:
             if not remaining[i]:
                 r.done = True
                 r.exit_reason = (self.policies.exits[int(exit_by[i])].name if exit_by[i] >= 0
-                                 else "eos" if eos_stop[i] else "steps")
+                                 else "eos" if eos_stop[i] else "steps" if r.step >= r.step_budget
+                                 else "all_committed")
                 finished.append(self._result(i, r))
             elif not block_left[i]:
                 r.block, r.block_step = r.block + 1, 0
@@ -314,11 +370,16 @@ class DecodeEngine:
         g = r.gen_length
         trace = None
         if r.step_records:
-            tokens = reasons = None
+            steps = torch.stack(r.step_records).cpu().numpy()
+            token_step = positions = tokens = reasons = None
             if r.token_records:
-                tokens = torch.stack([t for t, _ in r.token_records]).cpu().numpy()
-                reasons = torch.stack([c for _, c in r.token_records]).cpu().numpy()
-            trace = SequenceTrace(torch.stack(r.step_records).cpu().numpy(), tokens, reasons)
+                counts = torch.tensor([len(p) for p, _, _ in r.token_records])
+                token_step = torch.repeat_interleave(torch.arange(len(counts)), counts).numpy().astype("int32")
+                positions = torch.cat([p for p, _, _ in r.token_records]).cpu().numpy().astype("int32")
+                tokens = torch.cat([t for _, t, _ in r.token_records]).cpu().numpy()
+                reasons = torch.cat([c for _, _, c in r.token_records]).cpu().numpy()
+                token_step = steps[token_step, 0].astype("int32")
+            trace = SequenceTrace(steps, tokens, reasons, token_step, positions)
             r.step_records, r.token_records = [], []
         return SequenceResult(
             id=r.request.id, prompt_ids=list(r.request.prompt_ids), output_ids=self.ids[i, -g:].tolist(),

@@ -14,7 +14,7 @@ import torch
 
 from stages.decode.config import DecodeConfig
 from stages.decode.schedules import SCHEDULES
-from stages.decode.signals import StepSignals, aggregate
+from stages.decode.signals import SIGNALS, StepSignals, aggregate
 from stages.decode.trace_schema import CommitReason
 
 
@@ -55,6 +55,7 @@ def topk_mask(score: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) ->
 class SchedulePolicy:
     """LLaDA's baseline: commit the top-k by remasking score, k from the uniform transfer schedule."""
     kind, reason = "commit", CommitReason.SCHEDULE
+    reads, reads_span = frozenset(), False   # signals it reads (beyond x0 and the score), and where
 
     def __init__(self, cfg: DecodeConfig) -> None:
         pass
@@ -66,6 +67,7 @@ class SchedulePolicy:
 class FastDllmPolicy:
     """Fast-dLLM: commit every candidate whose confidence >= threshold_prob, at least one per step."""
     kind, reason = "commit", CommitReason.THRESHOLD
+    reads, reads_span = frozenset({"confidence"}), False
 
     def __init__(self, cfg: DecodeConfig) -> None:
         self.threshold_prob = cfg.fastdllm.threshold_prob
@@ -79,6 +81,7 @@ class FastDllmPolicy:
 class MarginExitPolicy:
     """Exit a row when its aggregated top-2 logit margin over the still-masked span reaches tau(p)."""
     kind = "exit"
+    reads, reads_span = frozenset({"margin"}), True   # the span: the aggregate and the exit fill
 
     def __init__(self, schedule: str, tau_high: float, tau_low: float, k: float, how: str, quantile: float,
                  name: str) -> None:
@@ -137,6 +140,20 @@ class PolicySet:
     @property
     def needs_features(self) -> bool:
         return any(getattr(p, "needs_features", False) for p in self.all())
+
+    def signal_needs(self, remasking: str, trace: str) -> tuple[frozenset, bool]:
+        """(signals to compute, whether over the whole still-masked span rather than the current block):
+        the union of what the policies, the remasking score, the trajectory features and the trace read."""
+        needs = {"x0"} | {"low_confidence": {"confidence"}, "margin": {"margin"},
+                          "entropy": {"entropy"}}.get(remasking, set())
+        span = False
+        for p in self.all():  # a policy that declares nothing is assumed to read everything, everywhere
+            needs |= getattr(p, "reads", frozenset(SIGNALS))
+            span |= getattr(p, "reads_span", True)
+        if self.needs_features or trace == "tokens":
+            needs |= {"confidence", "entropy", "margin"}
+            span = True
+        return frozenset(needs), span
 
 
 def build_policies(cfg: DecodeConfig) -> PolicySet:

@@ -7,7 +7,10 @@ freed slots from a waiting queue before the next step, so the forward stays full
 prefers waiting rows whose length is closest to the batch's width, to keep left-padding small.
 
 A step that raises evicts every row of that forward and decodes each alone, so one poisoned row is
-reported as an error while its batch-mates complete (greedy decoding restarts deterministically).
+reported as an error while its batch-mates complete (greedy decoding restarts deterministically). An
+accelerator out-of-memory error is not a row's fault: the slot limit is halved (from the rows that were
+in the failed forward), those rows go back to the front of the queue to restart, and decoding continues;
+only a row that runs out of memory alone becomes an error.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
+
+import torch
 
 from stages.decode.engine import DecodeEngine, Request, SequenceResult
 
@@ -39,6 +44,7 @@ class SlotScheduler:
         self.finished = 0
         self.steady_forwards = 0   # forwards taken while rows were still waiting for a slot
         self.steady_rows = 0
+        self.oom_events = 0
 
     def submit(self, requests: Iterable[Request]) -> None:
         self.waiting.extend(requests)
@@ -100,11 +106,25 @@ class SlotScheduler:
             if self.before_step:
                 self.before_step([r.request.id for r in self.engine.rows])
             out.extend(self.engine.step())
+        except torch.OutOfMemoryError as e:
+            out.extend(self._shrink(e))
         except Exception:
             self.isolate.extend(r.request for r in self.engine.rows if not r.done)
             self.engine.clear()
         self.finished += sum(isinstance(o, SequenceResult) for o in out)
         return out
+
+    def _shrink(self, error: Exception) -> list[RowError]:
+        """After an out-of-memory step: halve the slot limit and requeue that forward's rows (in order, at
+        the front); a forward of one row cannot shrink, so that row is an error."""
+        rows = [r.request for r in self.engine.rows if not r.done]
+        self.engine.clear()
+        self.oom_events += 1
+        if len(rows) <= 1:
+            return [RowError(r.id, f"decode failed: out of memory with the row alone: {error}") for r in rows]
+        self.max_rows = max(1, min(self.max_rows, len(rows)) // 2)
+        self.waiting.extendleft(reversed(rows))
+        return []
 
     def _decode_alone(self, req: Request) -> SequenceResult | RowError:
         try:
@@ -135,6 +155,7 @@ class SlotScheduler:
             "steady_slot_utilisation": (self.steady_rows / (self.steady_forwards * self.max_rows)
                                         if self.steady_forwards else 0.0),
             "padding_fraction": s["pad_tokens"] / s["tokens"] if s["tokens"] else 0.0,
+            "oom_events": self.oom_events, "slot_limit": self.max_rows,
             "sequences": self.finished, "started_at": self.started_at, "elapsed_s": elapsed,
             "sequences_per_s": self.finished / elapsed if elapsed > 0 else 0.0,
         }

@@ -1,9 +1,12 @@
-"""Per-position signals computed once per step from the answer-window logits (no extra forward).
+"""Per-position signals of one step, computed only where and only as far as the policies read them.
 
-Shapes: logits [B, G, V] (any float dtype); every output is [B, G]. `x0` is the candidate token (argmax,
-or argmax after Gumbel noise in float64 when temperature > 0, as LLaDA does); confidence is the softmax
-probability of x0 under the raw logits; margin is top-1 minus top-2 of the raw logits (SchED's signal,
-logit units); entropy is in nats.
+Shapes: a chunk of logits is [n, V] (n positions, any float dtype, reduced in float32); the finished
+signals are [B, G] over the answer window. `x0` is the candidate token (argmax, or argmax after Gumbel
+noise in float64 when temperature > 0, as LLaDA does); confidence is the softmax probability of x0 under
+the raw logits; margin is top-1 minus top-2 of the raw logits (SchED's signal, logit units); entropy is in
+nats. Names a consumer may read: SIGNALS. Row reductions over V happen per chunk (`reduce_chunk`); the
+cheap element-wise finish happens once on the dense [B, G] window (`finish`), so a value does not depend
+on which chunk or batch its position was reduced in.
 """
 from __future__ import annotations
 
@@ -11,14 +14,78 @@ from dataclasses import dataclass
 
 import torch
 
+SIGNALS = ("x0", "confidence", "margin", "entropy")
+
 
 @dataclass
 class StepSignals:
-    """All [B, G]: x0 (long), confidence, margin, entropy (float32)."""
+    """All [B, G]: x0 (long), confidence, margin, entropy (float32). Positions that were not needed hold
+    x0 = the window's current token and 0.0 elsewhere; nothing reads them."""
     x0: torch.Tensor
     confidence: torch.Tensor
     margin: torch.Tensor
     entropy: torch.Tensor
+
+
+def chunk_bytes_per_position(vocab: int, itemsize: int, needs: frozenset, temperature: float) -> int:
+    """Bytes of the temporaries one position costs while its chunk is reduced (the memory bound's unit):
+    the head output, its float32 copy (when the model is not float32), one float32 exp/probs buffer when a
+    normaliser is needed, their product for the entropy, and the float64 uniforms, logits and noise of
+    Gumbel sampling."""
+    per = itemsize + (4 if itemsize != 4 else 0)
+    if needs & {"confidence", "entropy"}:
+        per += 4
+    if "entropy" in needs:
+        per += 4
+    if temperature > 0:
+        per += 3 * 8
+    return per * vocab
+
+
+def reduce_chunk(z: torch.Tensor, needs: frozenset, x0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Row reductions of float32 logits z [n, V] -> dict of [n] tensors: x0, top1 (logit of x0), max and
+    top2, log_z, pz (= sum of softmax * logits), p_x0 (softmax of a sampled x0), whichever `needs`
+    requires. A given `x0` (sampled) replaces the argmax."""
+    out: dict[str, torch.Tensor] = {}
+    if "margin" in needs:
+        top = z.topk(2, dim=-1).values
+        out["top2"] = top[:, 1]
+    out["x0"] = z.argmax(-1) if x0 is None else x0
+    out["top1"] = z.gather(-1, out["x0"][:, None]).squeeze(-1)
+    if needs & {"confidence", "entropy"}:
+        log_z = torch.logsumexp(z, dim=-1)
+        out["log_z"] = log_z
+        sampled_conf = x0 is not None and "confidence" in needs
+        if "entropy" in needs or sampled_conf:
+            probs = torch.exp(z - log_z[:, None])
+            if sampled_conf:  # the probability of a sampled token, read off the softmax as LLaDA does
+                out["p_x0"] = probs.gather(-1, out["x0"][:, None]).squeeze(-1)
+            if "entropy" in needs:
+                out["pz"] = (probs * z).sum(-1)
+    if "margin" in needs and x0 is not None:
+        out["max"] = top[:, 0]
+    elif "margin" in needs:
+        out["max"] = out["top1"]
+    return out
+
+
+def finish(parts: dict[str, torch.Tensor], where: torch.Tensor, window: torch.Tensor) -> StepSignals:
+    """Scatter the [n] reductions of the positions `where` ([B, G] bool, row-major order) into [B, G] and
+    derive the signals there."""
+    def dense(name: str, fill: float = 0.0) -> torch.Tensor:
+        out = torch.full(where.shape, fill, dtype=torch.float32, device=where.device)
+        if name in parts:
+            out[where] = parts[name].float()
+        return out
+
+    x0 = window.clone()
+    x0[where] = parts["x0"].to(x0.dtype)
+    top1, log_z = dense("top1"), dense("log_z")
+    confidence = (dense("p_x0") if "p_x0" in parts else torch.exp(top1 - log_z) if "log_z" in parts
+                  else dense("none"))
+    margin = dense("max") - dense("top2") if "top2" in parts else dense("none")
+    entropy = log_z - dense("pz") if "pz" in parts else dense("none")
+    return StepSignals(x0=x0, confidence=confidence, margin=margin, entropy=entropy)
 
 
 def gumbel_argmax(logits, temperature, generators, lengths=None):
@@ -29,26 +96,26 @@ def gumbel_argmax(logits, temperature, generators, lengths=None):
     g_max, v = logits.shape[1:]
     lengths = lengths or [g_max] * len(generators)
     for i, (gen, n) in enumerate(zip(generators, lengths)):
-        u = torch.rand((n, v), generator=gen, dtype=torch.float64, device="cpu").to(logits.device)
-        gumbel = -torch.log(-torch.log(u.clamp(min=1e-300)))
-        out[i, g_max - n:] = (logits[i, g_max - n:].double() + temperature * gumbel).argmax(-1)
+        out[i, g_max - n:] = gumbel_rows(logits[i, g_max - n:], temperature, gen)
     return out
 
 
-def step_signals(logits, temperature=0.0, generators=None, lengths=None):
-    logits32 = logits.float()
-    top2 = logits32.topk(2, dim=-1).values
-    margin = top2[..., 0] - top2[..., 1]
-    log_z = torch.logsumexp(logits32, dim=-1)
-    probs = torch.exp(logits32 - log_z.unsqueeze(-1))
-    entropy = log_z - (probs * logits32).sum(-1)
-    if temperature > 0:
-        x0 = gumbel_argmax(logits, temperature, generators or [None] * logits.shape[0], lengths)
-        confidence = probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-    else:
-        x0 = logits32.argmax(-1)
-        confidence = torch.exp(top2[..., 0] - log_z)
-    return StepSignals(x0=x0, confidence=confidence, margin=margin, entropy=entropy)
+def gumbel_rows(logits: torch.Tensor, temperature: float, gen: torch.Generator | None) -> torch.Tensor:
+    """Sampled tokens [n] for logits [n, V], drawing n x V float64 uniforms from `gen` in row order."""
+    u = torch.rand(logits.shape, generator=gen, dtype=torch.float64, device="cpu").to(logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp(min=1e-300)))
+    return (logits.double() + temperature * gumbel).argmax(-1)
+
+
+def step_signals(logits, temperature=0.0, generators=None, lengths=None) -> StepSignals:
+    """Every signal at every position of full [B, G, V] logits (tests, references; the engine computes
+    only what it needs through stages/decode/projection.py)."""
+    b, g, v = logits.shape
+    where = torch.ones(b, g, dtype=torch.bool, device=logits.device)
+    x0 = gumbel_argmax(logits, temperature, generators or [None] * b, lengths) if temperature > 0 else None
+    parts = reduce_chunk(logits.float().reshape(-1, v), frozenset(SIGNALS),
+                         None if x0 is None else x0.reshape(-1))
+    return finish(parts, where, torch.zeros(b, g, dtype=torch.long, device=logits.device))
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, how: str = "mean", quantile: float = 0.5) -> torch.Tensor:

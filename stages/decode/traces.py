@@ -15,11 +15,14 @@ from stages.decode.trace_schema import REASON_NAMES, STEP_SCHEMA, TOKEN_SCHEMA, 
 
 @dataclass
 class SequenceTrace:
-    """steps [S, 6]: step, progress, tau, gbar, n_committed, exit. tokens [S, G, 4]: argmax, confidence,
-    margin, entropy; reasons [S, G] int8 (None when tracing at `steps` level)."""
+    """steps [S, 6]: step, progress, tau, gbar, n_committed, exit. Token rows, one per still-masked position
+    of each step (N in all): tokens [N, 4] argmax, confidence, margin, entropy; reasons [N] int8; token_step
+    [N] and position [N] int32 (all None when tracing at `steps` level)."""
     steps: np.ndarray
     tokens: np.ndarray | None
     reasons: np.ndarray | None
+    token_step: np.ndarray | None = None
+    position: np.ndarray | None = None
 
 
 def step_table(ids: list[str], traces: list[SequenceTrace], exit_reasons: list[str]) -> pa.Table:
@@ -43,10 +46,9 @@ def token_table(ids: list[str], traces: list[SequenceTrace]) -> pa.Table:
         return TOKEN_SCHEMA.empty_table()
     parts = {k: [] for k in ("id", "step", "position", "tok", "reason")}
     for seq_id, t in kept:
-        n_steps, g = t.reasons.shape
-        parts["id"].append(np.full(n_steps * g, seq_id, dtype=object))
-        parts["step"].append(np.repeat(t.steps[:, 0].astype(np.int32), g))
-        parts["position"].append(np.tile(np.arange(g, dtype=np.int32), n_steps))
+        parts["id"].append(np.full(len(t.reasons), seq_id, dtype=object))
+        parts["step"].append(t.token_step.astype(np.int32))
+        parts["position"].append(t.position.astype(np.int32))
         parts["tok"].append(t.tokens.reshape(-1, 4))
         parts["reason"].append(t.reasons.reshape(-1))
     tok = np.concatenate(parts["tok"])

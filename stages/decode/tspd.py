@@ -45,6 +45,7 @@ class TspdController(nn.Module):
 class TspdPolicy:
     """Fix every candidate whose predicted P(converged) >= threshold_prob; at least one per step."""
     kind, reason, needs_features = "commit", CommitReason.TSPD, True
+    reads, reads_span = frozenset(), True   # features (added by needs_features) over the still-masked span
 
     def __init__(self, cfg: DecodeConfig) -> None:
         self.threshold_prob = cfg.tspd.threshold_prob

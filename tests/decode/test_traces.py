@@ -89,9 +89,12 @@ def test_token_table_roundtrip(traced, tmp_path) -> None:
     for res in results:
         sel = ids == res.id
         g = len(res.output_ids)
-        assert sel.sum() == res.steps_taken * g
+        # one row per position and step while it was still masked: steps 0..commit_step of each position
+        assert sel.sum() == sum(c + 1 for c in res.commit_step)
         position = np.array(cols["position"])[sel]
         step = np.array(cols["step"])[sel]
+        assert sorted(zip(step.tolist(), position.tolist())) == sorted(
+            (s, p) for p, c in enumerate(res.commit_step) for s in range(c + 1))
         committed = np.array(cols["committed"])[sel]
         reason = np.array(cols["reason"], dtype=object)[sel]
         argmax = np.array(cols["argmax"])[sel]

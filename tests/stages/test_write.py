@@ -9,7 +9,7 @@ import pytest
 from helpers import good_prompts, jsonl, pipeline_table, run_stage, stage_config
 
 from stages.config import StorageConfig
-from stages.decode.stage import DecodeStage
+from stages.decode_stage import DecodeStage
 from stages.resume import committed_shards, prepare_output
 from stages.storage import filesystem
 from stages.write import ERROR_COLUMNS, OUTPUT_COLUMNS, ShardDatasink, read_ipc

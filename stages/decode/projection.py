@@ -1,0 +1,130 @@
+"""One step's model call, lean: the body over the whole batch, the output head only at the positions the
+policies read, in chunks whose temporaries stay under a byte bound.
+
+For heads that can be split off the body (Llama/Qwen2-style `lm_head`, `ModelAdapter.split_head`), the
+hidden states of the needed positions are gathered and projected chunk by chunk, each chunk reduced to its
+signals (stages/decode/signals.py) before the next is projected: the [B, G, V] logits never exist. Other
+heads (BERT-style masked-LM heads) run the model's own forward and the needed rows are reduced in chunks.
+The mask token's logit is suppressed in each chunk in place (no copy of the logits). With temperature > 0
+each row's Gumbel noise is drawn for its whole answer, in position order, from its own generator, so the
+samples equal a full-logits draw whatever is projected.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from stages.decode.adapters import ModelAdapter
+from stages.decode.signals import StepSignals, chunk_bytes_per_position, finish, reduce_chunk
+
+
+@dataclass
+class ProjectionStats:
+    """Running totals: positions projected, chunks, seconds in the model (body + head matmuls), and the
+    largest chunk's temporaries in bytes (from their shapes)."""
+    positions: int = 0
+    chunks: int = 0
+    forward_s: float = 0.0
+    peak_temp_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class StepInputs:
+    """What one step projects. ids/attn [B, W]; where [B, G] bool (needed positions, answer window = last
+    G columns); window [B, G] current tokens; lengths: answer length per row (right-aligned in the window);
+    generators per row (None for greedy rows or rows not sampled)."""
+    ids: torch.Tensor
+    attn: torch.Tensor
+    where: torch.Tensor
+    window: torch.Tensor
+    lengths: list[int]
+    generators: list
+
+
+class Projector:
+    def __init__(self, adapter: ModelAdapter, max_logits_mb: float, stats: ProjectionStats | None = None) -> None:
+        self.adapter, self.max_bytes = adapter, int(max_logits_mb * 2 ** 20)
+        self.stats = stats or ProjectionStats()
+
+    @torch.inference_mode()
+    def signals(self, inp: StepInputs, needs: frozenset, temperature: float) -> StepSignals:
+        """[B, G] signals, valid at `inp.where` (see StepSignals for the other positions)."""
+        t0 = time.perf_counter()
+        rows_src = self._sources(inp)
+        self.stats.forward_s += time.perf_counter() - t0
+        vocab = self._vocab(rows_src)
+        per_pos = chunk_bytes_per_position(vocab, self.adapter.dtype.itemsize, needs, temperature)
+        chunk = max(1, self.max_bytes // per_pos)
+        flat = inp.where.nonzero()                       # [N, 2] (row, column), row-major
+        if temperature > 0:
+            parts = self._sampled(rows_src, inp, flat, needs, temperature, chunk, per_pos)
+        else:
+            parts = self._greedy(rows_src, flat, needs, chunk, per_pos)
+        self.stats.positions += len(flat)
+        return finish(parts, inp.where, inp.window)
+
+    # ----- sources: hidden states (split head) or the model's own logits ----------------------
+    def _sources(self, inp: StepInputs) -> torch.Tensor:
+        """[B, G, H] hidden states feeding each answer position's logits, or [B, G, V] logits."""
+        g = inp.where.shape[1]
+        if self.adapter.split_head:
+            return self.adapter.answer_hidden(inp.ids, inp.attn, g)
+        return self.adapter.logits(inp.ids, inp.attn, keep=g)
+
+    def _vocab(self, src: torch.Tensor) -> int:
+        return self.adapter.vocab_size if self.adapter.split_head else src.shape[-1]
+
+    def _logits(self, src_rows: torch.Tensor) -> torch.Tensor:
+        """Logits [n, V] of source rows in the model's dtype, the mask token suppressed in place (a fresh
+        tensor either way: the head's output or gathered rows)."""
+        t0 = time.perf_counter()
+        z = self.adapter.head(src_rows) if self.adapter.split_head else src_rows
+        self.stats.forward_s += time.perf_counter() - t0
+        z[:, self.adapter.mask_token_id] = torch.finfo(z.dtype).min
+        return z
+
+    def _note(self, n: int, per_pos: int) -> None:
+        self.stats.chunks += 1
+        self.stats.peak_temp_bytes = max(self.stats.peak_temp_bytes, n * per_pos)
+
+    # ----- reductions ------------------------------------------------------------------------
+    def _greedy(self, src, flat, needs, chunk, per_pos) -> dict[str, torch.Tensor]:
+        pieces = []
+        for a in range(0, len(flat), chunk):
+            idx = flat[a:a + chunk]
+            pieces.append(reduce_chunk(self._logits(src[idx[:, 0], idx[:, 1]]).float(), needs))
+            self._note(len(idx), per_pos)
+        return _cat(pieces, needs)
+
+    def _sampled(self, src, inp, flat, needs, temperature, chunk, per_pos) -> dict[str, torch.Tensor]:
+        """Per row, walk its answer positions in order in chunks: draw the chunk's noise (all positions, so
+        the generator advances exactly as a full draw would), reduce only the needed ones."""
+        g, pieces = inp.where.shape[1], []
+        for b, (gen, n) in enumerate(zip(inp.generators, inp.lengths)):
+            cols = flat[flat[:, 0] == b, 1]
+            if gen is None:
+                if len(cols):
+                    raise ValueError("a sampled step needs a generator for every row it reads")
+                continue
+            for a in range(g - n, g, chunk):
+                hi = min(a + chunk, g)
+                sel = cols[(cols >= a) & (cols < hi)]
+                u = torch.rand((hi - a, self._vocab(src)), generator=gen, dtype=torch.float64, device="cpu")
+                if not len(sel):
+                    continue
+                z = self._logits(src[b, sel])
+                noise = -torch.log(-torch.log(u[(sel - a).cpu()].to(z.device).clamp(min=1e-300)))
+                x0 = (z.double() + temperature * noise).argmax(-1)
+                pieces.append(reduce_chunk(z.float(), needs, x0))
+                self._note(len(sel), per_pos)
+        return _cat(pieces, needs)
+
+
+def _cat(pieces: list[dict], needs: frozenset) -> dict[str, torch.Tensor]:
+    if not pieces:
+        return {"x0": torch.empty(0, dtype=torch.long)}
+    return {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
+
