@@ -80,6 +80,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours replace Ray's bars
+        logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # pipeline.py logs the traceback itself
         kept = {names[s] for s in plan.skipped}
         watcher = ProgressWatcher(out_fs, out_root, len(shards), kept, enabled=cfg.progress)
         watcher.start()
