@@ -1,44 +1,50 @@
 """dLLM batch decoding pipeline: prompt shards -> Ray Data -> decode actor pool -> Arrow outputs + traces.
 
 Usage:
-  python pipeline.py [run] [--config configs/<name>.yaml] [key.sub=value ...] [--overwrite]
+  python pipeline.py [run] [--config my.yaml] [--no-defaults] [--overwrite | --redo-changed] [key.sub=value ...]
   python pipeline.py report <run-output-url> [--out DIR] [--baseline URL] [--price-per-gpu-hour X]
   python pipeline.py labels <run-output-url> --out labels.arrow      (TSPD training rows from traces)
   python pipeline.py train-tspd labels.arrow --out controller.pt      (train the TSPD controller)
 
 With no arguments it decodes the shipped prompt shards with the embedded model on CPU and writes to
-output/default. Exit code 0 on success; otherwise one line on stderr says why.
+output/default. Config layers: configs/default.yaml, then --config, then key=value overrides.
+Exit codes: 0 every row decoded; 3 error rows above run.max_error_fraction (default 0; everything is
+still written); 2 config error or resume conflict (before any work); 1 failure; 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
-import threading
-import time
-from dataclasses import asdict
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from stages.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from stages.config import ConfigError, load_config  # noqa: E402
+from stages.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, from_ray,  # noqa: E402
+                            root_cause, row_error_exit, write_log)
 
 SUBCOMMANDS = ("run", "report", "labels", "train-tspd")
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="pipeline.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", metavar="{run,report}")
+    sub = ap.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
     run = sub.add_parser("run", help="decode prompt shards (the default command)",
                          description="Decode prompt shards. Main options (any key of configs/default.yaml "
                                      "works as key=value): input.url, output.url, model.path, decode.policy, "
-                                     "decode.steps, decode.gen_length, actors.max_actors, actors.num_gpus.")
-    run.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: configs/default.yaml)")
+                                     "decode.steps, decode.gen_length, actors.max_actors, actors.num_gpus, "
+                                     "run.max_error_fraction.")
+    run.add_argument("--config", help="YAML config layered on configs/default.yaml (key=value overrides go on top)")
+    run.add_argument("--no-defaults", action="store_true",
+                     help="do not layer on configs/default.yaml: --config is standalone (on the schema defaults)")
     run.add_argument("--overwrite", action="store_true", help="rerun every shard, ignoring committed outputs")
+    run.add_argument("--redo-changed", action="store_true",
+                     help="re-decode committed shards whose config or input changed; drop those not in the input")
     run.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. decode.steps=32")
     rep = sub.add_parser("report", help="cost and step accounting report of a finished run")
     rep.add_argument("run_url", help="output root of a run (local path or fsspec URL)")
@@ -61,7 +67,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
         extra = [a for a in extra if not ("=" in a and not a.startswith("-"))]
     if extra:
-        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser = sub.choices[args.command]
+        flags = [o for a in parser._actions for o in a.option_strings]
+        close = difflib.get_close_matches(extra[0].split("=", 1)[0], flags, n=1)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {close[0]}?)" if close else ""))
     return args
 
 
@@ -71,31 +80,40 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from stages.report import run_report
             run_report(args)
-            return 0
+            return EXIT_OK
         if args.command == "labels":
             from stages.labels import collect_labels
             storage = load_config(args.config).storage if args.config else None
             print(json.dumps(collect_labels(args.run_url, args.out, storage)))
-            return 0
+            return EXIT_OK
         if args.command == "train-tspd":
             from stages.decode.tspd_train import train_controller
             print(json.dumps(train_controller(args.labels, args.out, seed=args.seed), indent=2))
-            return 0
-        cfg = load_config(args.config, args.overrides)
-        if args.overwrite:
-            cfg.output.overwrite = True
-        from stages.run import run_pipeline
-        run_pipeline(cfg)
-        return 0
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            return EXIT_OK
+        return run(args)
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as e:  # one line, not a traceback, for users; details are in Ray's logs
-        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
-        return 1
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if isinstance(e, (ConfigError, FileNotFoundError, ValueError)) and not from_ray(e):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        # one line for users, the root cause without Ray's wrapping; the traceback goes to a log file
+        print(f"error: {root_cause(e)} (traceback: {write_log(e)})", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def run(args: argparse.Namespace) -> int:
+    """`pipeline.py run`: load and check the config, decode, and turn the error-row count into the exit code."""
+    cfg = load_config(args.config, args.overrides, defaults=not args.no_defaults)
+    cfg.output.overwrite = cfg.output.overwrite or args.overwrite
+    cfg.output.redo_changed = cfg.output.redo_changed or args.redo_changed
+    from stages.run import run_pipeline
+    manifest = run_pipeline(cfg)
+    code, message = row_error_exit(manifest["totals"], cfg.run.max_error_fraction)
+    if message:
+        print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """The pipeline's configuration schema and loader (omegaconf structured config).
 
-`PipelineConfig` is the schema: YAML files under configs/ and dotted CLI overrides are merged onto it,
-so an unknown key or a wrong type fails at load time with the key named, before Ray starts.
-Every key is documented inline here and in configs/default.yaml.
+`PipelineConfig` is the schema. Layers merge onto it in order: configs/default.yaml (unless
+`defaults=False`), the `--config` file, then dotted CLI overrides, so an unknown key or a wrong type fails
+at load time with the key named, before Ray starts. Value checks live in stages/config_check.py.
+Relative paths are resolved per layer (see `resolve_paths`). Every key is documented in configs/default.yaml.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -26,7 +29,7 @@ class ModelConfig:
 @dataclass
 class InputConfig:
     url: str = "embedded/prompts/*.jsonl"   # fsspec URL, directory or glob: s3://, gs://, file://, memory://, path
-    format: str = "auto"                # auto (by extension) | jsonl | parquet
+    format: str = "auto"                # auto (by extension; .json: array or JSONL) | jsonl | json | parquet
     block_rows: int = 256               # rows per Ray Data block after parsing (0 = one block per shard)
 
 
@@ -35,6 +38,8 @@ class OutputConfig:
     url: str = "output/default"         # root for outputs/, traces/, errors/, _done/, _manifest.json
     parquet: bool = False               # also write Parquet copies of outputs and errors
     overwrite: bool = False             # ignore completed shards and rerun everything
+    redo_changed: bool = False          # re-decode committed shards whose config or input changed; drop those
+                                        #   not in the input (else such shards stop the run)
 
 
 @dataclass
@@ -74,6 +79,11 @@ class TestingConfig:
 
 
 @dataclass
+class RunConfig:
+    max_error_fraction: float = 0.0     # exit code 3 when error rows / rows exceed this (0: any error row)
+
+
+@dataclass
 class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -82,6 +92,7 @@ class PipelineConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     actors: ActorConfig = field(default_factory=ActorConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     testing: TestingConfig = field(default_factory=TestingConfig)
     progress: bool = True               # progress bar and summary table on the terminal
 
@@ -90,50 +101,95 @@ class ConfigError(ValueError):
     """A bad config file, key, type or value; the message names the key."""
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """Schema <- YAML file <- dotted `key=value` overrides, validated into real dataclasses."""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(ROOT, "configs", "default.yaml")
+#: Keys holding a local path or URL; relative ones are resolved when a layer is read.
+PATH_KEYS = ("model.path", "input.url", "output.url", "decode.tspd.controller_path")
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                defaults: bool = False) -> PipelineConfig:
+    """Schema <- configs/default.yaml (if `defaults`) <- YAML file <- dotted `key=value` overrides,
+    validated into real dataclasses (types here, values in stages/config_check.py)."""
+    from stages.config_check import check_values
     try:
-        merged = OmegaConf.structured(PipelineConfig)
-        if path:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        layers = [resolve_paths(_plain(OmegaConf.structured(PipelineConfig)), ROOT)]
+        files = ([DEFAULT_CONFIG] if defaults else []) + ([path] if path else [])
+        for f in dict.fromkeys(os.path.abspath(f) for f in files):   # the default file once, even if named
+            layers.append(resolve_paths(_plain(OmegaConf.load(f)), config_base(f)))
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
         if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            layers.append(resolve_paths(_plain(OmegaConf.from_dotlist(list(overrides))), os.getcwd()))
+        merged = OmegaConf.structured(PipelineConfig)
+        for layer in layers:
+            merged = OmegaConf.merge(merged, OmegaConf.create(normalise(layer, PipelineConfig)))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         msg = str(e.msg).splitlines()[0]
         raise ConfigError(f"config error at {key}: {msg}" if key else f"config error: {msg}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
     except (ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"config error: {e}") from None
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    _check(cfg)
+    check_values(cfg)
     return cfg
 
 
-def _check(cfg: PipelineConfig) -> None:
-    if cfg.actors.on_error not in ("record", "fail"):
-        raise ConfigError(f"config error at actors.on_error: {cfg.actors.on_error!r} is not record or fail")
-    if cfg.input.format not in ("auto", "jsonl", "parquet"):
-        raise ConfigError(f"config error at input.format: {cfg.input.format!r} is not auto, jsonl or parquet")
-    if cfg.input.block_rows < 0:
-        raise ConfigError(f"config error at input.block_rows: {cfg.input.block_rows} is negative (0 = one block per shard)")
-    if not 1 <= cfg.actors.min_actors <= cfg.actors.max_actors:
-        raise ConfigError("config error at actors.min_actors: need 1 <= min_actors <= max_actors")
-    from stages.decode.policies import POLICIES
-    from stages.decode.transfer import validate_schedule
-    try:
-        validate_schedule(cfg.decode.gen_length, cfg.decode.block_length, cfg.decode.steps)
-    except ValueError as e:
-        raise ConfigError(f"config error at decode: {e}") from None
-    unknown = [p for p in cfg.decode.policy if p not in POLICIES]
-    if unknown:
-        raise ConfigError(f"config error at decode.policy: unknown {unknown}; known: {sorted(POLICIES)}")
+def _plain(node) -> dict:
+    out = OmegaConf.to_container(node, resolve=True)
+    if out is None:
+        return {}
+    if not isinstance(out, dict):
+        raise ConfigError(f"config error: a config file must hold a mapping, got {type(out).__name__}")
+    return out
+
+
+def config_base(path: str) -> str:
+    """Folder that relative paths of a config file are resolved against: the project root for files in the
+    project's configs/ folder (they are written relative to it), else the file's own folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return ROOT if folder == os.path.join(ROOT, "configs") else folder
+
+
+def resolve_paths(layer: dict, base: str) -> dict:
+    """Make the relative local paths of PATH_KEYS in one layer absolute against `base` (URLs untouched)."""
+    for key in PATH_KEYS:
+        *parents, leaf = key.split(".")
+        node = layer
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str):
+            value = node[leaf]
+            if value and "://" not in value and not os.path.isabs(os.path.expanduser(value)):
+                node[leaf] = os.path.normpath(os.path.join(base, value))
+            elif value.startswith("~"):
+                node[leaf] = os.path.expanduser(value)
+    return layer
+
+
+def normalise(layer, schema) -> dict:
+    """Lenient spellings of one layer, against the schema's field types: an integral float (16.0) for an
+    int field becomes an int; a bare string for a list field (`decode.policy=sched`, `tspd,ce`) a list."""
+    if not isinstance(layer, dict) or not is_dataclass(schema):
+        return layer
+    hints = typing.get_type_hints(schema)
+    out = dict(layer)
+    for f in fields(schema):
+        if f.name not in out:
+            continue
+        value, kind = out[f.name], hints[f.name]
+        if is_dataclass(kind):
+            out[f.name] = normalise(value, kind)
+        elif kind is int and isinstance(value, float) and value.is_integer():
+            out[f.name] = int(value)
+        elif typing.get_origin(kind) is list and isinstance(value, str):
+            out[f.name] = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+    return out
 
 
 def to_yaml(cfg: PipelineConfig) -> str:

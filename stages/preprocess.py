@@ -67,10 +67,13 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
         return [], row["error"]
     if row["messages"] is None and not (row["prompt"] or "").strip():
         return [], "empty prompt"
+    mnt = row["max_new_tokens"] if row["max_new_tokens"] > 0 else None
+    if mnt is not None and mnt > decode.gen_length and not decode.allow_longer:
+        return [], (f"max_new_tokens {mnt} > decode.gen_length {decode.gen_length} (set decode.allow_longer=true "
+                    f"to decode such rows at their own length)")
     try:
         ids = prompt_ids(tok, row["prompt"], row["messages"], use_template)
-        g, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps,
-                            row["max_new_tokens"] if row["max_new_tokens"] > 0 else None)
+        g, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps, mnt)
     except (ValueError, TypeError) as e:
         return [], str(e)
     except TemplateError as e:  # a chat template's raise_exception (e.g. roles must alternate): a row error

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from stages.config import StorageConfig
 from stages.report_scan import (RUN_ROW, Agreement, PlotData, ShardStats, compare_baseline, count_rows,
-                                iter_batches, load_run, scan_outputs, scan_steps, scan_token_margins)
+                                iter_batches, load_run, run_settings, scan_outputs, scan_steps, scan_token_margins)
 from stages.storage import filesystem, join
 
 N_CURVE_POINTS = 2000
@@ -150,7 +150,7 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
     storage = storage or StorageConfig()
     fs, root = filesystem(run_url, storage)
     manifest, names = load_run(fs, root)
-    config = manifest.get("config", {})
+    config, warnings = run_settings(manifest)       # per-shard settings, not the last command's
     decode = config.get("decode", {})
     plots = PlotData()
     shards = []
@@ -161,7 +161,6 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
         scan_steps(fs, root, n, st, plots)
         shards.append(st)
     total = _merge(shards)
-    warnings = []
     if total.nfe_traced is not None and total.nfe_traced != total.nfe_outputs:
         warnings.append(f"step traces hold {total.nfe_traced} rows but outputs sum nfe to {total.nfe_outputs}")
     if not plots.has_margin():

@@ -41,6 +41,27 @@ def read_columns(fs, path: str, columns: list[str]) -> pa.Table:
     return pa.schema([schema.field(c) for c in columns if c in schema.names]).empty_table()
 
 
+def run_settings(manifest: dict) -> tuple[dict, list[str]]:
+    """(config, warnings): the manifest's command config with its decode-relevant keys replaced by the
+    shards' own fingerprints (`shards.<name>.fingerprint.config`), which describe the outputs that exist;
+    a warning names the keys when shards were decoded with different settings (the first shard's are shown)."""
+    config = json.loads(json.dumps(manifest.get("config", {}) or {}))
+    fps = [(s.get("fingerprint") or {}).get("config") for s in (manifest.get("shards") or {}).values()]
+    fps = [f for f in fps if f]
+    if not fps:
+        return config, []
+    differ = sorted(k for k in set().union(*fps) if len({json.dumps(f.get(k)) for f in fps}) > 1)
+    warnings = [f"shards were decoded with different settings ({', '.join(differ)}); the first shard's are shown"] \
+        if differ else []
+    for key, value in fps[0].items():
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return config, warnings
+
+
 def load_run(fs, root: str) -> tuple[dict, list[str]]:
     """(manifest or {} when the run has none yet, sorted shard names)."""
     path = join(root, "_manifest.json")

@@ -1,4 +1,5 @@
-"""Assemble and run the Ray Data pipeline for one config: list shards, skip committed ones, stream
+"""Assemble and run the Ray Data pipeline for one config: check files, list shards, plan the resume
+(committed shards that match are kept; conflicts stop the run before Ray starts), stream
 read -> parse -> preprocess -> decode actor pool -> shard datasink, show progress, write the manifest.
 """
 from __future__ import annotations
@@ -11,10 +12,13 @@ import ray
 from omegaconf import OmegaConf
 
 from stages.config import PipelineConfig
+from stages.config_check import check_files
 from stages.decode_stage import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read import parse_shard
-from stages.resume import committed_shards, prepare_output, write_manifest
+from stages.fingerprint import shard_fingerprint
+from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, plan_resume,
+                           prepare_output, write_manifest)
 from stages.storage import arrow_filesystem, filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
 from stages.write import ShardDatasink
@@ -57,36 +61,45 @@ def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str])
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     started = time.time()
+    check_files(cfg, local_ray=cfg.ray.address == "local" and not ray.is_initialized())
     in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
     shards, root = list_shards(in_fs, in_path)
     names = {s: shard_name(s, root) for s in shards}
+    fingerprints = {names[s]: shard_fingerprint(cfg, in_fs, s) for s in shards}
     out_fs, out_root = filesystem(cfg.output.url, cfg.storage)
+    done = {} if cfg.output.overwrite else committed_shards(out_fs, out_root)
+    plan = plan_resume(shards, names, fingerprints, done)
+    if plan.conflicts and not cfg.output.redo_changed:
+        raise ResumeConflict(conflict_message(plan, cfg.output.url, done, fingerprints))
     prepare_output(out_fs, out_root, cfg.output.overwrite)
-    done = committed_shards(out_fs, out_root)
-    todo = [s for s in shards if names[s] not in done]
-    skipped = [s for s in shards if names[s] in done]
-    if todo:
+    drop_shards(out_fs, out_root, [*plan.changed, *plan.stale])
+    if plan.todo:
         init_ray(cfg)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours replace Ray's bars
-        watcher = ProgressWatcher(out_fs, out_root, len(shards), set(done), enabled=cfg.progress)
+        logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # pipeline.py logs the traceback itself
+        kept = {names[s] for s in plan.skipped}
+        watcher = ProgressWatcher(out_fs, out_root, len(shards), kept, enabled=cfg.progress)
         watcher.start()
         try:
-            build_dataset(cfg, todo, names).write_datasink(ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet))
+            sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints)
+            build_dataset(cfg, plan.todo, names).write_datasink(sink)
         finally:
             watcher.stop()
     summaries = committed_shards(out_fs, out_root)
     missing = [names[s] for s in shards if names[s] not in summaries]
     if missing:
         raise RuntimeError(f"{len(missing)} shard(s) were not committed: {missing[:5]}")
-    manifest = write_manifest(out_fs, out_root, OmegaConf.to_container(OmegaConf.structured(cfg)), shards, skipped,
-                              summaries, started, {"actors": merge_actor_stats(summaries)})
+    extra = {"actors": merge_actor_stats(summaries), "redone_shards": sorted(plan.changed),
+             "dropped_shards": plan.stale}
+    manifest = write_manifest(out_fs, out_root, OmegaConf.to_container(OmegaConf.structured(cfg)), shards,
+                              plan.skipped, summaries, started, extra)
     if cfg.progress:
         print_summary(manifest)
-        print_examples(out_fs, out_root, names[shards[0]])
+        print_examples(out_fs, out_root, [names[s] for s in shards])
     return manifest
 
 

@@ -154,8 +154,9 @@ class ProgressWatcher:
 def print_summary(manifest: dict) -> None:
     t, wall = manifest["totals"], manifest["wall_s"]
     lines = [
-        ("shards", f"{len(manifest['input_shards'])} ({len(manifest['resumed_shards'])} already done)"),
+        ("shards", _shard_line(manifest)),
         ("rows", t["rows"]), ("outputs", t["outputs"]), ("errors", t["errors"]),
+        ("blank lines skipped", t.get("blank_lines", 0)),
         ("prompt tokens", t["prompt_tokens"]), ("generated tokens", t["generated_tokens"]),
         ("NFE (forward passes x rows)", t["nfe"]), ("step budget", t["step_budget"]),
         ("steps saved", f"{t['steps_saved']} ({t['steps_saved'] / max(t['step_budget'], 1):.1%}, "
@@ -167,12 +168,26 @@ def print_summary(manifest: dict) -> None:
     print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
 
 
-def print_examples(fs, root: str, shard: str, n: int = 5) -> None:
-    """A few decoded rows of one shard, with the steps each took."""
+def _shard_line(manifest: dict) -> str:
+    notes = [f"{len(manifest['resumed_shards'])} already done"]
+    if manifest.get("redone_shards"):
+        notes.append(f"{len(manifest['redone_shards'])} redone (config or input changed)")
+    if manifest.get("dropped_shards"):
+        notes.append(f"{len(manifest['dropped_shards'])} dropped (not in the input)")
+    return f"{len(manifest['input_shards'])} ({', '.join(notes)})"
+
+
+def print_examples(fs, root: str, shards: list[str], n: int = 5) -> None:
+    """A few decoded rows of the first of `shards` that has outputs, with the steps each took."""
     from stages.write import read_ipc
-    try:
-        rows = read_ipc(fs, f"{root.rstrip('/')}/outputs/{shard}.arrow").slice(0, n).to_pylist()
-    except FileNotFoundError:
+    for shard in shards:
+        try:
+            rows = read_ipc(fs, f"{root.rstrip('/')}/outputs/{shard}.arrow").slice(0, n).to_pylist()
+        except FileNotFoundError:
+            continue
+        if rows:
+            break
+    else:
         return
     print(f"examples from {shard}:")
     for r in rows:

@@ -10,7 +10,7 @@ Layout under the output root, for input shard <name>:
   outputs/<name>.arrow         one row per decoded prompt (text, token ids, steps, NFE, exit, timings)
   errors/<name>.arrow          one row per rejected or failed prompt (id, line, reason)
   traces/<name>.steps.arrow    STEP_SCHEMA rows   traces/<name>.tokens.arrow   TOKEN_SCHEMA rows
-  _done/<name>.json            completion marker with the shard's counts
+  _done/<name>.json            completion marker with the shard's counts and its fingerprint (stages/fingerprint.py)
 """
 from __future__ import annotations
 
@@ -75,8 +75,10 @@ def _merge_traces(fs, parts: list[str], kind: str) -> pa.Table:
 
 
 class ShardDatasink(Datasink):
-    def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False) -> None:
+    def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False,
+                 fingerprints: dict[str, dict] | None = None) -> None:
         self.out_url, self.storage, self.parquet = out_url, storage, parquet
+        self.fingerprints = fingerprints or {}   # shard name -> fingerprint, recorded in its marker
 
     def _fs(self):
         return filesystem(self.out_url, self.storage)
@@ -133,6 +135,9 @@ class ShardDatasink(Datasink):
         write_ipc(fs, join(root, "traces", f"{name}.tokens.arrow"), tokens)
         summary = shard_summary(name, rows["shard"][0].as_py(), outputs, errors)
         summary["actors"] = latest_actor_stats(rows)
+        if "shard_blank_lines" in rows.column_names:
+            summary["blank_lines"] = int(rows["shard_blank_lines"][0].as_py())
+        summary["fingerprint"] = self.fingerprints.get(name)
         fs.makedirs(join(root, "_done"), exist_ok=True)
         with fs.open(marker, "w") as f:
             json.dump(summary, f)

@@ -52,6 +52,7 @@ class CeConfig:
 @dataclass
 class DecodeConfig:
     gen_length: int = 16                # answer positions per row (per-row max_new_tokens may lower it)
+    allow_longer: bool = False          # let a row's max_new_tokens exceed gen_length (else that row is refused)
     block_length: int = 16              # semi-autoregressive block size; gen_length % block_length == 0
     steps: int = 16                     # step budget T for gen_length; steps % (gen_length/block_length) == 0
     remasking: str = "low_confidence"   # low_confidence | margin | entropy | random

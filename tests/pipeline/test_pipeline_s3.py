@@ -25,6 +25,7 @@ def _shard_a() -> bytes:
         json.dumps({"id": "a1", "prompt": "copy:dup="}),                # duplicate id
         json.dumps({"id": "long", "prompt": "copy:" + "a" * 80 + "="}), # longer than context - gen_length
         json.dumps({"id": "mnt", "prompt": "copy:x=", "max_new_tokens": 7}),  # not a multiple of block_length
+        json.dumps({"id": "big", "prompt": "copy:x=", "max_new_tokens": 32}), # above gen_length
         json.dumps({"id": "num", "prompt": 42}),                        # non-string prompt
         json.dumps({"prompt": "copy:noid="}),                           # missing id
         json.dumps({"id": "crash-me", "prompt": "copy:crash="}),        # decode actor dies on this once
@@ -64,12 +65,12 @@ def test_s3_end_to_end(ray_cluster, s3_server, s3fs_client, bucket, tmp_path):
     manifest = run_pipeline(cfg)
     fs = s3fs_client
     assert (tmp_path / "crashed").exists(), "the injected actor crash did not happen"
-    names = {"part-a": 16, "sub__part-b": 6}
+    names = {"part-a": 17, "sub__part-b": 6}
     for name, n_rows in names.items():
         out = _read(fs, f"{bucket}/out/outputs/{name}.arrow")
         err = _read(fs, f"{bucket}/out/errors/{name}.arrow")
         assert out.num_rows + err.num_rows == n_rows
-        assert sorted(out["line"].to_pylist() + err["line"].to_pylist()) == list(range(n_rows))
+        assert sorted(out["line"].to_pylist() + err["line"].to_pylist()) == list(range(1, n_rows + 1))  # 1-based
         assert fs.exists(f"{bucket}/out/outputs/{name}.parquet")
         steps = _read(fs, f"{bucket}/out/traces/{name}.steps.arrow")
         tokens = _read(fs, f"{bucket}/out/traces/{name}.tokens.arrow")
@@ -78,19 +79,20 @@ def test_s3_end_to_end(ray_cluster, s3_server, s3fs_client, bucket, tmp_path):
                                                              map(len, out["output_ids"].to_pylist())))
     err = _read(fs, f"{bucket}/out/errors/part-a.arrow").to_pylist()
     reasons = {e["id"] or f"line{e['line']}": e["error"] for e in err}
-    assert "malformed JSON" in reasons["line7"]
+    assert reasons["line8"].startswith("line 8: malformed JSON")       # the 8th line of the file
     assert reasons["empty"] == "empty prompt"
     assert "duplicate id" in reasons["a1"]
     assert "prompt too long" in reasons["long"]
     assert "multiple of block_length" in reasons["mnt"]
+    assert reasons["big"].startswith("max_new_tokens 32 > decode.gen_length 16")
     assert "must be a string" in reasons["num"]
-    assert reasons["line13"] == "missing id"
+    assert reasons["line15"] == "missing id"
     assert "injected failure" in reasons["poison"]
     out_a = _read(fs, f"{bucket}/out/outputs/part-a.arrow")
     assert sorted(out_a["id"].to_pylist()) == sorted([r["id"] for r in GOOD] + ["crash-me"])
     decoded = dict(zip(out_a["prompt"].to_pylist(), out_a["output"].to_pylist()))
     assert decoded["copy:abc="] == "abc" and decoded["rev:hello="] == "olleh"  # the embedded model works
     m = json.loads(fs.cat(f"{bucket}/out/_manifest.json"))
-    assert m["totals"]["rows"] == 22 and m["totals"]["errors"] == 8 and m["totals"]["outputs"] == 14
+    assert m["totals"]["rows"] == 23 and m["totals"]["errors"] == 9 and m["totals"]["outputs"] == 14
     assert m["totals"]["nfe"] == manifest["totals"]["nfe"] > 0
     assert m["actors"] and all(0 < a["slot_utilisation"] <= 1 for a in m["actors"].values())

@@ -226,3 +226,20 @@ def test_run_without_traces_uses_outputs_nfe(runs, tmp_path):
     assert total["nfe_source"] == "outputs" and total["nfe"] == nfe
     assert total["steps_saved"] == total["step_budget"] - nfe
     _check_pngs_and_html(tmp_path / "out")
+
+
+def test_report_reads_each_shards_own_settings(runs, tmp_path):
+    """A manifest whose command config disagrees with the shards (what an old resume wrote): the report
+    shows the settings the shards' fingerprints recorded, and warns when shards differ."""
+    copy = tmp_path / "misstated"
+    shutil.copytree(runs["run"], copy)
+    manifest = json.loads((copy / "_manifest.json").read_text())
+    manifest["config"]["decode"].update(policy=["none"], steps=8)
+    (copy / "_manifest.json").write_text(json.dumps(manifest))
+    run_report(_args(copy, tmp_path / "out"))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<th>policy</th><td>sched</td>" in html and "<td>16 / 16 / 16</td>" in html
+    manifest["shards"]["part-b"]["fingerprint"]["config"]["decode.steps"] = 8
+    (copy / "_manifest.json").write_text(json.dumps(manifest))
+    result = run_report(_args(copy, tmp_path / "out2"))
+    assert any("different settings (decode.steps)" in w for w in result["warnings"])

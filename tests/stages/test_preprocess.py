@@ -16,6 +16,7 @@ from stages.decode.config import DecodeConfig
 from stages.preprocess import check_row, context_length, load_tokenizer, preprocess_batch
 
 DECODE = DecodeConfig()                               # gen_length 16, block_length 16
+LONGER = DecodeConfig(allow_longer=True)              # rows may ask for more than gen_length
 TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turns') }}"
             "{% endif %}{{ m['content'] }}|{% endfor %}{% if add_generation_prompt %}={% endif %}")
 
@@ -57,17 +58,24 @@ def test_prompt_length_limit_is_context_minus_answer() -> None:
     assert check({"id": "long", "prompt": "a" * 49}) == \
         ([], "prompt too long: 49 tokens + 16 answer positions > model context 64")
     # a per-row answer length counts too: 40 + 32 > 64
-    assert check({"id": "long32", "prompt": "a" * 40, "max_new_tokens": 32}) == \
+    assert check({"id": "long32", "prompt": "a" * 40, "max_new_tokens": 32}, decode=LONGER) == \
         ([], "prompt too long: 40 tokens + 32 answer positions > model context 64")
-    ids, err = check({"id": "ok32", "prompt": "a" * 32, "max_new_tokens": 32})
+    ids, err = check({"id": "ok32", "prompt": "a" * 32, "max_new_tokens": 32}, decode=LONGER)
     assert err == "" and len(ids) == 32
+
+
+def test_max_new_tokens_above_gen_length_needs_allow_longer() -> None:
+    assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": 32}) == ([], (
+        "max_new_tokens 32 > decode.gen_length 16 (set decode.allow_longer=true to decode such rows at their own length)"))
+    assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": 32}, decode=LONGER) == (ids_of("copy:a="), "")
+    assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": 16}) == (ids_of("copy:a="), "")
 
 
 @pytest.mark.parametrize("mnt", [8, 24])
 def test_max_new_tokens_must_be_a_multiple_of_block_length(mnt: int) -> None:
-    assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": mnt}) == \
+    assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": mnt}, decode=LONGER) == \
         ([], f"max_new_tokens {mnt} must be a positive multiple of block_length 16")
-    small_blocks = DecodeConfig(gen_length=16, block_length=8, steps=16)
+    small_blocks = DecodeConfig(gen_length=16, block_length=8, steps=16, allow_longer=True)
     assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": mnt}, decode=small_blocks)[1] == ""
 
 

@@ -21,8 +21,8 @@ def test_good_rows_keep_fields_and_count_the_shard() -> None:
     assert [tuple(r) for r in rows] == [ROW_FIELDS] * 3
     assert [r["error"] for r in rows] == ["", "", ""]
     assert [r["id"] for r in rows] == ["a", "7", "c"]            # ids are strings
-    assert [r["line"] for r in rows] == [0, 1, 2]
-    assert {r["shard_rows"] for r in rows} == {3}
+    assert [r["line"] for r in rows] == [1, 2, 3]                # 1-based file lines
+    assert {r["shard_rows"] for r in rows} == {3} and {r["shard_blank_lines"] for r in rows} == {0}
     assert {(r["shard"], r["shard_name"]) for r in rows} == {(SHARD_PATH, SHARD_NAME)}
     assert rows[0]["prompt"] == "copy:ab=" and rows[0]["messages"] is None and rows[0]["max_new_tokens"] == -1
     assert rows[1]["max_new_tokens"] == 32
@@ -31,38 +31,65 @@ def test_good_rows_keep_fields_and_count_the_shard() -> None:
 
 def test_every_bad_row_is_kept_with_its_reason() -> None:
     lines = [
-        {"id": "ok", "prompt": "copy:a="},                      # 0
-        '{"id": "broken", "prompt": ',                          # 1 malformed JSON
-        "   ",                                                  # 2 blank line
-        "[1, 2]",                                               # 3 not an object
-        {"prompt": "copy:b="},                                  # 4 missing id
-        {"id": "", "prompt": "copy:b="},                        # 5 empty id
-        {"id": "n", "prompt": 5},                               # 6 non-string prompt
-        {"id": "none"},                                         # 7 no prompt, no messages
-        {"id": "ok", "prompt": "copy:c="},                      # 8 duplicate id
-        {"id": "b", "prompt": "x", "max_new_tokens": True},     # 9
-        {"id": "neg", "prompt": "x", "max_new_tokens": -16},    # 10
-        {"id": "zero", "prompt": "x", "max_new_tokens": 0},     # 11
-        {"id": "flt", "prompt": "x", "max_new_tokens": 16.0},   # 12
-        {"id": "str", "prompt": "x", "max_new_tokens": "16"},   # 13
-        {"id": "last", "prompt": "copy:z="},                    # 14
+        {"id": "ok", "prompt": "copy:a="},                      # line 1
+        '{"id": "broken", "prompt": ',                          # 2 malformed JSON
+        "   ",                                                  # 3 blank line: skipped, not a row
+        "[1, 2]",                                               # 4 not an object
+        {"prompt": "copy:b="},                                  # 5 missing id
+        {"id": "", "prompt": "copy:b="},                        # 6 empty id
+        {"id": "n", "prompt": 5},                               # 7 non-string prompt
+        {"id": "none"},                                         # 8 no prompt, no messages
+        {"id": "ok", "prompt": "copy:c="},                      # 9 duplicate id
+        {"id": "b", "prompt": "x", "max_new_tokens": True},     # 10
+        {"id": "neg", "prompt": "x", "max_new_tokens": -16},    # 11
+        {"id": "zero", "prompt": "x", "max_new_tokens": 0},     # 12
+        {"id": "flt", "prompt": "x", "max_new_tokens": 16.5},   # 13
+        {"id": "str", "prompt": "x", "max_new_tokens": "16"},   # 14
+        {"max_new_tokens": 0},                                  # 15 every problem: id, prompt, max_new_tokens
+        {"id": "last", "prompt": "copy:z="},                    # 16
     ]
     rows = parse(jsonl(*lines))
-    assert len(rows) == len(lines)
-    assert [r["line"] for r in rows] == list(range(len(lines)))
-    assert {r["shard_rows"] for r in rows} == {len(lines)}
-    err = [r["error"] for r in rows]
-    assert err[0] == "" and err[14] == ""
-    assert err[1].startswith("line 2: malformed JSON")
-    assert err[2] == "line 3: empty line"
-    assert err[3] == "line 4: a row must be a JSON object, got list"
-    assert err[4] == err[5] == "missing id"
-    assert err[6] == "prompt must be a string, got int"
-    assert err[7] == "missing prompt (need 'prompt' or 'messages')"
-    assert err[8] == "duplicate id 'ok' in shard" and rows[8]["prompt"] == "copy:c="
-    for i, bad in zip(range(9, 14), (True, -16, 0, 16.0, "16")):
-        assert err[i] == f"max_new_tokens must be a positive integer, got {bad!r}", i
-    assert rows[8]["id"] == "ok" and rows[10]["id"] == "neg"
+    assert len(rows) == len(lines) - 1
+    assert [r["line"] for r in rows] == [n for n in range(1, len(lines) + 1) if n != 3]
+    assert {r["shard_rows"] for r in rows} == {len(lines) - 1} and {r["shard_blank_lines"] for r in rows} == {1}
+    err = {r["line"]: r["error"] for r in rows}
+    assert err[1] == "" and err[16] == ""
+    assert err[2].startswith("line 2: malformed JSON")
+    assert err[4] == "line 4: a row must be a JSON object, got list"
+    assert err[5] == err[6] == "missing id"
+    assert err[7] == "prompt must be a string, got int"
+    assert err[8] == "missing prompt (need 'prompt' or 'messages')"
+    assert err[9] == "duplicate id 'ok' in shard"
+    for line, bad in zip(range(10, 15), (True, -16, 0, 16.5, "16")):
+        assert err[line] == f"max_new_tokens must be a positive integer, got {bad!r}", line
+    assert err[15] == ("missing id; missing prompt (need 'prompt' or 'messages'); "
+                       "max_new_tokens must be a positive integer, got 0")
+
+
+def test_blank_lines_anywhere_are_skipped_and_counted() -> None:
+    rows = parse(b'\n{"id": "a", "prompt": "p"}\n  \n\n{"id": "b", "prompt": "q"}\n\n\n')
+    assert [(r["id"], r["line"], r["error"]) for r in rows] == [("a", 2, ""), ("b", 5, "")]
+    assert {(r["shard_rows"], r["shard_blank_lines"]) for r in rows} == {(2, 5)}
+    only_blank = parse(b"\n \n")
+    assert [(r["line"], r["shard_blank_lines"], r["error"]) for r in only_blank] == [(1, 2, "line 1: empty shard (no rows)")]
+
+
+def test_integral_floats_and_nan_for_max_new_tokens() -> None:
+    """What pandas writes for an int column with gaps: 16.0 and NaN (JSON NaN, or a Parquet null)."""
+    rows = parse(b'{"id": "a", "prompt": "p", "max_new_tokens": 16.0}\n{"id": "b", "prompt": "p", "max_new_tokens": NaN}\n')
+    assert [(r["max_new_tokens"], r["error"]) for r in rows] == [(16, ""), (-1, "")]
+
+
+def test_json_array_file_is_read_as_records() -> None:
+    recs = [{"id": f"r{i}", "prompt": f"copy:{i}="} for i in range(10)]
+    rows = parse(json.dumps(recs, indent=2).encode(), path="/in/arr.json", name="arr")
+    assert [(r["id"], r["line"], r["error"]) for r in rows] == [(f"r{i}", i + 1, "") for i in range(10)]
+    jsonl_in_json = parse(jsonl(*recs[:2]), path="/in/lines.json", name="lines")      # JSONL named .json
+    assert [r["id"] for r in jsonl_in_json] == ["r0", "r1"] and not any(r["error"] for r in jsonl_in_json)
+    broken = parse(b'[{"id": "a", "prompt": "p"},\n {"id": ', path="/in/bad.json", name="bad")
+    assert len(broken) == 1 and broken[0]["error"].startswith("line 2: malformed JSON array")
+    assert parse(b'[{"id": "a", "prompt": "p"}]', path="/in/x.jsonl")[0]["error"] == \
+        "line 1: a row must be a JSON object, got list"                             # .jsonl: one row per line
 
 
 def test_duplicate_of_a_duplicate_and_first_kept() -> None:
@@ -95,7 +122,7 @@ def test_parquet_shard() -> None:
                       "max_new_tokens": [None, 16, 32, None]})
     rows = parse(_parquet(table), path="/in/part.parquet", name="part")
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p0"]
-    assert [r["line"] for r in rows] == [0, 1, 2, 3] and {r["shard_rows"] for r in rows} == {4}
+    assert [r["line"] for r in rows] == [1, 2, 3, 4] and {r["shard_rows"] for r in rows} == {4}
     assert [r["error"] for r in rows] == ["", "missing prompt (need 'prompt' or 'messages')", "",
                                           "duplicate id 'p0' in shard"]
     assert [r["max_new_tokens"] for r in rows] == [-1, 16, 32, -1]
@@ -106,7 +133,7 @@ def test_unreadable_parquet_is_one_error_row() -> None:
     rows = parse(b"this is not parquet", path="/in/bad.parquet", name="bad")
     assert len(rows) == 1
     assert rows[0]["error"].startswith("line 1: unreadable shard: ")
-    assert (rows[0]["shard_rows"], rows[0]["line"], rows[0]["shard_name"]) == (1, 0, "bad")
+    assert (rows[0]["shard_rows"], rows[0]["line"], rows[0]["shard_name"]) == (1, 1, "bad")
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
@@ -114,12 +141,12 @@ def test_empty_shard_is_one_error_row(kind: str) -> None:
     """A shard with no rows must still yield a row, or the writer never commits it and the run fails."""
     data = b"" if kind == "jsonl" else _parquet(pa.table({"id": pa.array([], pa.string())}))
     rows = parse(data, path=f"/in/empty.{kind}", name="empty")
-    assert [(r["line"], r["shard_rows"], r["error"]) for r in rows] == [(0, 1, "line 1: empty shard (no rows)")]
+    assert [(r["line"], r["shard_rows"], r["error"]) for r in rows] == [(1, 1, "line 1: empty shard (no rows)")]
 
 
 def test_format_detection_and_override() -> None:
     assert shard_format("a/b.parquet") == shard_format("b.pq") == "parquet"
-    assert shard_format("b.jsonl") == shard_format("b.json") == "jsonl"
+    assert shard_format("b.jsonl") == "jsonl" and shard_format("b.json") == "json"
     assert shard_format("b.jsonl", "parquet") == "parquet"
     data = _parquet(pa.table({"id": ["x"], "prompt": ["copy:a="]}))
     rows = parse_shard({"bytes": data, "path": "/in/blob.bin"}, {}, "parquet")

@@ -34,7 +34,8 @@ def sink(tmp_path):
 
 
 def lines(table: pa.Table, *keep: int) -> pa.Table:
-    return table.filter(pc.is_in(table["line"], pa.array(keep, table.schema.field("line").type)))
+    """The rows at 0-based positions `keep` of a shard (their `line` numbers are 1-based)."""
+    return table.filter(pc.is_in(table["line"], pa.array([k + 1 for k in keep], table.schema.field("line").type)))
 
 
 def check_committed(fs, root: str, name: str, src: pa.Table) -> dict:

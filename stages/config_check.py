@@ -1,0 +1,121 @@
+"""Value checks of a loaded config: everything that can be known before Ray starts.
+
+`check_values` is pure (names, ranges, policy composition; run by `load_config`); `check_files` looks at
+the local filesystem (model and controller files, a local Ray's resources) and runs before a decode job.
+Each failure is one `ConfigError` line naming the key and its allowed values.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from stages.config import ConfigError, PipelineConfig
+
+#: Kind of every decode policy (stages/decode/policies.POLICIES; tests check the two agree).
+POLICY_KINDS = {"none": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit", "prophet": "exit",
+                "ce": "modifier"}
+AGGREGATES = ("mean", "median", "min", "quantile")
+PROGRESS_MODES = ("t_over_T", "t_over_T_minus_1")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _fail(key: str, msg: str) -> None:
+    raise ConfigError(f"config error at {key}: {msg}")
+
+
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        _fail(key, f"{value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        _fail(key, f"{value} must be >= {low}")
+
+
+def check_values(cfg: PipelineConfig) -> None:
+    """Names, ranges and policy composition; raises ConfigError on the first bad key."""
+    from stages.decode.adapters import DTYPES, FAMILIES
+    from stages.decode.schedules import SCHEDULES
+    from stages.decode.transfer import validate_schedule
+    m, d, a = cfg.model, cfg.decode, cfg.actors
+    _one_of("model.family", m.family, FAMILIES)
+    _one_of("model.dtype", m.dtype, tuple(DTYPES))
+    if not DEVICE.fullmatch(m.device):
+        _fail("model.device", f"{m.device!r} is not one of auto, cpu, cuda, cuda:N")
+    _one_of("input.format", cfg.input.format, ("auto", "jsonl", "json", "parquet"))
+    _at_least("input.block_rows", cfg.input.block_rows, 0)
+    _one_of("actors.on_error", a.on_error, ("record", "fail"))
+    if not 1 <= a.min_actors <= a.max_actors:
+        _fail("actors.min_actors", f"need 1 <= min_actors ({a.min_actors}) <= max_actors ({a.max_actors})")
+    for key in ("threads", "batch_rows", "max_concurrent_batches"):
+        _at_least(f"actors.{key}", getattr(a, key), 1)
+    _at_least("actors.num_gpus", a.num_gpus, 0)
+    _at_least("actors.num_cpus", a.num_cpus, 0)
+    _at_least("decode.max_batch_size", d.max_batch_size, 1)
+    _at_least("decode.max_batch_tokens", d.max_batch_tokens, 1)
+    if not 0.0 <= cfg.run.max_error_fraction <= 1.0:
+        _fail("run.max_error_fraction", f"{cfg.run.max_error_fraction} is not in [0, 1]")
+    try:
+        validate_schedule(d.gen_length, d.block_length, d.steps)
+    except ValueError as e:
+        raise ConfigError(f"config error at decode: {e}") from None
+    check_policy(d.policy)
+    _one_of("decode.sched.schedule", d.sched.schedule, tuple(s for s in SCHEDULES if s != "prophet"))
+    _one_of("decode.sched.aggregate", d.sched.aggregate, AGGREGATES)
+    _one_of("decode.sched.progress_mode", d.sched.progress_mode, PROGRESS_MODES)
+    for key, value in (("decode.sched.quantile", d.sched.quantile), ("decode.fastdllm.threshold_prob",
+                       d.fastdllm.threshold_prob), ("decode.tspd.threshold_prob", d.tspd.threshold_prob),
+                       ("decode.tspd.ema_decay", d.tspd.ema_decay)):
+        if not 0.0 <= value <= 1.0:
+            _fail(key, f"{value} is not in [0, 1]")
+    _at_least("decode.ce.horizon", d.ce.horizon, 1)
+
+
+def check_policy(names: list[str]) -> None:
+    """decode.policy: known names, no repeats, at most one commit policy (exit policies and CE compose)."""
+    key = "decode.policy"
+    if not names:
+        _fail(key, "empty; use [none] for fixed steps, or e.g. [sched] / [fastdllm, sched]")
+    unknown = [n for n in names if n not in POLICY_KINDS]
+    if unknown:
+        _fail(key, f"unknown {unknown}; known: {', '.join(sorted(POLICY_KINDS))}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        _fail(key, f"{repeated} named more than once")
+    commits = [n for n in names if POLICY_KINDS[n] == "commit"]
+    if len(commits) > 1:
+        _fail(key, f"{commits} are all commit policies; name at most one "
+                   f"(commit: none, fastdllm, tspd; exit: sched, prophet; modifier: ce)")
+
+
+def _local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
+    """Files a decode job needs and, when it will start a local Ray (`local_ray`), that Ray's resources;
+    raises ConfigError naming the key."""
+    path = cfg.model.path
+    if _local(path):
+        path = path.removeprefix("file://")
+        if not os.path.isdir(path):
+            _fail("model.path", f"{path} is not a directory (relative paths in configs/ are resolved "
+                                f"against the project root, on the command line against the current folder)")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            _fail("model.path", f"{path} has no config.json (not a transformers checkpoint)")
+    controller = cfg.decode.tspd.controller_path
+    if "tspd" in cfg.decode.policy and _local(controller) and not os.path.isfile(controller.removeprefix("file://")):
+        _fail("decode.tspd.controller_path", f"{controller} does not exist (train one with `pipeline.py train-tspd`)")
+    if local_ray:
+        need_gpus = cfg.actors.min_actors * cfg.actors.num_gpus
+        if need_gpus > cfg.ray.num_gpus:
+            _fail("actors.num_gpus", f"{cfg.actors.min_actors} actor(s) x {cfg.actors.num_gpus} GPUs > "
+                                     f"ray.num_gpus={cfg.ray.num_gpus} of the local Ray (the job would hang)")
+        if cfg.actors.num_cpus >= cfg.ray.num_cpus:
+            _fail("actors.num_cpus", f"{cfg.actors.num_cpus} >= ray.num_cpus={cfg.ray.num_cpus}: "
+                                     f"read tasks would starve (the job would hang)")
+        if cfg.model.device.startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                _fail("model.device", f"{cfg.model.device} but this machine has no CUDA device; use auto or cpu")

@@ -1,0 +1,89 @@
+"""Run fingerprints: what made a committed shard, so a rerun can tell whether its outputs still hold.
+
+A shard's fingerprint (stored in `_done/<shard>.json` by stages/write.py) has two parts:
+  config  the decode-relevant settings as flat dotted keys: model identity (path, family, dtype, a hash of
+          its config.json), prompt formatting, decode settings, the policies and only the parameters of the
+          policies in use, the TSPD controller's file hash;
+  input   the input shard's identity: size, modification time or ETag, and a SHA-256 of its bytes when it
+          is a local file (cheap); `changes` compares the hash when both sides have one.
+Batch sizes, actors, Ray and device settings are left out: they change speed, not what is decoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from fsspec.implementations.local import LocalFileSystem
+
+from stages.config import PipelineConfig
+
+#: DecodeConfig keys that change what is decoded (batching limits do not); per-policy sections are added
+#: only for the policies in use.
+DECODE_KEYS = ("gen_length", "block_length", "steps", "remasking", "temperature", "seed", "policy",
+               "stop_at_eos", "trace", "allow_longer")
+POLICY_SECTIONS = {"sched": "sched", "fastdllm": "fastdllm", "prophet": "prophet", "tspd": "tspd", "ce": "ce"}
+HASH_LIMIT_BYTES = 256 * 1024 * 1024   # local shards up to this size get a content hash
+
+
+def file_sha256(path: str) -> str | None:
+    """SHA-256 of a local file, or None when it is not one."""
+    path = path.removeprefix("file://")
+    if "://" in path or not os.path.isfile(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_fingerprint(cfg: PipelineConfig) -> dict:
+    """Flat {dotted key: value} of the settings that change a shard's outputs."""
+    m, d = cfg.model, cfg.decode
+    fp = {"model.path": m.path, "model.family": m.family, "model.dtype": m.dtype,
+          "model.config_sha256": file_sha256(os.path.join(m.path, "config.json")),
+          "model.chat_template": m.chat_template, "input.format": cfg.input.format}
+    fp.update({f"decode.{k}": getattr(d, k) for k in DECODE_KEYS})
+    fp["decode.policy"] = list(d.policy)
+    for name in d.policy:
+        section = POLICY_SECTIONS.get(name)
+        if section:
+            fp.update({f"decode.{section}.{k}": v for k, v in vars(getattr(d, section)).items()})
+    if "tspd" in d.policy:
+        fp["decode.tspd.controller_sha256"] = file_sha256(d.tspd.controller_path)
+    return fp
+
+
+def input_identity(fs, path: str) -> dict:
+    """Size, modification time / ETag and (local files up to HASH_LIMIT_BYTES) SHA-256 of one input shard."""
+    info = fs.info(path)
+    ident = {"size": info.get("size")}
+    mtime = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if mtime is not None:
+        ident["mtime"] = mtime if isinstance(mtime, (int, float)) else str(mtime)
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        ident["etag"] = str(etag).strip('"')
+    if isinstance(fs, LocalFileSystem) and (ident["size"] or 0) <= HASH_LIMIT_BYTES:
+        ident["sha256"] = file_sha256(path)
+    return ident
+
+
+def shard_fingerprint(cfg: PipelineConfig, fs, path: str) -> dict:
+    return {"config": config_fingerprint(cfg), "input": input_identity(fs, path)}
+
+
+def changes(old: dict | None, new: dict) -> list[str]:
+    """Keys whose values differ between a stored fingerprint and the current one ([] = the shard holds):
+    config keys by name, `input` when the shard's content changed (by hash when both have one, else by
+    size, ETag and modification time)."""
+    if not old:
+        return ["fingerprint (none recorded: made by an older version)"]
+    oc, nc = old.get("config", {}), new["config"]
+    diff = sorted(k for k in set(oc) | set(nc) if oc.get(k) != nc.get(k))
+    oi, ni = old.get("input", {}), new["input"]
+    if oi.get("sha256") and ni.get("sha256"):
+        same = oi["sha256"] == ni["sha256"]
+    else:
+        same = all(oi.get(k) == ni.get(k) for k in ("size", "etag", "mtime"))
+    return diff + ([] if same else ["input"])
