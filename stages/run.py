@@ -17,7 +17,7 @@ from stages.read import parse_shard
 from stages.resume import committed_shards, prepare_output, write_manifest
 from stages.storage import arrow_filesystem, filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
-from stages.write import ShardDatasink
+from stages.write import JobKill, ShardDatasink
 
 
 def init_ray(cfg: PipelineConfig) -> None:
@@ -75,7 +75,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         watcher = ProgressWatcher(out_fs, out_root, len(shards), set(done), enabled=cfg.progress)
         watcher.start()
         try:
-            build_dataset(cfg, todo, names).write_datasink(ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet))
+            t = cfg.testing
+            kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker) \
+                if t.kill_after_commits or t.kill_before_marker else None
+            build_dataset(cfg, todo, names).write_datasink(
+                ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, kill))
         finally:
             watcher.stop()
     summaries = committed_shards(out_fs, out_root)

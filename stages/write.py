@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import uuid
 import zlib
 from typing import Iterable
@@ -74,9 +76,34 @@ def _merge_traces(fs, parts: list[str], kind: str) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+class JobKill:
+    """Test-only fault injection (config `testing.kill_*`): SIGKILL the driver process `driver_pid`, then the
+    writing worker, at a chosen point of the commit: after `after_commits` shards are committed under the
+    output root, or between shard `before_marker`'s merge and its marker. Needs the driver on this machine."""
+
+    def __init__(self, driver_pid: int, after_commits: int = 0, before_marker: str = "") -> None:
+        self.driver_pid, self.after_commits, self.before_marker = driver_pid, after_commits, before_marker
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.driver_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os._exit(1)
+
+    def merged(self, name: str) -> None:
+        if name == self.before_marker:
+            self.kill()
+
+    def committed(self, fs, root: str) -> None:
+        if self.after_commits and len(fs.ls(join(root, "_done"), detail=False)) >= self.after_commits:
+            self.kill()
+
+
 class ShardDatasink(Datasink):
-    def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False) -> None:
-        self.out_url, self.storage, self.parquet = out_url, storage, parquet
+    def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False,
+                 kill: JobKill | None = None) -> None:
+        self.out_url, self.storage, self.parquet, self.kill = out_url, storage, parquet, kill
 
     def _fs(self):
         return filesystem(self.out_url, self.storage)
@@ -133,9 +160,13 @@ class ShardDatasink(Datasink):
         write_ipc(fs, join(root, "traces", f"{name}.tokens.arrow"), tokens)
         summary = shard_summary(name, rows["shard"][0].as_py(), outputs, errors)
         summary["actors"] = latest_actor_stats(rows)
+        if self.kill:
+            self.kill.merged(name)
         fs.makedirs(join(root, "_done"), exist_ok=True)
         with fs.open(marker, "w") as f:
             json.dump(summary, f)
+        if self.kill:
+            self.kill.committed(fs, root)
         return True
 
     def on_write_complete(self, write_result) -> None:
