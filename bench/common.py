@@ -25,6 +25,13 @@ def print_table(rows: list[dict], columns: list[str]) -> str:
     return text
 
 
+def check_invariant(ok: bool, what: str) -> None:
+    """Fail the benchmark (non-zero exit) when an invariant it checks is broken; call after saving the JSON,
+    so the failing run is on record."""
+    if not ok:
+        raise SystemExit(f"invariant broken: {what}")
+
+
 def save_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"machine": {"platform": platform.platform(), "torch": torch.__version__,

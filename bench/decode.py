@@ -5,7 +5,8 @@
 For each policy (fixed-step baseline, SchED linear/cosine/exp k=4/exp k=16, Fast-dLLM, Prophet) it
 decodes the same prompts through the same slot scheduler and reports NFE (forward passes x rows), step
 speedup and wall-clock speedup against the baseline, exact-match accuracy, quality retention
-(accuracy / baseline accuracy) and QPS_4 = speedup x retention^4. Writes bench/results/decode.json.
+(accuracy / baseline accuracy) and QPS_4 = speedup x (exact match / baseline exact match)^4 (stages/qps.py,
+the SchED paper's definition). Writes bench/results/decode.json.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from stages.config import load_config
 from stages.decode.adapters import load_model
 from stages.decode.offline import decode_prompts
 from stages.preprocess import load_tokenizer
+from stages.qps import qps
 
 VARIANTS = {
     "none": {"policy": ["none"]},
@@ -79,7 +81,7 @@ def run_variants(variants: dict, adapter, tok, rows: list[dict], dcfg, batch_siz
         table.append({
             "policy": name, "nfe": nfe, "mean_steps": nfe / len(rows), "step_speedup": speedup,
             "wall_s": run.seconds, "wall_speedup": base["seconds"] / run.seconds, "exact_match": acc,
-            "retention": retention, "agreement": agreement, "qps4": speedup * retention ** 4,
+            "retention": retention, "agreement": agreement, "qps4": qps(speedup, acc, base["acc"]),
             "exit_reasons": exits, "accuracy_by_task": accuracy_by_task(run.texts, rows),
         })
     return table

@@ -4,7 +4,8 @@ TSPD+CE+SchED against the fixed-step baseline.
     .venv/bin/python bench/policies.py [--limit N] [--controller embedded/controller/tspd.pt]
 
 Reports NFE, step and wall-clock speedup, exact match (the task metric), retention against the
-baseline's accuracy, agreement with the baseline's outputs, and QPS_4 = speedup x retention^4.
+baseline's accuracy, agreement with the baseline's outputs, and QPS_4 = speedup x (exact match /
+baseline exact match)^4 (stages/qps.py).
 Writes bench/results/policies.json.
 """
 from __future__ import annotations

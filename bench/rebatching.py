@@ -8,7 +8,8 @@
 (c) rebatching:     B slots refilled from the queue as soon as a row exits (stages/decode/scheduler.py)
 
 Reports sequences/s, slot utilisation (useful row-steps / (forwards x B)) and padding fraction; checks
-that all three produce identical outputs. Writes bench/results/rebatching.json.
+that all three produce identical outputs and exits non-zero if not (after writing
+bench/results/rebatching.json, so the failing run is on record).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from common import print_table, save_result  # noqa: I001
+from common import check_invariant, print_table, save_result  # noqa: I001
 from embedded.evaluate import load_heldout
 from stages.config import load_config
 from stages.decode.adapters import load_model
@@ -86,6 +87,7 @@ def main() -> None:
     save_result(args.out, {"prompts": len(rows), "policy": "sched", "outputs_identical": identical,
                            "exit_fractions": fractions,
                            "results": table, "table": text})
+    check_invariant(identical, "outputs differ across batching modes or batch sizes")
 
 
 if __name__ == "__main__":

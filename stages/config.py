@@ -76,6 +76,9 @@ class TestingConfig:
     crash_marker: str = ""              # ... once: only while this local file does not exist yet
     fail_on_id: str = ""                # decode raises for the batch containing this id
     step_delay_s: float = 0.0           # sleep before every engine step (to interrupt a run mid-way)
+    kill_after_commits: int = 0         # SIGKILL the job (driver, then the writer) once this many shards are
+                                        # committed under the output root (single machine: the driver's pid)
+    kill_before_marker: str = ""        # SIGKILL the job after this shard's files are merged, before its marker
 
 
 @dataclass

@@ -18,7 +18,8 @@ Accounting (one row per shard plus a `__run__` row):
   start-up       the actors' model-load time (manifest actors.*.load_s) x accelerators, on the run row
   --baseline     agreement = exact match of `output` over the ids present in both runs;
                  step speedup vs baseline = baseline NFE / run NFE over those ids;
-                 QPS_4 = that speedup x agreement^4
+                 QPS_4 = that speedup x (score / baseline score)^4 (stages/qps.py) with agreement as
+                 the score (no reference answers; the baseline's own agreement is 1)
 Reading and aggregation live in stages/report_scan.py, plots and the HTML page in stages/report_plots.py.
 Writes summary.parquet, summary.csv, four PNG plots and report.html, and prints a short summary.
 """

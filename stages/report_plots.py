@@ -242,7 +242,7 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
         parts += ["<h2>Against the baseline</h2>",
                   "<p class='note'>agreement = exact match of <code>output</code> over the ids in both runs; "
                   "step speedup = baseline NFE / run NFE over those ids; QPS<sub>4</sub> = speedup × "
-                  "agreement<sup>4</sup>.</p>", _table(rows, base_cols)]
+                  "(score / baseline score)<sup>4</sup> with agreement as the score (the baseline's is 1).</p>", _table(rows, base_cols)]
     parts.append("<h2>Plots</h2><div class='plots'>")
     for key, name in pngs.items():
         parts.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(PLOT_FILES[key][1])}'>"

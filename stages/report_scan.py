@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.qps import qps
 from stages.storage import join
 
 RUN_ROW = "__run__"
@@ -253,7 +254,7 @@ class Agreement:
         speedup = self.nfe_baseline / self.nfe_run if self.nfe_run else float("nan")
         return {"baseline_matched": self.matched, "agreement": agreement, "baseline_nfe": self.nfe_baseline,
                 "nfe_matched": self.nfe_run, "step_speedup_vs_baseline": speedup,
-                "qps4": speedup * agreement ** 4 if self.matched and self.nfe_run else float("nan")}
+                "qps4": qps(speedup, agreement, 1.0) if self.matched and self.nfe_run else float("nan")}
 
 
 def _compare(run: pa.Table, base: pa.Table) -> Agreement:

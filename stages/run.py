@@ -21,7 +21,7 @@ from stages.resume import (ResumeConflict, committed_shards, conflict_message, d
                            prepare_output, write_manifest)
 from stages.storage import arrow_filesystem, filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
-from stages.write import ShardDatasink
+from stages.write import JobKill, ShardDatasink
 
 
 def init_ray(cfg: PipelineConfig) -> None:
@@ -85,7 +85,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         watcher = ProgressWatcher(out_fs, out_root, len(shards), kept, enabled=cfg.progress)
         watcher.start()
         try:
-            sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints)
+            t = cfg.testing
+            kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker) \
+                if t.kill_after_commits or t.kill_before_marker else None
+            sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill)
             build_dataset(cfg, plan.todo, names).write_datasink(sink)
         finally:
             watcher.stop()

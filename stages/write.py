@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import uuid
 import zlib
 from typing import Iterable
@@ -74,10 +76,34 @@ def _merge_traces(fs, parts: list[str], kind: str) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+class JobKill:
+    """Test-only fault injection (config `testing.kill_*`): SIGKILL the driver process `driver_pid`, then the
+    writing worker, at a chosen point of the commit: after `after_commits` shards are committed under the
+    output root, or between shard `before_marker`'s merge and its marker. Needs the driver on this machine."""
+
+    def __init__(self, driver_pid: int, after_commits: int = 0, before_marker: str = "") -> None:
+        self.driver_pid, self.after_commits, self.before_marker = driver_pid, after_commits, before_marker
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.driver_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os._exit(1)
+
+    def merged(self, name: str) -> None:
+        if name == self.before_marker:
+            self.kill()
+
+    def committed(self, fs, root: str) -> None:
+        if self.after_commits and len(fs.ls(join(root, "_done"), detail=False)) >= self.after_commits:
+            self.kill()
+
+
 class ShardDatasink(Datasink):
     def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False,
-                 fingerprints: dict[str, dict] | None = None) -> None:
-        self.out_url, self.storage, self.parquet = out_url, storage, parquet
+                 fingerprints: dict[str, dict] | None = None, kill: JobKill | None = None) -> None:
+        self.out_url, self.storage, self.parquet, self.kill = out_url, storage, parquet, kill
         self.fingerprints = fingerprints or {}   # shard name -> fingerprint, recorded in its marker
 
     def _fs(self):
@@ -138,9 +164,13 @@ class ShardDatasink(Datasink):
         if "shard_blank_lines" in rows.column_names:
             summary["blank_lines"] = int(rows["shard_blank_lines"][0].as_py())
         summary["fingerprint"] = self.fingerprints.get(name)
+        if self.kill:
+            self.kill.merged(name)
         fs.makedirs(join(root, "_done"), exist_ok=True)
         with fs.open(marker, "w") as f:
             json.dump(summary, f)
+        if self.kill:
+            self.kill.committed(fs, root)
         return True
 
     def on_write_complete(self, write_result) -> None:

@@ -4,7 +4,8 @@ and every decode actor, and so every decoded row, ran on the worker node.
 
 The cluster and the pipeline run in a child process (tests/infra/multinode_job.py) with its own RAY_TMPDIR:
 the test session's Ray (conftest's `ray_cluster`) and `ray.init(address="auto")` elsewhere on this machine
-are left alone. About 35-60 s on 2 shared cores, so it is in the default run."""
+are left alone. About 35-60 s on 2 shared cores and the only multi-node check, so it is marked slow
+(`./test.sh -m slow`); the default run covers the same pipeline on one node with fake GPUs."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_decode_actors_run_on_the_gpu_worker_node(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")   # short: Ray's unix socket paths must fit 107 bytes
