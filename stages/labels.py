@@ -23,16 +23,19 @@ LABEL_SCHEMA = pa.schema([("id", pa.string()), ("step", pa.int32()), ("position"
                           *[(f, pa.float32()) for f in FEATURE_NAMES], ("label", pa.bool_())])
 
 
-def sequence_rows(tokens: dict[str, np.ndarray], output_ids: list[int], budget: int, block_length: int,
-                  ema_decay: float) -> dict[str, np.ndarray]:
+def sequence_rows(tokens: dict[str, np.ndarray], output_ids: list[int], commit_step: list[int], budget: int,
+                  block_length: int, ema_decay: float) -> dict[str, np.ndarray]:
     """Feature/label rows of one sequence. `tokens` holds [N] arrays step, position, argmax, confidence,
-    margin, entropy: the token trace's rows, one per still-masked position of each step (sorted by step).
-    Features are replayed step by step on a [G] state; a position is recorded at every step until its
-    commit, so its running state is exactly the one the engine had."""
+    margin, entropy: the token trace's rows (sorted by step). The engine records each still-masked
+    position at every step up to its commit; rows of positions already committed (traces of older runs
+    recorded every position) give no label. Features are replayed step by step on a [G] state, so a
+    position's running state is exactly the one the engine had."""
     g = len(output_ids)
     rel_answer, rel_block = relative_positions(torch.tensor([g]), g, block_length)
     state = TrajectoryState.empty((g,))
     final = torch.tensor(output_ids)
+    open_now = tokens["step"] <= np.asarray(commit_step)[tokens["position"]]  # masked when the step read it
+    tokens = {k: v[open_now] for k, v in tokens.items()}
     step_of = tokens["step"]
     feats, labels, steps, positions = [], [], [], []
     for s in np.unique(step_of):
@@ -68,8 +71,8 @@ def shard_labels(fs, root: str, name: str, block_length: int, ema_decay: float) 
         sel = np.nonzero(ids == row["id"])[0]
         if not len(sel):
             continue
-        r = sequence_rows({k: v[sel] for k, v in cols.items()}, row["output_ids"], row["step_budget"],
-                          block_length, ema_decay)
+        r = sequence_rows({k: v[sel] for k, v in cols.items()}, row["output_ids"], row["commit_step"],
+                          row["step_budget"], block_length, ema_decay)
         out = {"id": pa.array([row["id"]] * len(r["label"]), pa.string()), "step": r["step"].astype(np.int32),
                "position": r["position"].astype(np.int32)}
         out.update({f: r["features"][:, i].astype(np.float32) for i, f in enumerate(FEATURE_NAMES)})

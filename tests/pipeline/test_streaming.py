@@ -54,7 +54,7 @@ def test_big_shard_two_actors_progress_and_report(run, capsys, monkeypatch):
 
     outputs, errors = _read(out / "outputs" / "big.arrow"), _read(out / "errors" / "big.arrow")
     assert errors.num_rows == 0 and sorted(outputs["id"].to_pylist()) == sorted(r["id"] for r in rows)
-    assert sorted(outputs["line"].to_pylist()) == list(range(N_ROWS))
+    assert sorted(outputs["line"].to_pylist()) == list(range(1, N_ROWS + 1))   # 1-based line numbers
     assert [p.name for p in (out / "_done").iterdir()] == ["big.json"] and not (out / "_parts").exists()
     assert len(manifest["actors"]) == 2, manifest["actors"]
     assert set(outputs["actor"].to_pylist()) == set(manifest["actors"])   # both decoded part of the shard
