@@ -92,13 +92,27 @@ class ModelAdapter:
     def answer_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
         """[B, keep, H] final hidden states whose head output is the logits of the last `keep` positions
         (for shift families, the states one position earlier). Only for `split_head` models."""
-        h = self.model.model(input_ids=input_ids, attention_mask=attention_mask,
-                             position_ids=position_ids(attention_mask)).last_hidden_state
+        return self.window(self.body(input_ids, attention_mask), keep)
+
+    @torch.inference_mode()
+    def body(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor | None = None,
+             cache=None) -> torch.Tensor:
+        """[B, Q, H] final hidden states of `input_ids`; with `cache` (a transformers Cache) the queries also
+        attend to its keys and the forward's own K/V are appended to it. `attention_mask` covers cache + Q.
+        Only for `split_head` models."""
+        if positions is None:
+            positions = position_ids(attention_mask)
+        return self.model.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                past_key_values=cache, use_cache=cache is not None).last_hidden_state
+
+    def window(self, hidden: torch.Tensor, keep: int) -> torch.Tensor:
+        """The [B, keep, H] states whose head output is the logits of the last `keep` positions of a full
+        forward's hidden states [B, L, H] (shift families: one position earlier)."""
         if not self.shift_logits:
-            return h[:, -keep:]
-        if keep < h.shape[1]:
-            return h[:, -keep - 1:-1]
-        return torch.cat([h[:, :1], h[:, :-1]], dim=1)
+            return hidden[:, -keep:]
+        if keep < hidden.shape[1]:
+            return hidden[:, -keep - 1:-1]
+        return torch.cat([hidden[:, :1], hidden[:, :-1]], dim=1)
 
     @torch.inference_mode()
     def head(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,10 @@ class DecodeConfig:
     ce: CeConfig = field(default_factory=CeConfig)
     max_batch_size: int = 16            # slots: rows in one forward
     max_batch_tokens: int = 16384       # token budget of one forward (rows x padded width)
+    cache: str = "none"                 # none | prefix | dual: per-row approximate KV cache (stages/decode/kv_cache.py)
+    cache_refresh_steps: int = 0        # refresh a row's cache every N steps within a block too (0 = only at
+                                        # each block start, the Fast-dLLM rule; 1 = every step = exact)
+    max_cache_mb: float = 0.0           # bound on the slots' cached K/V (MiB) the scheduler respects; 0 = none
     max_logits_mb: float = 256.0        # bound on one step's logits + signal temporaries (MiB): the head
                                         # and the reductions run in chunks of positions that fit it
 
@@ -80,5 +84,9 @@ class DecodeConfig:
             raise ValueError(f"decode.trace={self.trace!r}: use off, steps or tokens")
         if self.temperature < 0:
             raise ValueError("decode.temperature must be >= 0")
+        if self.cache not in ("none", "prefix", "dual"):
+            raise ValueError(f"decode.cache={self.cache!r}: use none, prefix or dual")
+        if self.cache_refresh_steps < 0 or self.max_cache_mb < 0:
+            raise ValueError("decode.cache_refresh_steps and decode.max_cache_mb must be >= 0")
         if self.max_logits_mb <= 0:
             raise ValueError("decode.max_logits_mb must be > 0")

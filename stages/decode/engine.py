@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from stages.decode.adapters import ModelAdapter
+from stages.decode.cached_forward import CachedForward
+from stages.decode.kv_cache import kv_bytes_per_token
 from stages.decode.config import DecodeConfig
 from stages.decode.features import TrajectoryState, relative_positions, trajectory_features
 from stages.decode.padding import left_pad
@@ -53,6 +55,8 @@ class SequenceResult:
     submitted_at: float
     admitted_at: float
     finished_at: float
+    refreshes: int = 0                 # KV-cache refresh forwards (full sequence) among its steps
+    forward_tokens: int = 0            # tokens the forwards ran for this row (sequence or cached span)
 
 
 @dataclass
@@ -95,6 +99,10 @@ class _Row:
     block_step: int = 0
     done: bool = False
     exit_reason: str = ""
+    cache: object = None               # RowCache under decode.cache (stages/decode/kv_cache.py)
+    refreshes: int = 0
+    forward_tokens: int = 0
+    step_tokens_before: int = 0
     step_records: list = field(default_factory=list)
     token_records: list = field(default_factory=list)
 
@@ -133,6 +141,14 @@ class DecodeEngine:
         self.stats = {"forwards": 0, "row_steps": 0, "useful_row_steps": 0, "tokens": 0, "pad_tokens": 0}
         self.needs, self.span = self.policies.signal_needs(cfg.remasking, cfg.trace)
         self.projector = Projector(adapter, cfg.max_logits_mb)
+        self.cached = (CachedForward(adapter, cfg.cache, cfg.block_length, cfg.cache_refresh_steps)
+                       if cfg.cache != "none" else None)
+        if self.cached and self.span:  # dual: span positions past the block keep their last refresh's signals
+            self.pos_spec.update({"st_x0": (torch.long, -1, ()), "st_confidence": (torch.float32, 0.0, ()),
+                                  "st_margin": (torch.float32, 0.0, ()), "st_entropy": (torch.float32, 0.0, ())})
+            self.pos = {k: torch.full((0, 0, *shape), fill, dtype=dt, device=self.device)
+                        for k, (dt, fill, shape) in self.pos_spec.items()}
+        self._refreshed: list[bool] = []
 
     # ----- admission -------------------------------------------------------------------------
     def row_config(self, request: Request) -> tuple[int, int, int]:
@@ -188,6 +204,10 @@ class DecodeEngine:
         self._keep_rows([])
 
     @property
+    def kv_bytes_per_token(self) -> int:
+        return kv_bytes_per_token(self.adapter.model)
+
+    @property
     def num_active(self) -> int:
         return sum(not r.done for r in self.rows)
 
@@ -200,6 +220,8 @@ class DecodeEngine:
         """One forward over the batch; returns the rows that finished at this step."""
         if not self.rows:
             return []
+        for r in self.rows:
+            r.step_tokens_before = r.forward_tokens
         view = self._view()
         ctx = self._signals(view)
         dec = self._decide(ctx, view)
@@ -231,15 +253,31 @@ class DecodeEngine:
         cfg, rows = self.cfg, self.rows
         where = view.masked if self.span else view.masked & view.in_block
         gens = [r.generator if not r.done else None for r in rows]
-        sig = self.projector.signals(StepInputs(self.ids, self.attn, where, view.win,
-                                                [r.gen_length for r in rows], gens),
+        hidden = computed = None
+        if self.cached:
+            hidden, computed, self._refreshed = self.cached.hidden(rows, self.ids, self.attn, view.g)
+        sig = self.projector.signals(StepInputs(self.ids, self.attn, where if computed is None else where & computed,
+                                                view.win, [r.gen_length for r in rows], gens, hidden),
                                      self.needs, cfg.temperature)
+        if computed is not None and self.span:
+            sig = self._stale_signals(sig, where, computed, view.g)
         ctx = StepContext(sig, self._score(sig, gens, [r.gen_length for r in rows]), view.masked, view.in_block,
                           view.meta[:, 4], progress(view.meta[:, 2], view.meta[:, 3], cfg.sched.progress_mode),
                           pos={k: v[:, v.shape[1] - view.g:] for k, v in self.pos.items()})
         if self.policies.needs_features:
             ctx.features = self._features(ctx, view.g, view.meta)
         return ctx
+
+    def _stale_signals(self, sig, where, computed, g: int):
+        """Dual cache: span positions outside this step's query keep the signals of their row's last refresh;
+        fresh ones are stored for later steps."""
+        store = {k: v[:, v.shape[1] - g:] for k, v in self.pos.items() if k.startswith("st_")}
+        fresh, stale = where & computed, where & ~computed
+        for name in ("x0", "confidence", "margin", "entropy"):
+            value, saved = getattr(sig, name), store[f"st_{name}"]
+            saved[fresh] = value[fresh].to(saved.dtype)
+            setattr(sig, name, torch.where(stale, saved.to(value.dtype), value))
+        return sig
 
     def _score(self, sig, gens, lengths) -> torch.Tensor:
         how = self.cfg.remasking
@@ -322,6 +360,10 @@ class DecodeEngine:
         return tokens, reason, stop & after.any(-1)
 
     def _count(self, rows: list[_Row], width: int) -> None:
+        if not self.cached:
+            for r in rows:
+                if not r.done:
+                    r.forward_tokens += r.length
         s = self.stats
         s["forwards"] += 1
         s["row_steps"] += len(rows)
@@ -333,8 +375,10 @@ class DecodeEngine:
         """Step rows, and at `tokens` level the still-masked positions of the step (what the step read)."""
         rows, sig = self.rows, ctx.signals
         n_commit = (reason > 0).sum(-1).float()
+        refresh = torch.tensor([float(f) for f in self._refreshed] if self.cached else [1.0] * len(rows))
+        tokens_run = torch.tensor([float(r.forward_tokens - r.step_tokens_before) for r in rows])
         steps = torch.stack([view.meta[:, 2].float(), ctx.progress.float(), dec.tau, dec.gbar, n_commit,
-                             dec.exit_now.float()], -1)
+                             dec.exit_now.float(), refresh.to(dec.tau.device), tokens_run.to(dec.tau.device)], -1)
         tokens = torch.stack([sig.x0.float(), sig.confidence, sig.margin, sig.entropy], -1) \
             if self.cfg.trace == "tokens" else None
         for i, r in enumerate(rows):
@@ -385,7 +429,8 @@ class DecodeEngine:
             id=r.request.id, prompt_ids=list(r.request.prompt_ids), output_ids=self.ids[i, -g:].tolist(),
             steps_taken=r.step, step_budget=r.step_budget, exit_reason=r.exit_reason,
             commit_step=self.pos["cstep"][i, -g:].tolist(), commit_reason=self.pos["creason"][i, -g:].tolist(),
-            trace=trace, submitted_at=r.request.submitted_at, admitted_at=r.admitted_at, finished_at=time.time())
+            trace=trace, submitted_at=r.request.submitted_at, admitted_at=r.admitted_at, finished_at=time.time(),
+            refreshes=r.refreshes if self.cached else r.step, forward_tokens=r.forward_tokens)
 
     # ----- static loop ------------------------------------------------------------------------
     def generate(self, requests: list[Request], batch_size: int | None = None) -> list[SequenceResult]:

@@ -42,6 +42,7 @@ class StepInputs:
     window: torch.Tensor
     lengths: list[int]
     generators: list
+    hidden: torch.Tensor | None = None   # [B, G, H] answer-window states computed by the caller (KV cache)
 
 
 class Projector:
@@ -70,6 +71,8 @@ class Projector:
     def _sources(self, inp: StepInputs) -> torch.Tensor:
         """[B, G, H] hidden states feeding each answer position's logits, or [B, G, V] logits."""
         g = inp.where.shape[1]
+        if inp.hidden is not None:
+            return inp.hidden
         if self.adapter.split_head:
             return self.adapter.answer_hidden(inp.ids, inp.attn, g)
         return self.adapter.logits(inp.ids, inp.attn, keep=g)

@@ -55,8 +55,14 @@ class SlotScheduler:
 
     # ----- admission --------------------------------------------------------------------------
     def _fits(self, req: Request, rows: int, width: int) -> bool:
+        """Token budget of the forward and, under a KV cache, `decode.max_cache_mb` for the slots' caches
+        (each row's cache is bounded by the batch width); a lone row is always admitted."""
         length = len(req.prompt_ids) + (req.gen_length or self.engine.cfg.gen_length)
-        return rows == 0 or (rows + 1) * max(width, length) <= self.max_tokens
+        tokens = (rows + 1) * max(width, length)
+        cache_mb = self.engine.cfg.max_cache_mb
+        if cache_mb and self.engine.cached and tokens * self.engine.kv_bytes_per_token > cache_mb * 2 ** 20:
+            return rows == 0
+        return rows == 0 or tokens <= self.max_tokens
 
     def _pick(self, width: int) -> int:
         """Index in the waiting queue of the next row to admit."""

@@ -33,7 +33,9 @@ STEP_SCHEMA = pa.schema([
     ("gbar", pa.float32()),          # aggregated margin over the still-masked span, logit units
     ("n_committed", pa.int32()),     # positions committed at this step (exit/EOS fills included)
     ("exit", pa.bool_()),            # an exit policy stopped the row at this step
-    ("exit_reason", pa.string()),    # on the row's last step: steps | eos | <policy>; else ""
+    ("exit_reason", pa.string()),    # on the row's last step: steps | all_committed | eos | <policy>; else ""
+    ("refresh", pa.bool_()),         # the step ran the row's full sequence (always, without a KV cache)
+    ("forward_tokens", pa.int32()),  # tokens the step's forward ran for the row (sequence or cached span)
 ])
 
 TOKEN_SCHEMA = pa.schema([

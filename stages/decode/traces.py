@@ -15,7 +15,7 @@ from stages.decode.trace_schema import REASON_NAMES, STEP_SCHEMA, TOKEN_SCHEMA, 
 
 @dataclass
 class SequenceTrace:
-    """steps [S, 6]: step, progress, tau, gbar, n_committed, exit. Token rows, one per still-masked position
+    """steps [S, 8]: step, progress, tau, gbar, n_committed, exit, refresh, forward_tokens. Token rows, one per still-masked position
     of each step (N in all): tokens [N, 4] argmax, confidence, margin, entropy; reasons [N] int8; token_step
     [N] and position [N] int32 (all None when tracing at `steps` level)."""
     steps: np.ndarray
@@ -27,7 +27,7 @@ class SequenceTrace:
 
 def step_table(ids: list[str], traces: list[SequenceTrace], exit_reasons: list[str]) -> pa.Table:
     counts = [len(t.steps) for t in traces]
-    s = np.concatenate([t.steps for t in traces]) if traces else np.zeros((0, 6), np.float32)
+    s = np.concatenate([t.steps for t in traces]) if traces else np.zeros((0, 8), np.float32)
     last = np.zeros(len(s), dtype=bool)
     last[np.cumsum(counts, dtype=np.int64) - 1] = True
     reasons = np.where(last, np.repeat(np.asarray(exit_reasons, dtype=object), counts), "")
@@ -37,6 +37,7 @@ def step_table(ids: list[str], traces: list[SequenceTrace], exit_reasons: list[s
         "tau": s[:, 2].astype(np.float32), "gbar": s[:, 3].astype(np.float32),
         "n_committed": s[:, 4].astype(np.int32), "exit": s[:, 5] > 0,
         "exit_reason": pa.array(reasons, pa.string()),
+        "refresh": s[:, 6] > 0, "forward_tokens": s[:, 7].astype(np.int32),
     }, schema=STEP_SCHEMA)
 
 
