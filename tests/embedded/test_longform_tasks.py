@@ -1,0 +1,65 @@
+"""The long-form task generators are seeded and pure, their shapes are what the workload promises, every
+answer is a function of the prompt, and the metrics score exactly."""
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from embedded.longform.tasks import LABELS, TASKS, exact_match, make_example, sample_examples, token_f1
+from embedded.longform.tokenizer import build_tokenizer
+
+
+def test_seeded_and_pure():
+    assert sample_examples(7, 50) == sample_examples(7, 50)
+    assert sample_examples(7, 50) != sample_examples(8, 50)
+
+
+def test_shapes_are_summarization_shaped():
+    tok = build_tokenizer()
+    ex = sample_examples(3, 400)
+    prompt = [len(tok(e.prompt)["input_ids"]) for e in ex]
+    answer = [len(tok(e.answer)["input_ids"]) for e in ex]
+    assert statistics.median(prompt) >= 192 and max(prompt) >= 400
+    assert 15 <= min(answer) and max(answer) <= 128 and statistics.median(answer) >= 32
+    assert sum(a > 32 for a in answer) / len(answer) > 0.5            # most span >= 2 blocks of 32
+    for e in ex:  # word-level, lossless: nothing is unknown and decoding gives the text back
+        ids = tok(e.answer)["input_ids"]
+        assert tok.unk_token_id not in ids and tok.decode(ids) == e.answer
+
+
+def _sections(prompt: str) -> dict[str, list[str]]:
+    body = prompt.split()[:-1]
+    out, cur = {}, None
+    for w in body:
+        if w in LABELS:
+            cur = w
+            out[cur] = []
+        elif cur:
+            out[cur].append(w)
+    return out
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_answer_is_a_function_of_the_prompt(task):
+    rng = random.Random(11)
+    for _ in range(50):
+        e = make_example(rng, task)
+        words = e.prompt.split()
+        assert words[0] == task and words[-1] == "="
+        body = [w for w in words if w not in LABELS and w not in (".", "=", *TASKS)]
+        assert len(body) == len(set(body))                          # every word occurs once
+        secs = _sections(e.prompt)
+        if task == "lead":   # the first sentence of every section, across the whole prompt
+            want = [t for lab, ws in secs.items() for t in (lab, *ws[:ws.index(".") + 1])]
+        else:
+            want = [words[1], *secs[words[1]]]
+        assert e.answer.split() == want
+
+
+def test_metrics():
+    assert exact_match("§1 a b .", " §1  a b . ") and not exact_match("§1 a b .", "§1 a .")
+    assert token_f1("a b c d", "a b c d") == 1.0 and token_f1("x y", "a b") == 0.0
+    assert token_f1("a b", "a b c d") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert token_f1("", "") == 1.0
