@@ -30,6 +30,7 @@ from stages.preprocess import load_tokenizer
 DECODE_FIELDS = pa.schema([
     ("output", pa.string()), ("output_ids", pa.list_(pa.int32())), ("generated_tokens", pa.int32()),
     ("steps_taken", pa.int32()), ("step_budget", pa.int32()), ("nfe", pa.int32()),
+    ("refreshes", pa.int32()), ("forward_tokens", pa.int64()),   # full-sequence forwards; tokens run
     ("exit_reason", pa.string()), ("commit_step", pa.list_(pa.int32())),
     ("queue_s", pa.float64()), ("slot_s", pa.float64()), ("latency_s", pa.float64()),
     ("trace_steps", pa.binary()), ("trace_tokens", pa.binary()),
@@ -134,6 +135,7 @@ class DecodeStage:
             "output": text,
             "output_ids": res.output_ids, "generated_tokens": n_gen,
             "steps_taken": res.steps_taken, "step_budget": res.step_budget, "nfe": res.steps_taken,
+            "refreshes": res.refreshes, "forward_tokens": res.forward_tokens,
             "exit_reason": res.exit_reason, "commit_step": res.commit_step,
             "queue_s": res.admitted_at - res.submitted_at, "slot_s": res.finished_at - res.admitted_at,
             "latency_s": res.finished_at - res.submitted_at,

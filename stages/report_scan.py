@@ -93,6 +93,8 @@ class ShardStats:
     step_budget: int = 0
     steps_taken: int = 0
     slot_s: float = 0.0
+    refreshes: int = 0
+    forward_tokens: int = 0
     exits: Counter = field(default_factory=Counter)
     slot_by_actor: dict = field(default_factory=lambda: defaultdict(float))
 
@@ -153,7 +155,7 @@ def _list_positions(arr: pa.ListArray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 OUT_COLS = ["id", "steps_taken", "step_budget", "nfe", "exit_reason", "prompt_tokens", "generated_tokens",
-            "slot_s", "actor", "commit_step"]
+            "slot_s", "actor", "commit_step", "refreshes", "forward_tokens"]
 
 
 def _sum(batch, col) -> float:
@@ -174,6 +176,8 @@ def scan_outputs(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> N
         st.step_budget += int(_sum(b, "step_budget"))
         st.steps_taken += int(_sum(b, "steps_taken"))
         st.slot_s += float(_sum(b, "slot_s"))
+        st.refreshes += int(_sum(b, "refreshes"))
+        st.forward_tokens += int(_sum(b, "forward_tokens"))
         t = pa.Table.from_batches([b])
         for r in t.group_by(["exit_reason", "steps_taken"]).aggregate([("id", "count")]).to_pylist():
             st.exits[r["exit_reason"]] += r["id_count"]
