@@ -43,7 +43,7 @@ ROW_FIELDS = tuple(ROW_SCHEMA.names)
 RESERVED = set(ROW_FIELDS) | {"prompt_ids", "prompt_tokens", "output", "output_ids", "generated_tokens",
                               "steps_taken", "step_budget", "nfe", "exit_reason", "commit_step", "queue_s",
                               "slot_s", "latency_s", "actor", "actor_stats", "trace_steps", "trace_tokens",
-                              "temperature", "tau_low_logit"}
+                              "temperature", "tau_low_logit", "input_schema"}
 
 
 @dataclass
@@ -193,7 +193,7 @@ class ShardReader:
         take = pa.array(index, pa.int64())
         for k, arr in extra.items():
             table = table.append_column(k, arr.take(take))
-        return table
+        return _with_schema(table)
 
     def _parquet_table(self, batch: pa.RecordBatch) -> pa.Table:
         start = self.rows // self.opts.samples
@@ -206,7 +206,15 @@ class ShardReader:
         for k in batch.schema.names:
             if self.opts.passes(k):
                 table = table.append_column(out_name(k), batch.column(k).take(take))
-        return table
+        return _with_schema(table)
+
+
+def _with_schema(table: pa.Table) -> pa.Table:
+    """Add `input_schema`: the pass-through columns' Arrow schema (IPC bytes). Ray may promote a column's
+    type when it batches blocks of two shards together; the writer casts each shard's columns back."""
+    extra = pa.schema([f for f in table.schema if f.name not in RESERVED])
+    blob = extra.serialize().to_pybytes()
+    return table.append_column("input_schema", pa.array([blob] * table.num_rows, pa.binary()))
 
 
 def _sniff(f) -> bytes:

@@ -163,6 +163,7 @@ class ShardDatasink(Datasink):
         rows = rows.take(pa.array([i for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]], pa.int64()))  # retries
         if rows.num_rows < total:  # overlapping parts (a retry regrouped its rows) over-counted: lines missing
             return False
+        rows = restore_input_types(rows)
         ok = pc.equal(rows["error"], "")
         outputs, errors = rows.filter(ok), _one_per_problem(rows.filter(pc.invert(ok)))
         outputs = outputs.append_column("prompt_tokens", pc.list_value_length(outputs["prompt_ids"]).cast(pa.int32()))
@@ -199,6 +200,19 @@ class ShardDatasink(Datasink):
             name = folder.rstrip("/").rsplit("/", 1)[-1]
             self._complete(fs, root, name)
         fs.rm(parts_root, recursive=True)
+
+
+def restore_input_types(rows: pa.Table) -> pa.Table:
+    """Cast one shard's pass-through columns back to the types its read stage recorded (`input_schema`)."""
+    if "input_schema" not in rows.column_names:
+        return rows
+    blobs = pc.unique(rows["input_schema"]).to_pylist()
+    target = pa.unify_schemas([pa.ipc.read_schema(pa.py_buffer(b)) for b in blobs if b],
+                              promote_options="permissive")
+    for f in target:
+        if f.name in rows.column_names and rows.schema.field(f.name).type != f.type:
+            rows = rows.set_column(rows.schema.get_field_index(f.name), f.name, rows[f.name].cast(f.type))
+    return rows.drop_columns(["input_schema"])
 
 
 def _samples(rows: pa.Table) -> list[int]:
