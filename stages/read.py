@@ -35,7 +35,7 @@ ROW_SCHEMA = pa.schema([
     ("shard_blank_lines", pa.int64()), ("line", pa.int64()), ("sample", pa.int32()), ("id", pa.string()),
     ("prompt", pa.string()), ("messages", pa.string()), ("max_new_tokens", pa.int64()),
     ("row_temperature", pa.float64()), ("row_steps", pa.int64()), ("row_tau_low_logit", pa.float64()),
-    ("error", pa.string()),
+    ("error", pa.string()), ("input_schema", pa.binary()),   # the pass-through columns' schema (IPC bytes)
 ])
 #: Columns every row carries from here on (decode and write add theirs; pass-through columns follow).
 ROW_FIELDS = tuple(ROW_SCHEMA.names)
@@ -158,7 +158,8 @@ class ShardReader:
     def _row(self, line: int, rec: Any, err: str) -> dict:
         row = {"shard": self.path, "shard_name": self.name, "shard_rows": 0, "shard_blank_lines": 0,
                "line": line, "sample": 0, "id": "", "prompt": None, "messages": None, "max_new_tokens": -1,
-               "row_temperature": None, "row_steps": -1, "row_tau_low_logit": None, "error": ""}
+               "row_temperature": None, "row_steps": -1, "row_tau_low_logit": None, "error": "",
+               "input_schema": None}
         if err:
             row["error"] = f"line {line}: {err}"
         elif not isinstance(rec, dict):
@@ -214,7 +215,8 @@ def _with_schema(table: pa.Table) -> pa.Table:
     type when it batches blocks of two shards together; the writer casts each shard's columns back."""
     extra = pa.schema([f for f in table.schema if f.name not in RESERVED])
     blob = extra.serialize().to_pybytes()
-    return table.append_column("input_schema", pa.array([blob] * table.num_rows, pa.binary()))
+    i = table.schema.get_field_index("input_schema")
+    return table.set_column(i, "input_schema", pa.array([blob] * table.num_rows, pa.binary()))
 
 
 def _sniff(f) -> bytes:
