@@ -30,13 +30,20 @@ class ModelConfig:
 class InputConfig:
     url: str = "embedded/prompts/*.jsonl"   # fsspec URL, directory or glob: s3://, gs://, file://, memory://, path
     format: str = "auto"                # auto (by extension; .json: array or JSONL) | jsonl | json | parquet
-    block_rows: int = 256               # rows per Ray Data block after parsing (0 = one block per shard)
+    block_rows: int = 256               # rows per Ray Data block after parsing (0 = blocks as read)
+    read_chunk_mb: float = 16.0         # a read task parses at most this much JSONL at a time (bounded memory)
+    id_field: str = "id"                # source field holding the row id (int or string)
+    prompt_field: str = "prompt"        # source field holding the prompt text
+    messages_field: str = "messages"    # source field holding chat messages (used when present)
+    prompt_template: str = ""           # e.g. "Summarize:\n{article}": the prompt from {field}s (replaces prompt_field)
+    keep_fields: list[str] = field(default_factory=list)  # fields passed through to outputs (empty: all not consumed)
 
 
 @dataclass
 class OutputConfig:
     url: str = "output/default"         # root for outputs/, traces/, errors/, _done/, _manifest.json
-    parquet: bool = False               # also write Parquet copies of outputs and errors
+    format: list[str] = field(default_factory=lambda: ["arrow"])  # outputs/errors as arrow | jsonl | parquet
+    parquet: bool = False               # also write Parquet copies of outputs and errors (= parquet in format)
     overwrite: bool = False             # ignore completed shards and rerun everything
     redo_changed: bool = False          # re-decode committed shards whose config or input changed; drop those
                                         #   not in the input (else such shards stop the run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 
 from stages.config import ConfigError, PipelineConfig
 
@@ -16,6 +17,7 @@ POLICY_KINDS = {"none": "commit", "fastdllm": "commit", "tspd": "commit", "sched
                 "ce": "modifier"}
 AGGREGATES = ("mean", "median", "min", "quantile")
 PROGRESS_MODES = ("t_over_T", "t_over_T_minus_1")
+OUTPUT_FORMATS = ("arrow", "jsonl", "parquet")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -45,6 +47,17 @@ def check_values(cfg: PipelineConfig) -> None:
         _fail("model.device", f"{m.device!r} is not one of auto, cpu, cuda, cuda:N")
     _one_of("input.format", cfg.input.format, ("auto", "jsonl", "json", "parquet"))
     _at_least("input.block_rows", cfg.input.block_rows, 0)
+    if cfg.input.read_chunk_mb <= 0:
+        _fail("input.read_chunk_mb", f"{cfg.input.read_chunk_mb} must be > 0")
+    for key in ("id_field", "prompt_field", "messages_field"):
+        if not getattr(cfg.input, key):
+            _fail(f"input.{key}", "must name a field")
+    check_template(cfg.input.prompt_template)
+    check_formats(cfg.output.format)
+    _at_least("decode.samples_per_prompt", d.samples_per_prompt, 1)
+    if d.samples_per_prompt > 1 and d.temperature == 0 and d.remasking != "random":
+        _fail("decode.samples_per_prompt", f"{d.samples_per_prompt} samples with decode.temperature=0 (greedy) "
+                                           f"would all be identical; set decode.temperature > 0")
     _one_of("actors.on_error", a.on_error, ("record", "fail"))
     if not 1 <= a.min_actors <= a.max_actors:
         _fail("actors.min_actors", f"need 1 <= min_actors ({a.min_actors}) <= max_actors ({a.max_actors})")
@@ -70,6 +83,30 @@ def check_values(cfg: PipelineConfig) -> None:
         if not 0.0 <= value <= 1.0:
             _fail(key, f"{value} is not in [0, 1]")
     _at_least("decode.ce.horizon", d.ce.horizon, 1)
+
+
+def check_template(template: str) -> None:
+    """input.prompt_template: a str.format template with named {field} placeholders only."""
+    from stages.row_mapping import template_fields
+    try:
+        names = template_fields(template)
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        _fail("input.prompt_template", f"not a valid template: {e}")
+    if template and not names:
+        _fail("input.prompt_template", "names no {field}; e.g. 'Summarize:\\n{article}'")
+    if any(name == "" for _, name, _, _ in parts if name is not None):
+        _fail("input.prompt_template", "positional {} placeholders are not allowed; name the field, e.g. {article}")
+
+
+def check_formats(formats: list[str]) -> None:
+    """output.format: a non-empty list of arrow, jsonl, parquet, none repeated."""
+    if not formats:
+        _fail("output.format", "empty; use arrow, jsonl, parquet or a list of them")
+    for f in formats:
+        _one_of("output.format", f, OUTPUT_FORMATS)
+    if len(set(formats)) < len(formats):
+        _fail("output.format", f"{formats} names a format more than once")
 
 
 def check_policy(names: list[str]) -> None:

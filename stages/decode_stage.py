@@ -32,6 +32,7 @@ DECODE_FIELDS = pa.schema([
     ("steps_taken", pa.int32()), ("step_budget", pa.int32()), ("nfe", pa.int32()),
     ("refreshes", pa.int32()), ("forward_tokens", pa.int64()),   # full-sequence forwards; tokens run
     ("exit_reason", pa.string()), ("commit_step", pa.list_(pa.int32())),
+    ("temperature", pa.float64()), ("tau_low_logit", pa.float64()),   # the settings the row ran with
     ("queue_s", pa.float64()), ("slot_s", pa.float64()), ("latency_s", pa.float64()),
     ("trace_steps", pa.binary()), ("trace_tokens", pa.binary()),
     ("actor", pa.string()), ("actor_stats", pa.string()),   # per-actor scheduler stats at batch return
@@ -45,6 +46,24 @@ def _ipc_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def request_for(row: dict) -> Request:
+    """The engine request of a valid row: key shard\\0id\\0sample; sample 0 seeds from the id (as with one
+    sample per prompt), sample s > 0 from (id, s); per-row overrides where the row has them."""
+    sample = row.get("sample") or 0
+    steps, temp = row.get("row_steps", -1), row.get("row_temperature")
+    return Request(f"{row['shard']}\x00{row['id']}\x00{sample}", row["prompt_ids"],
+                   row["max_new_tokens"] if row["max_new_tokens"] > 0 else None,
+                   seed_key=row["id"] if sample == 0 else f"{row['id']}\x00{sample}",
+                   temperature=temp, steps=steps if steps and steps > 0 else None,
+                   tau_low_logit=row.get("row_tau_low_logit"))
+
+
+def trace_id(key: str) -> str:
+    """A trace row's id: the prompt id, with `#<sample>` for samples after the first."""
+    _, rid, sample = key.split("\x00")
+    return rid if sample == "0" else f"{rid}#{sample}"
+
+
 class DecodeStage:
     def __init__(self, cfg: PipelineConfig) -> None:
         started = time.time()
@@ -56,6 +75,7 @@ class DecodeStage:
         self.scheduler = SlotScheduler(self.engine, cfg.decode.max_batch_size, cfg.decode.max_batch_tokens,
                                        bucket=True, before_step=self._fault_hook if cfg.testing.fail_on_id or cfg.testing.step_delay_s else None)
         self._waiters: dict[str, asyncio.Future] = {}
+        self.requests_by_id: dict[str, Request] = {}
         self.actor_name = f"{socket.gethostname()}:{os.getpid()}"
         self._loop_task: asyncio.Task | None = None
         self.ready_at = time.time()
@@ -63,7 +83,7 @@ class DecodeStage:
 
     def _fault_hook(self, ids: list[str]) -> None:
         time.sleep(self.cfg.testing.step_delay_s)
-        if self.cfg.testing.fail_on_id and any(i.split("\x00", 1)[1] == self.cfg.testing.fail_on_id for i in ids):
+        if self.cfg.testing.fail_on_id and any(i.split("\x00")[1] == self.cfg.testing.fail_on_id for i in ids):
             raise RuntimeError(f"injected failure for id {self.cfg.testing.fail_on_id}")
 
     def _maybe_crash(self, rows: list[dict]) -> None:
@@ -81,10 +101,10 @@ class DecodeStage:
             if row["error"]:
                 futures.append(None)
                 continue
-            key = f"{row['shard']}\x00{row['id']}"
-            requests.append(Request(key, row["prompt_ids"], row["max_new_tokens"] if row["max_new_tokens"] > 0 else None,
-                                    seed_key=row["id"]))
+            requests.append(request_for(row))
+            key = requests[-1].id
             futures.append(self._waiters.setdefault(key, loop.create_future()))
+        self.requests_by_id.update((r.id, r) for r in requests)
         self.scheduler.submit(requests)
         if requests and (self._loop_task is None or self._loop_task.done()):
             self._loop_task = asyncio.ensure_future(self._step_loop())
@@ -119,6 +139,9 @@ class DecodeStage:
             errors.append(err)
             for name, value in self._row_values(res if ok else None).items():
                 cols[name].append(value)
+        for res in results:
+            if res is not None:
+                self.requests_by_id.pop(res.id, None)
         cols["trace_steps"], cols["trace_tokens"] = self._trace_blobs(results)
         out = batch.set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
         cols["actor"] = [self.actor_name] * len(rows)
@@ -130,6 +153,8 @@ class DecodeStage:
     def _row_values(self, res: SequenceResult | None) -> dict:
         if res is None:
             return {f.name: None for f in DECODE_FIELDS if not f.name.startswith(("actor", "trace_"))}
+        req = self.requests_by_id[res.id]
+        sched = "sched" in self.cfg.decode.policy
         text, n_gen = answer_text(self.tokenizer, res.output_ids, self.adapter.eos_token_ids)
         return {
             "output": text,
@@ -137,6 +162,9 @@ class DecodeStage:
             "steps_taken": res.steps_taken, "step_budget": res.step_budget, "nfe": res.steps_taken,
             "refreshes": res.refreshes, "forward_tokens": res.forward_tokens,
             "exit_reason": res.exit_reason, "commit_step": res.commit_step,
+            "temperature": self.engine.temperature(req),
+            "tau_low_logit": (self.cfg.decode.sched.tau_low_logit if req.tau_low_logit is None
+                              else req.tau_low_logit) if sched else None,
             "queue_s": res.admitted_at - res.submitted_at, "slot_s": res.finished_at - res.admitted_at,
             "latency_s": res.finished_at - res.submitted_at,
         }
@@ -150,7 +178,7 @@ class DecodeStage:
         tokens_out: list[bytes | None] = [None] * len(results)
         if not traced:
             return steps_out, tokens_out
-        ids = [r.id.split("\x00", 1)[1] for _, r in traced]
+        ids = [trace_id(r.id) for _, r in traced]
         traces = [r.trace for _, r in traced]
         steps = step_table(ids, traces, [r.exit_reason for _, r in traced])
         tokens = token_table(ids, traces)   # rows traced at `steps` level have no token rows

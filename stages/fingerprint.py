@@ -20,7 +20,9 @@ from stages.config import PipelineConfig
 #: DecodeConfig keys that change what is decoded (batching limits do not); per-policy sections are added
 #: only for the policies in use.
 DECODE_KEYS = ("gen_length", "block_length", "steps", "remasking", "temperature", "seed", "policy",
-               "stop_at_eos", "trace", "allow_longer")
+               "stop_at_eos", "trace", "allow_longer", "samples_per_prompt")
+#: InputConfig keys that change which rows and prompts are decoded.
+INPUT_KEYS = ("format", "id_field", "prompt_field", "messages_field", "prompt_template", "keep_fields")
 POLICY_SECTIONS = {"sched": "sched", "fastdllm": "fastdllm", "prophet": "prophet", "tspd": "tspd", "ce": "ce"}
 HASH_LIMIT_BYTES = 256 * 1024 * 1024   # local shards up to this size get a content hash
 
@@ -42,7 +44,9 @@ def config_fingerprint(cfg: PipelineConfig) -> dict:
     m, d = cfg.model, cfg.decode
     fp = {"model.path": m.path, "model.family": m.family, "model.dtype": m.dtype,
           "model.config_sha256": file_sha256(os.path.join(m.path, "config.json")),
-          "model.chat_template": m.chat_template, "input.format": cfg.input.format}
+          "model.chat_template": m.chat_template}
+    fp.update({f"input.{k}": getattr(cfg.input, k) for k in INPUT_KEYS})
+    fp["input.keep_fields"] = list(cfg.input.keep_fields)
     fp.update({f"decode.{k}": getattr(d, k) for k in DECODE_KEYS})
     fp["decode.policy"] = list(d.policy)
     for name in d.policy:

@@ -61,6 +61,21 @@ def prompt_ids(tok, prompt: str | None, messages_json: str | None, use_template:
     return tok(prompt, add_special_tokens=False)["input_ids"]
 
 
+def check_overrides(row: dict, decode: DecodeConfig, g: int) -> None:
+    """Per-row `steps`, `temperature` and `tau_low_logit` against the job's settings; raises ValueError."""
+    steps = row.get("row_steps", -1)
+    blocks = g // decode.block_length
+    if steps is not None and steps > 0 and steps % blocks:
+        raise ValueError(f"steps {steps} must be a multiple of the row's {blocks} block(s) "
+                         f"({g} answer positions / block_length {decode.block_length})")
+    temp = row.get("row_temperature")
+    if decode.samples_per_prompt > 1 and temp == 0 and decode.remasking != "random":
+        raise ValueError(f"temperature 0 with decode.samples_per_prompt={decode.samples_per_prompt} "
+                         f"would decode {decode.samples_per_prompt} identical samples")
+    if row.get("row_tau_low_logit") is not None and "sched" not in decode.policy:
+        raise ValueError("tau_low_logit set but decode.policy has no sched exit policy")
+
+
 def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: bool) -> tuple[list[int], str]:
     """(prompt ids, error reason or "") for one parsed row."""
     if row["error"]:
@@ -74,6 +89,7 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
     try:
         ids = prompt_ids(tok, row["prompt"], row["messages"], use_template)
         g, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps, mnt)
+        check_overrides(row, decode, g)
     except (ValueError, TypeError) as e:
         return [], str(e)
     except TemplateError as e:  # a chat template's raise_exception (e.g. roles must alternate): a row error

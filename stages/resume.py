@@ -20,7 +20,8 @@ from stages.fingerprint import changes
 from stages.storage import join
 
 #: What a committed shard <name> owns under the output root.
-SHARD_FILES = ("outputs/{}.arrow", "outputs/{}.parquet", "errors/{}.arrow", "errors/{}.parquet",
+SHARD_FILES = ("outputs/{}.arrow", "outputs/{}.parquet", "outputs/{}.jsonl", "errors/{}.arrow",
+               "errors/{}.parquet", "errors/{}.jsonl",
                "traces/{}.steps.arrow", "traces/{}.tokens.arrow", "_done/{}.json")
 
 

@@ -15,11 +15,11 @@ from stages.config import PipelineConfig
 from stages.config_check import check_files
 from stages.decode_stage import DecodeStage
 from stages.preprocess import preprocess_batch
-from stages.read import parse_shard
+from stages.read import ReadOptions, read_shards
 from stages.fingerprint import shard_fingerprint
 from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, plan_resume,
                            prepare_output, write_manifest)
-from stages.storage import arrow_filesystem, filesystem, list_shards, shard_name
+from stages.storage import filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
 from stages.write import JobKill, ShardDatasink
 
@@ -43,9 +43,10 @@ def init_ray(cfg: PipelineConfig) -> None:
 def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str]) -> ray.data.Dataset:
     fs, _ = filesystem(cfg.input.url, cfg.storage)
     a = cfg.actors
-    ds = ray.data.read_binary_files(shards, filesystem=arrow_filesystem(fs), include_paths=True,
-                                    override_num_blocks=len(shards))
-    ds = ds.flat_map(parse_shard, fn_kwargs={"names": names, "fmt": cfg.input.format})
+    # one read task per shard, streaming its blocks (a generator): memory stays bounded whatever its size
+    ds = ray.data.from_items([{"path": s} for s in shards], override_num_blocks=len(shards))
+    ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow",
+                        fn_kwargs={"fs": fs, "names": names, "opts": ReadOptions.from_config(cfg)})
     if cfg.input.block_rows > 0:  # a big shard must not travel as one block (one task, one actor, no progress)
         ds = ds.repartition(target_num_rows_per_block=cfg.input.block_rows)
     ds = ds.map_batches(preprocess_batch, batch_format="pyarrow", batch_size=a.batch_rows,
@@ -88,7 +89,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             t = cfg.testing
             kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker) \
                 if t.kill_after_commits or t.kill_before_marker else None
-            sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill)
+            sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill,
+                                 formats=cfg.output.format)
             build_dataset(cfg, plan.todo, names).write_datasink(sink)
         finally:
             watcher.stop()

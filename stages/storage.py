@@ -32,6 +32,11 @@ def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
+#: Compressed-file suffixes fsspec decompresses by extension (`compression="infer"`); .zst needs `zstandard`.
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+SHARD_EXTENSIONS = tuple(e + c for e in (".jsonl", ".json") for c in ("", *COMPRESSED)) + (".parquet", ".pq")
+
+
 def join(root: str, *parts: str) -> str:
     return posixpath.join(root.rstrip("/"), *parts)
 
@@ -40,7 +45,9 @@ def shard_name(path: str, root: str) -> str:
     """Deterministic output name of an input shard: its path under the input root, '/' -> '__', no extension."""
     rel = posixpath.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else posixpath.basename(path)
     stem = rel
-    for ext in (".jsonl.gz", ".jsonl", ".json", ".parquet", ".pq"):
+    for comp in COMPRESSED:
+        stem = stem.removesuffix(comp)
+    for ext in (".jsonl", ".json", ".parquet", ".pq"):
         if stem.endswith(ext):
             stem = stem[: -len(ext)]
             break
@@ -53,7 +60,7 @@ def list_shards(fs: fsspec.AbstractFileSystem, path: str) -> tuple[list[str], st
         files = [p for p in fs.glob(path) if fs.isfile(p)]
         root = path[: min(path.index(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
     elif fs.isdir(path):
-        files = [p for p in fs.find(path) if p.endswith((".jsonl", ".json", ".parquet", ".pq"))]
+        files = [p for p in fs.find(path) if p.endswith(SHARD_EXTENSIONS)]
         root = path
     elif fs.exists(path):
         files, root = [path], posixpath.dirname(path)

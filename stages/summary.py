@@ -62,7 +62,7 @@ def progress_counts(committed: dict[str, dict], parts: dict[str, list[PartStats]
     for name, ps in parts.items():
         if name in committed or not ps:
             continue
-        size = ps[0].shard_rows
+        size = max(p.shard_rows for p in ps) or sum(p.rows for p in ps)   # 0 until the shard's end is read
         sizes.append(size)
         prog.rows_done += min(sum(p.rows for p in ps), size)
         prog.outputs += sum(p.outputs for p in ps)
@@ -93,7 +93,7 @@ class PartScanner:
                         t = pa.Table.from_batches(list(iter_batches(self.fs, path, PART_COLUMNS)))
                         ok = pc.equal(t["error"], "")
                         self.seen[path] = (name, PartStats(
-                            int(t["shard_rows"][0].as_py()) if t.num_rows else 0, t.num_rows,
+                            int(pc.max(t["shard_rows"]).as_py() or 0) if t.num_rows else 0, t.num_rows,
                             int(pc.sum(ok.cast("int64")).as_py() or 0),
                             int(pc.sum(pc.if_else(ok, t["nfe"], 0)).as_py() or 0),
                             int(pc.sum(pc.if_else(ok, t["step_budget"], 0)).as_py() or 0)))

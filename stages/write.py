@@ -30,12 +30,19 @@ from ray.data.datasource import Datasink
 
 from stages.config import StorageConfig
 from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
+from stages.output_files import write_formats
+from stages.read import RESERVED
 from stages.storage import filesystem, join
 
-OUTPUT_COLUMNS = ["id", "shard", "line", "prompt", "prompt_tokens", "output", "output_ids", "generated_tokens",
-                  "steps_taken", "step_budget", "nfe", "exit_reason", "commit_step", "queue_s", "slot_s",
-                  "latency_s", "actor"]
-ERROR_COLUMNS = ["id", "shard", "line", "error"]
+OUTPUT_COLUMNS = ["id", "shard", "line", "sample", "prompt", "prompt_tokens", "output", "output_ids",
+                  "generated_tokens", "steps_taken", "step_budget", "temperature", "tau_low_logit", "nfe",
+                  "exit_reason", "commit_step", "queue_s", "slot_s", "latency_s", "actor"]
+ERROR_COLUMNS = ["id", "shard", "line", "sample", "error"]
+
+
+def passthrough_columns(table: pa.Table) -> list[str]:
+    """The source's own columns a table carries (stages/read.py), in their order."""
+    return [c for c in table.column_names if c not in RESERVED]
 
 
 def read_ipc(fs, path: str) -> pa.Table:
@@ -102,8 +109,10 @@ class JobKill:
 
 class ShardDatasink(Datasink):
     def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False,
-                 fingerprints: dict[str, dict] | None = None, kill: JobKill | None = None) -> None:
-        self.out_url, self.storage, self.parquet, self.kill = out_url, storage, parquet, kill
+                 fingerprints: dict[str, dict] | None = None, kill: JobKill | None = None,
+                 formats: list[str] | None = None) -> None:
+        self.out_url, self.storage, self.kill = out_url, storage, kill
+        self.formats = list(dict.fromkeys([*(formats or ["arrow"]), *(["parquet"] if parquet else [])]))
         self.fingerprints = fingerprints or {}   # shard name -> fingerprint, recorded in its marker
 
     def _fs(self):
@@ -120,49 +129,57 @@ class ShardDatasink(Datasink):
         for name in pc.unique(table["shard_name"]).to_pylist():
             rows = table.filter(pc.equal(table["shard_name"], name))
             self._write_part(fs, root, name, rows)
-            if self._complete(fs, root, name, rows["shard_rows"][0].as_py()):
+            if self._complete(fs, root, name):
                 completed.append(name)
         return completed
 
     def _write_part(self, fs, root: str, name: str, rows: pa.Table) -> None:
-        lines = rows["line"].to_pylist()
-        part = f"{min(lines):09d}-{len(lines)}-{zlib.crc32(json.dumps(sorted(lines)).encode()):08x}"
+        keys = sorted(zip(rows["line"].to_pylist(), _samples(rows)))
+        total = pc.max(rows["shard_rows"]).as_py() or 0   # known on the shard's last block only
+        part = f"{keys[0][0]:09d}-{len(keys)}-{zlib.crc32(json.dumps(keys).encode()):08x}-{total}"
         folder = join(root, "_parts", name)
         fs.makedirs(folder, exist_ok=True)
         write_ipc(fs, join(folder, f"{part}.steps.arrow"), _concat_ipc_blobs(rows["trace_steps"].to_pylist(), STEP_SCHEMA))
         write_ipc(fs, join(folder, f"{part}.tokens.arrow"), _concat_ipc_blobs(rows["trace_tokens"].to_pylist(), TOKEN_SCHEMA))
         write_ipc(fs, join(folder, f"{part}.rows.arrow"), rows.drop_columns(["trace_steps", "trace_tokens"]))
 
-    def _complete(self, fs, root: str, name: str, total: int) -> bool:
-        """Merge a shard whose parts cover all its rows; True if it is (now) committed."""
+    def _complete(self, fs, root: str, name: str) -> bool:
+        """Merge a shard whose parts cover all its rows; True if it is (now) committed. The total comes
+        from the part holding the shard's last block (0 in the names of the others)."""
         marker = join(root, "_done", f"{name}.json")
         if fs.exists(marker):
             return True
         folder = join(root, "_parts", name)
         parts = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".rows.arrow"))
-        if sum(int(p.rsplit("/", 1)[-1].split("-")[1]) for p in parts) < total:  # not all rows yet
+        fields = [p.rsplit("/", 1)[-1].split(".")[0].split("-") for p in parts]
+        total = max((int(f[3]) for f in fields if len(f) > 3), default=0)
+        if not total or sum(int(f[1]) for f in fields) < total:  # the end not seen yet, or not all rows yet
             return False
-        rows = pa.concat_tables([read_ipc(fs, p) for p in parts], promote_options="default")
-        rows = rows.sort_by("line")
-        lines = rows["line"].to_pylist()  # a retried task may have written the same rows twice
-        rows = rows.take([i for i, line in enumerate(lines) if i == 0 or line != lines[i - 1]])
+        rows = pa.concat_tables([read_ipc(fs, p) for p in parts], promote_options="permissive")
+        if "sample" not in rows.column_names:
+            rows = rows.append_column("sample", pa.array([0] * rows.num_rows, pa.int32()))
+        rows = rows.sort_by([("line", "ascending"), ("sample", "ascending")])
+        keys = list(zip(rows["line"].to_pylist(), rows["sample"].to_pylist()))
+        rows = rows.take(pa.array([i for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]], pa.int64()))  # retries
         if rows.num_rows < total:  # overlapping parts (a retry regrouped its rows) over-counted: lines missing
             return False
+        rows = restore_input_types(rows)
         ok = pc.equal(rows["error"], "")
-        outputs, errors = rows.filter(ok), rows.filter(pc.invert(ok))
+        outputs, errors = rows.filter(ok), _one_per_problem(rows.filter(pc.invert(ok)))
         outputs = outputs.append_column("prompt_tokens", pc.list_value_length(outputs["prompt_ids"]).cast(pa.int32()))
-        outputs = outputs.select([c for c in OUTPUT_COLUMNS if c in outputs.column_names])
+        extra = passthrough_columns(rows)
+        outputs = outputs.select([c for c in OUTPUT_COLUMNS if c in outputs.column_names] + extra)
         steps, tokens = _merge_traces(fs, parts, "steps"), _merge_traces(fs, parts, "tokens")
         for sub in ("outputs", "errors", "traces"):
             fs.makedirs(join(root, sub), exist_ok=True)
-        write_ipc(fs, join(root, "outputs", f"{name}.arrow"), outputs, self.parquet)
-        write_ipc(fs, join(root, "errors", f"{name}.arrow"), errors.select(ERROR_COLUMNS), self.parquet)
+        write_formats(fs, join(root, "outputs", name), outputs, self.formats)
+        write_formats(fs, join(root, "errors", name), errors.select(ERROR_COLUMNS + extra), self.formats)
         write_ipc(fs, join(root, "traces", f"{name}.steps.arrow"), steps)
         write_ipc(fs, join(root, "traces", f"{name}.tokens.arrow"), tokens)
         summary = shard_summary(name, rows["shard"][0].as_py(), outputs, errors)
         summary["actors"] = latest_actor_stats(rows)
         if "shard_blank_lines" in rows.column_names:
-            summary["blank_lines"] = int(rows["shard_blank_lines"][0].as_py())
+            summary["blank_lines"] = int(pc.max(rows["shard_blank_lines"]).as_py())
         summary["fingerprint"] = self.fingerprints.get(name)
         if self.kill:
             self.kill.merged(name)
@@ -181,11 +198,35 @@ class ShardDatasink(Datasink):
             return
         for folder in fs.ls(parts_root, detail=False):
             name = folder.rstrip("/").rsplit("/", 1)[-1]
-            first = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".rows.arrow"))
-            if first:
-                total = read_ipc(fs, first[0])["shard_rows"][0].as_py()
-                self._complete(fs, root, name, total)
+            self._complete(fs, root, name)
         fs.rm(parts_root, recursive=True)
+
+
+def restore_input_types(rows: pa.Table) -> pa.Table:
+    """Cast one shard's pass-through columns back to the types its read stage recorded (`input_schema`)."""
+    if "input_schema" not in rows.column_names:
+        return rows
+    blobs = pc.unique(rows["input_schema"]).to_pylist()
+    target = pa.unify_schemas([pa.ipc.read_schema(pa.py_buffer(b)) for b in blobs if b],
+                              promote_options="permissive")
+    for f in target:
+        if f.name in rows.column_names and rows.schema.field(f.name).type != f.type:
+            rows = rows.set_column(rows.schema.get_field_index(f.name), f.name, rows[f.name].cast(f.type))
+    return rows.drop_columns(["input_schema"])
+
+
+def _samples(rows: pa.Table) -> list[int]:
+    return rows["sample"].to_pylist() if "sample" in rows.column_names else [0] * rows.num_rows
+
+
+def _one_per_problem(errors: pa.Table) -> pa.Table:
+    """Error rows, one per (line, reason): a prompt-level problem is reported once, not once per sample."""
+    seen, keep = set(), []
+    for i, key in enumerate(zip(errors["line"].to_pylist(), errors["error"].to_pylist())):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return errors.take(pa.array(keep, pa.int64()))
 
 
 def shard_summary(name: str, shard: str, outputs: pa.Table, errors: pa.Table) -> dict:

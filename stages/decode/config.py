@@ -58,6 +58,7 @@ class DecodeConfig:
     remasking: str = "low_confidence"   # low_confidence | margin | entropy | random
     temperature: float = 0.0            # 0 = greedy; > 0 adds Gumbel noise in float64
     seed: int = 0                       # per-row generators are seeded from (seed, request id)
+    samples_per_prompt: int = 1         # n: rows decoded per prompt, seeded from (seed, id, sample index)
     policy: list[str] = field(default_factory=lambda: ["sched"])  # see policies.POLICIES, e.g. [tspd, ce, sched]
     stop_at_eos: bool = True            # stop a row once EOS is committed with everything before it decoded
     trace: str = "tokens"               # off | steps | tokens

@@ -37,6 +37,9 @@ class Request:
     prompt_ids: list[int]
     gen_length: int | None = None      # per-row override of cfg.gen_length (a multiple of block_length)
     seed_key: str | None = None        # seeds the row's generator (default: id), so output is batch-invariant
+    temperature: float | None = None   # per-row override of cfg.temperature
+    steps: int | None = None           # per-row step budget (a multiple of the row's blocks); None: cfg's rate
+    tau_low_logit: float | None = None  # per-row override of SchED's tau_low (logit margin)
     submitted_at: float = field(default_factory=time.time)
 
 
@@ -155,10 +158,18 @@ class DecodeEngine:
         """(gen_length, step budget, steps per block) for a request; raises ValueError on bad overrides."""
         cfg = self.cfg
         g, budget = row_schedule(cfg.gen_length, cfg.block_length, cfg.steps, request.gen_length)
+        if request.steps is not None:
+            if request.steps <= 0 or request.steps % (g // cfg.block_length):
+                raise ValueError(f"steps {request.steps} must be a positive multiple of the row's "
+                                 f"{g // cfg.block_length} block(s)")
+            budget = request.steps
         if len(request.prompt_ids) + g > self.adapter.context_length:
             raise ValueError(f"prompt ({len(request.prompt_ids)} tokens) + {g} answer positions exceed the "
                              f"model context ({self.adapter.context_length})")
         return g, budget, budget * cfg.block_length // g
+
+    def temperature(self, request: Request) -> float:
+        return self.cfg.temperature if request.temperature is None else request.temperature
 
     def add(self, requests: list[Request]) -> None:
         """Admit rows (all validated first, so a bad one admits none); one re-pad for the lot."""
@@ -166,7 +177,7 @@ class DecodeEngine:
         first_new = len(self.rows)
         for req, (g, budget, per_block) in zip(requests, configs):
             gen = None
-            if self.cfg.temperature > 0 or self.cfg.remasking == "random":
+            if self.temperature(req) > 0 or self.cfg.remasking == "random":
                 gen = torch.Generator(device="cpu").manual_seed(
                     zlib.crc32(f"{self.cfg.seed}:{req.seed_key or req.id}".encode()))
             self.rows.append(_Row(req, g, budget, per_block, gen, time.time()))
@@ -257,13 +268,15 @@ class DecodeEngine:
         if self.cached:
             hidden, computed, self._refreshed = self.cached.hidden(rows, self.ids, self.attn, view.g)
         sig = self.projector.signals(StepInputs(self.ids, self.attn, where if computed is None else where & computed,
-                                                view.win, [r.gen_length for r in rows], gens, hidden),
+                                                view.win, [r.gen_length for r in rows], gens,
+                                                [self.temperature(r.request) for r in rows], hidden),
                                      self.needs, cfg.temperature)
         if computed is not None and self.span:
             sig = self._stale_signals(sig, where, computed, view.g)
         ctx = StepContext(sig, self._score(sig, gens, [r.gen_length for r in rows]), view.masked, view.in_block,
                           view.meta[:, 4], progress(view.meta[:, 2], view.meta[:, 3], cfg.sched.progress_mode),
-                          pos={k: v[:, v.shape[1] - view.g:] for k, v in self.pos.items()})
+                          pos={k: v[:, v.shape[1] - view.g:] for k, v in self.pos.items()},
+                          tau_low_logit=self._row_tau_low())
         if self.policies.needs_features:
             ctx.features = self._features(ctx, view.g, view.meta)
         return ctx
@@ -278,6 +291,13 @@ class DecodeEngine:
             saved[fresh] = value[fresh].to(saved.dtype)
             setattr(sig, name, torch.where(stale, saved.to(value.dtype), value))
         return sig
+
+    def _row_tau_low(self) -> torch.Tensor | None:
+        """[B] per-row tau_low overrides (NaN: the policy's own), or None when no row has one."""
+        values = [r.request.tau_low_logit for r in self.rows]
+        if all(v is None for v in values):
+            return None
+        return torch.tensor([float("nan") if v is None else v for v in values], device=self.device)
 
     def _score(self, sig, gens, lengths) -> torch.Tensor:
         how = self.cfg.remasking

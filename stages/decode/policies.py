@@ -29,6 +29,7 @@ class StepContext:
     progress: torch.Tensor     # [B] float: p of this step
     features: torch.Tensor | None = None   # [B, G, F] trajectory features (when a policy needs them)
     pos: dict | None = None    # per-position state views [B, G, ...] (policies update theirs in place)
+    tau_low_logit: torch.Tensor | None = None   # [B] per-row SchED tau_low overrides (NaN: none), or None
 
     @property
     def candidates(self) -> torch.Tensor:
@@ -92,7 +93,10 @@ class MarginExitPolicy:
 
     def should_exit(self, ctx: StepContext) -> ExitDecision:
         gbar = aggregate(ctx.signals.margin, ctx.masked, self.how, self.quantile)
-        tau = self.tau_fn(ctx.progress.clamp(0.0, 1.0), self.tau_high, self.tau_low, self.k)
+        tau_low = self.tau_low
+        if ctx.tau_low_logit is not None and self.name == "sched":
+            tau_low = torch.where(ctx.tau_low_logit.isnan(), self.tau_low, ctx.tau_low_logit)
+        tau = self.tau_fn(ctx.progress.clamp(0.0, 1.0), self.tau_high, tau_low, self.k)
         exit_now = ctx.masked.any(-1) & (gbar >= tau)
         return ExitDecision(exit=exit_now, tau=tau.float(), gbar=gbar.float())
 

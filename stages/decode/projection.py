@@ -35,13 +35,14 @@ class ProjectionStats:
 class StepInputs:
     """What one step projects. ids/attn [B, W]; where [B, G] bool (needed positions, answer window = last
     G columns); window [B, G] current tokens; lengths: answer length per row (right-aligned in the window);
-    generators per row (None for greedy rows or rows not sampled)."""
+    generators per row (None for greedy rows or rows not sampled); temperatures per row (None: the job's)."""
     ids: torch.Tensor
     attn: torch.Tensor
     where: torch.Tensor
     window: torch.Tensor
     lengths: list[int]
     generators: list
+    temperatures: list[float] | None = None
     hidden: torch.Tensor | None = None   # [B, G, H] answer-window states computed by the caller (KV cache)
 
 
@@ -57,11 +58,12 @@ class Projector:
         rows_src = self._sources(inp)
         self.stats.forward_s += time.perf_counter() - t0
         vocab = self._vocab(rows_src)
-        per_pos = chunk_bytes_per_position(vocab, self.adapter.dtype.itemsize, needs, temperature)
+        temps = inp.temperatures or [temperature] * len(inp.lengths)
+        per_pos = chunk_bytes_per_position(vocab, self.adapter.dtype.itemsize, needs, max(temps, default=0.0))
         chunk = max(1, self.max_bytes // per_pos)
         flat = inp.where.nonzero()                       # [N, 2] (row, column), row-major
-        if temperature > 0:
-            parts = self._sampled(rows_src, inp, flat, needs, temperature, chunk, per_pos)
+        if max(temps, default=0.0) > 0:
+            parts = self._sampled(rows_src, inp, flat, needs, temps, chunk, per_pos)
         else:
             parts = self._greedy(rows_src, flat, needs, chunk, per_pos)
         self.stats.positions += len(flat)
@@ -102,12 +104,19 @@ class Projector:
             self._note(len(idx), per_pos)
         return _cat(pieces, needs)
 
-    def _sampled(self, src, inp, flat, needs, temperature, chunk, per_pos) -> dict[str, torch.Tensor]:
+    def _sampled(self, src, inp, flat, needs, temps, chunk, per_pos) -> dict[str, torch.Tensor]:
         """Per row, walk its answer positions in order in chunks: draw the chunk's noise (all positions, so
-        the generator advances exactly as a full draw would), reduce only the needed ones."""
+        the generator advances exactly as a full draw would), reduce only the needed ones. A row at
+        temperature 0 is reduced greedily (no noise drawn)."""
         g, pieces = inp.where.shape[1], []
-        for b, (gen, n) in enumerate(zip(inp.generators, inp.lengths)):
+        for b, (gen, n, temperature) in enumerate(zip(inp.generators, inp.lengths, temps)):
             cols = flat[flat[:, 0] == b, 1]
+            if temperature <= 0:
+                for a in range(0, len(cols), chunk):   # x0 given (= argmax): the same keys as sampled rows
+                    z = self._logits(src[b, cols[a:a + chunk]]).float()
+                    pieces.append(reduce_chunk(z, needs, z.argmax(-1)))
+                    self._note(len(z), per_pos)
+                continue
             if gen is None:
                 if len(cols):
                     raise ValueError("a sampled step needs a generator for every row it reads")

@@ -82,7 +82,7 @@ def test_rows_with_errors_pass_through_and_others_decode(decoded) -> None:
 
 def test_concurrent_calls_share_the_slots(decoded) -> None:
     stage, forwards, parts, _ = decoded
-    ids_a = {f"{SHARD_PATH}\x00{i}" for i in parts[0]["id"].to_pylist()}
+    ids_a = {f"{SHARD_PATH}\x00{i}\x000" for i in parts[0]["id"].to_pylist()}
     assert any(set(f) & ids_a and set(f) - ids_a for f in forwards)        # one forward, rows of both calls
     assert stage.stats()["sequences"] == 13 and not stage.scheduler.has_work
 
