@@ -177,12 +177,44 @@ def write_plots(out_dir: str, plots, decode: dict) -> dict[str, str]:
 
 
 # ----- HTML -------------------------------------------------------------------------------------------
-def _cell(v) -> str:
+#: Columns that hold a fraction (shown as a percentage).
+PERCENT_COLS = {"steps_saved_frac", "agreement", "forward_tokens_frac"}
+
+
+def fmt_number(v: float) -> str:
+    """A number for people: 4 significant digits, thousands separators, no exponent below 1e15."""
+    if v != v:
+        return "–"
+    if v == 0 or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    digits = max(0, 3 - int(math.floor(math.log10(abs(v)))))
+    return f"{v:,.{digits}f}"
+
+
+def fmt_mapping(value) -> str:
+    """A dict (or its JSON text) as `key value · key value`, never raw JSON."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if not isinstance(value, dict):
+        return str(value)
+    return " · ".join(f"{k} {fmt_mapping(v) if isinstance(v, dict) else _plain(v)}" for k, v in value.items()) or "–"
+
+
+def _plain(v) -> str:
+    return fmt_number(v) if isinstance(v, float) else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+def _cell(v, col: str = "") -> str:
+    if col in PERCENT_COLS and isinstance(v, (int, float)):
+        return _pct(float(v))
+    if col == "exit_reasons" or isinstance(v, dict):
+        return html.escape(fmt_mapping(v))
     if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        return f"{v:,.6g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    if isinstance(v, int):
+        return fmt_number(v)
+    if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return html.escape(str(v))
 
@@ -191,19 +223,17 @@ def _pct(v: float) -> str:
     return "–" if v != v else f"{v:.1%}"
 
 
-def _num(v: float, digits: int) -> str:
-    return "–" if v != v else f"{v:,.{digits}f}"
-
-
 def _table(rows: list[dict], cols: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in cols)  # headers may wrap
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c, ''), c)}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+text-align:right;white-space:nowrap}th{background:#f2f2f2;white-space:normal;max-width:9em}
+td:first-child,th:first-child{text-align:left}table.kv td{text-align:left;white-space:normal}
 .plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}img{max-width:560px;border:1px solid #ddd}
 code{background:#f4f4f4;padding:1px 4px}.note{color:#555;font-size:13px}"""
 
@@ -214,29 +244,30 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
     decode = cfg.get("decode", {}) or {}
     kv = [("run", info["run"]), ("baseline", info.get("baseline") or "–"),
           ("policy", ", ".join(decode.get("policy", []) or []) or "–"),
-          ("SchED", json.dumps(decode.get("sched", {}))),
+          ("SchED", fmt_mapping(decode.get("sched", {}))),
           ("gen_length / steps / block", f"{decode.get('gen_length', '–')} / {decode.get('steps', '–')} / "
                                          f"{decode.get('block_length', '–')}"),
           ("model", (cfg.get("model", {}) or {}).get("path", "–")),
-          ("actors", json.dumps({k: (cfg.get("actors", {}) or {}).get(k) for k in
-                                 ("min_actors", "max_actors", "num_gpus", "num_cpus")})),
+          ("actors", fmt_mapping({k: (cfg.get("actors", {}) or {}).get(k) for k in
+                                  ("min_actors", "max_actors", "num_gpus", "num_cpus")})),
           ("accelerator", "GPU-seconds" if info["accelerator"] == "gpu"
            else "CPU actor-seconds (actors.num_gpus = 0: each decode actor counts as one unit)"),
           ("price", f"${info['price']:g} per accelerator-hour")]
     main_cols = ["shard", "sequences", "errors", "prompt_tokens", "generated_tokens", "nfe", "step_budget",
-                 "steps_saved", "steps_saved_frac", "step_speedup", "mean_steps", "exit_reasons"]
+                 "steps_saved", "steps_saved_frac", "step_speedup", "mean_steps", "exit_reasons",
+                 "forward_tokens_per_generated"]
     cost_cols = ["shard", "wall_s", "sequences_per_s", "slot_s", "accelerator", "accelerators_per_actor",
                  "accelerator_s", "cost", "cost_per_1k_generated_tokens", "startup_accelerator_s", "startup_cost"]
     base_cols = ["shard", "baseline_matched", "agreement", "nfe_matched", "baseline_nfe",
                  "step_speedup_vs_baseline", "qps4"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Cost and step report</title>"
              f"<style>{CSS}</style></head><body><h1>Cost and step report</h1>",
-             "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in kv)
+             "<table class='kv'>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in kv)
              + "</table>",
              f"<p><b>{run['sequences']:,}</b> sequences, <b>{run['nfe']:,}</b> forward passes × rows of a "
              f"<b>{run['step_budget']:,}</b> budget: <b>{_pct(run['steps_saved_frac'])}</b> of steps saved "
-             f"(<b>{_num(run['step_speedup'], 2)}×</b> fewer); cost <b>${_num(run['cost'], 4)}</b>, "
-             f"${_num(run['cost_per_1k_generated_tokens'], 4)} per 1k generated tokens.</p>",
+             f"(<b>{fmt_number(run['step_speedup'])}×</b> fewer); cost <b>${fmt_number(run['cost'])}</b>, "
+             f"${fmt_number(run['cost_per_1k_generated_tokens'])} per 1k generated tokens.</p>",
              "<h2>Steps</h2>", _table(rows, main_cols), "<h2>Time and cost</h2>", _table(rows, cost_cols)]
     if "agreement" in run:
         parts += ["<h2>Against the baseline</h2>",

@@ -4,6 +4,8 @@ from the runs' trace and output files, its PNGs and HTML are checked, and it run
 in the moto S3 server and through the CLI."""
 from __future__ import annotations
 
+import re
+
 import argparse
 import json
 import os
@@ -127,6 +129,10 @@ def _check_pngs_and_html(out_dir) -> list[str]:
     html = (out_dir / "report.html").read_text()
     for name in pngs:
         assert f"src='{name}'" in html, name
+    cells = re.findall(r"<td>(.*?)</td>", html)
+    assert cells and not [c for c in cells if "{" in c or '"' in c], "raw JSON in a table cell"
+    decimals = [c.replace(",", "").lstrip("-") for c in cells if re.fullmatch(r"-?[\d,]*\.\d+", c)]
+    assert not [c for c in decimals if len(c.replace(".", "").lstrip("0")) > 4], "more than 4 significant digits"
     return pngs
 
 
