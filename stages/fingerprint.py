@@ -55,6 +55,8 @@ def config_fingerprint(cfg: PipelineConfig) -> dict:
             fp.update({f"decode.{section}.{k}": v for k, v in vars(getattr(d, section)).items()})
     if "tspd" in d.policy:
         fp["decode.tspd.controller_sha256"] = file_sha256(d.tspd.controller_path)
+    if d.cache != "none":  # recorded only when on, so shards committed before the cache existed still match
+        fp.update({"decode.cache": d.cache, "decode.cache_refresh_steps": d.cache_refresh_steps})
     return fp
 
 

@@ -23,6 +23,10 @@ def test_config_fingerprint_holds_decode_settings_and_only_active_policy_paramet
     assert len(tspd["decode.tspd.controller_sha256"]) == 64
     batching = config_fingerprint(load_config(None, ["decode.policy=[fastdllm,sched]", "decode.max_batch_size=4"]))
     assert batching == fp                                       # speed settings do not change the outputs
+    bound = config_fingerprint(load_config(None, ["decode.policy=[fastdllm,sched]", "decode.max_logits_mb=8"]))
+    assert bound == fp and "decode.cache" not in fp             # the logits bound does not either
+    cached = config_fingerprint(load_config(None, ["decode.policy=[fastdllm,sched]", "decode.cache=dual"]))
+    assert changes({"config": fp, "input": {}}, {"config": cached, "input": {}}) and cached["decode.cache"] == "dual"
 
 
 def test_changes_name_keys_and_input(tmp_path) -> None:
