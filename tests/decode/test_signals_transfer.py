@@ -99,8 +99,9 @@ def test_validate_schedule_steps_per_block() -> None:
 
 
 def test_validate_schedule_errors() -> None:
-    with pytest.raises(ValueError, match=r"gen_length \(30\) must be a multiple of block_length \(8\)"):
-        validate_schedule(30, 8, 16)
+    assert validate_schedule(30, 8, 16) == 4          # 30 tokens occupy 4 whole blocks (the last partly EOS)
+    with pytest.raises(ValueError, match=r"steps \(6\) must be a multiple of the number of blocks \(4"):
+        validate_schedule(30, 8, 6)
     with pytest.raises(ValueError, match=r"steps \(6\) must be a multiple of the number of blocks \(4"):
         validate_schedule(32, 8, 6)
     with pytest.raises(ValueError, match="must be positive"):
