@@ -180,6 +180,9 @@ class DecodeEngine:
                 else list(r.request.prompt_ids) + [mask_id] * r.answer_tokens + [eos] * (r.gen_length - r.answer_tokens)
                 for i, r in enumerate(rows)]
         ids, attn = left_pad(seqs, self.adapter.pad_token_id)
+        for i, r in enumerate(rows):  # EOS-fixed positions are invisible: the row decodes as at its own length
+            if r.gen_length > r.answer_tokens:
+                attn[i, attn.shape[1] - (r.gen_length - r.answer_tokens):] = 0
         g = max(r.gen_length for r in rows)
         for name, (dtype, fill, shape) in self.pos_spec.items():
             fresh = torch.full((len(rows), g, *shape), fill, dtype=dtype, device=self.device)

@@ -106,20 +106,23 @@ class DreamPolicy:
         if self.alg == "origin":
             return self._origin(ctx)
         score = getattr(ctx.signals, self.SCORE[self.alg])
-        if not self.alg_temp:
-            return topk_mask(score, ctx.candidates, ctx.k)
         pick = torch.zeros_like(ctx.candidates)
         g = ctx.candidates.shape[1]
         for b, row in enumerate(ctx.rows):
-            k = int(ctx.k[b])
-            if row.generator is None or k <= 0 or not ctx.candidates[b].any():
+            k = min(int(ctx.k[b]), int(ctx.candidates[b].sum()))
+            if k <= 0:
                 continue
+            # Dream's whole-sequence score vector (prompt + answer tokens, -inf where nothing is masked), so
+            # torch.topk breaks ties exactly as it does in Dream's loop
             a, n, p = g - row.gen_length, row.answer_tokens, row.prompt_length
-            full = torch.full((1, p + n), -torch.inf, dtype=torch.float32)   # Dream's whole-sequence vector
-            full[0, p:] = torch.where(ctx.candidates[b, a:a + n], score[b, a:a + n].float(), -torch.inf).cpu()
-            probs = torch.softmax(full / self.alg_temp, dim=-1)
-            noise = torch.empty_like(probs).exponential_(1, generator=row.generator)
-            idx = torch.topk(probs / noise, min(k, int(ctx.candidates[b].sum())), dim=-1).indices[0] - p
+            full = torch.full((1, p + n), -torch.inf, dtype=torch.float32, device=score.device)
+            full[0, p:] = torch.where(ctx.candidates[b, a:a + n], score[b, a:a + n].float(), -torch.inf)
+            if self.alg_temp:
+                probs = torch.softmax(full / self.alg_temp, dim=-1).cpu()
+                noise = torch.empty_like(probs).exponential_(1, generator=row.generator)
+                idx = torch.topk(probs / noise, k, dim=-1).indices[0] - p
+            else:
+                idx = torch.topk(full, k, dim=-1).indices[0] - p
             pick[b, a + idx.to(pick.device)] = True
         return pick & ctx.candidates
 
