@@ -2,8 +2,6 @@
 linspace(1, eps, steps + 1) rule), and a row's answer layout (length rounded up to whole blocks)."""
 from __future__ import annotations
 
-import torch
-
 
 def num_transfer_tokens(masked: int, steps: int) -> list[int]:
     """Split `masked` tokens evenly over `steps`, the remainder going to the earliest steps."""
@@ -16,6 +14,8 @@ def num_transfer_tokens(masked: int, steps: int) -> list[int]:
 def dream_transfer_tokens(masked: int, steps: int, eps: float) -> list[int]:
     """Dream's rule over `steps` steps: with timesteps linspace(1, eps, steps + 1) (float32, as Dream computes
     them), step i commits int(n_i * (1 - s / t)) of the n_i still masked, and all remaining at the last step."""
+    import torch  # here, not at the top: the host stages import this module without torch
+
     if steps <= 0:
         raise ValueError("steps must be positive")
     ts = torch.linspace(1, eps, steps + 1)
