@@ -12,8 +12,8 @@ import re
 from stages.config import ConfigError, PipelineConfig
 
 #: Kind of every decode policy (stages/decode/policies.POLICIES; tests check the two agree).
-POLICY_KINDS = {"none": "commit", "dream": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit", "prophet": "exit",
-                "ce": "modifier"}
+POLICY_KINDS = {"none": "commit", "dream": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit",
+                "prophet": "exit", "ce": "modifier"}
 AGGREGATES = ("mean", "median", "min", "quantile")
 PROGRESS_MODES = ("t_over_T", "t_over_T_minus_1")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")

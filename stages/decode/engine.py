@@ -177,7 +177,7 @@ class DecodeEngine:
         mask_id, rows = self.adapter.mask_token_id, self.rows
         eos = self.adapter.eos_token_ids[0]  # positions past a row's answer tokens are EOS from the start
         seqs = [self.ids[i, self.ids.shape[1] - r.length:].tolist() if i < new_from
-                else list(r.request.prompt_ids) + [mask_id] * r.answer_tokens + [eos] * (r.gen_length - r.answer_tokens)
+                else [*r.request.prompt_ids, *[mask_id] * r.answer_tokens, *[eos] * (r.gen_length - r.answer_tokens)]
                 for i, r in enumerate(rows)]
         ids, attn = left_pad(seqs, self.adapter.pad_token_id)
         for i, r in enumerate(rows):  # EOS-fixed positions are invisible: the row decodes as at its own length

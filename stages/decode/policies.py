@@ -16,7 +16,6 @@ import torch
 from stages.decode.config import DecodeConfig
 from stages.decode.schedules import SCHEDULES
 from stages.decode.signals import SIGNALS, StepSignals, aggregate
-from stages.decode.transfer import dream_transfer_tokens
 from stages.decode.trace_schema import CommitReason
 
 
@@ -80,64 +79,6 @@ class FastDllmPolicy:
         confident = ctx.candidates & (ctx.signals.confidence >= self.threshold_prob)
         best = topk_mask(ctx.score, ctx.candidates, torch.ones_like(ctx.k))
         return confident | best
-
-
-class DreamPolicy:
-    """Dream's `diffusion_generate` per row and block: over a block's S steps, timesteps linspace(1, eps,
-    S + 1); step i commits int(n_i (1 - s/t)) of the n_i still-masked positions (all at the last step), the
-    highest by the alg's score of the sampling distribution q: maskgit_plus q(x0), topk_margin top-1 minus
-    top-2 of q, entropy the negative entropy of q; with alg_temp > 0 the positions are drawn from
-    softmax(score / alg_temp) instead (from the row's generator, over the row's whole sequence as Dream
-    does). origin commits each masked position with probability 1 - s/t (a uniform per position)."""
-    kind, reason, sampler = "commit", CommitReason.SCHEDULE, "dream"
-    SCORE = {"maskgit_plus": "sample_prob", "topk_margin": "sample_margin", "entropy": "sample_neg_entropy"}
-    reads_span = False
-
-    def __init__(self, cfg: DecodeConfig) -> None:
-        d = cfg.dream
-        self.alg, self.alg_temp, self.eps = d.alg, d.alg_temp, d.eps
-        self.reads = frozenset({self.SCORE[self.alg]}) if self.alg in self.SCORE else frozenset()
-        self.draws = self.alg == "origin" or self.alg_temp > 0   # needs a generator even when greedy
-
-    def transfer_plan(self, masked: int, steps: int) -> list[int]:
-        return dream_transfer_tokens(masked, steps, self.eps)
-
-    def select(self, ctx: StepContext) -> torch.Tensor:
-        if self.alg == "origin":
-            return self._origin(ctx)
-        score = getattr(ctx.signals, self.SCORE[self.alg])
-        pick = torch.zeros_like(ctx.candidates)
-        g = ctx.candidates.shape[1]
-        for b, row in enumerate(ctx.rows):
-            k = min(int(ctx.k[b]), int(ctx.candidates[b].sum()))
-            if k <= 0:
-                continue
-            # Dream's whole-sequence score vector (prompt + answer tokens, -inf where nothing is masked), so
-            # torch.topk breaks ties exactly as it does in Dream's loop
-            a, n, p = g - row.gen_length, row.answer_tokens, row.prompt_length
-            full = torch.full((1, p + n), -torch.inf, dtype=torch.float32, device=score.device)
-            full[0, p:] = torch.where(ctx.candidates[b, a:a + n], score[b, a:a + n].float(), -torch.inf)
-            if self.alg_temp:
-                probs = torch.softmax(full / self.alg_temp, dim=-1).cpu()
-                noise = torch.empty_like(probs).exponential_(1, generator=row.generator)
-                idx = torch.topk(probs / noise, k, dim=-1).indices[0] - p
-            else:
-                idx = torch.topk(full, k, dim=-1).indices[0] - p
-            pick[b, a + idx.to(pick.device)] = True
-        return pick & ctx.candidates
-
-    def _origin(self, ctx: StepContext) -> torch.Tensor:
-        pick = torch.zeros_like(ctx.candidates)
-        for b, row in enumerate(ctx.rows):
-            cols = ctx.candidates[b].nonzero().squeeze(-1)
-            if row.generator is None or not len(cols):
-                continue
-            i, steps = row.block_step, row.steps_per_block
-            ts = torch.linspace(1, self.eps, steps + 1)
-            u = torch.rand(len(cols), generator=row.generator)
-            take = u < (1 - ts[i + 1] / ts[i]) if i < steps - 1 else torch.ones_like(u, dtype=torch.bool)
-            pick[b, cols[take.to(cols.device)]] = True
-        return pick
 
 
 @dataclass
@@ -209,10 +150,9 @@ class MarginExitPolicy:
         start = torch.tensor([g - r.gen_length for r in rows], device=col.device)[:, None]
         n = torch.tensor([r.answer_tokens for r in rows], device=col.device)[:, None]
         lo, hi = torch.zeros_like(n), n
-        if gt.region == "custom":
-            lo = lo + min(max(gt.region_start, 0), 10 ** 9)
+        if gt.region == "custom":   # answer positions [region_start, region_end), clipped to the answer
             hi = n if gt.region_end < 0 else torch.clamp(n, max=gt.region_end)
-            lo = torch.minimum(lo, hi)
+            lo = torch.clamp(lo + gt.region_start, max=hi)
         region = (col >= start + lo) & (col < start + hi)
         size = (hi - lo).squeeze(-1)
         if gt.region == "all":
@@ -232,6 +172,11 @@ def prophet_policy(cfg: DecodeConfig) -> MarginExitPolicy:
     return MarginExitPolicy("prophet", p.tau_high_logit, p.tau_low_logit, 0.0, "mean", 0.5, "prophet")
 
 
+def dream_policy(cfg: DecodeConfig):
+    from stages.decode.dream import DreamPolicy
+    return DreamPolicy(cfg)
+
+
 def tspd_policy(cfg: DecodeConfig):
     from stages.decode.tspd import TspdPolicy
     return TspdPolicy(cfg)
@@ -245,7 +190,7 @@ def ce_modifier(cfg: DecodeConfig):
 #: name -> factory(cfg); "none" is the fixed-step baseline (schedule commits, no exit policy).
 POLICIES = {
     "none": SchedulePolicy,
-    "dream": DreamPolicy,
+    "dream": dream_policy,
     "fastdllm": FastDllmPolicy,
     "sched": sched_policy,
     "prophet": prophet_policy,

@@ -7,9 +7,10 @@ the raw logits; margin is top-1 minus top-2 of the raw logits (SchED's signal, l
 nats; argmax is the raw argmax (differs from x0 only when sampled). The sampling distribution's signals
 (Dream's scores) are read off q = softmax(filter(logits / temperature)) with top-p then top-k filtering, as
 Dream computes them: sample_prob (q of x0), sample_margin (top-1 minus top-2 of q, probability units) and
-sample_neg_entropy (sum q log(q + 1e-10), nats, <= 0). Names a consumer may read: SIGNALS. Row reductions over V happen per chunk (`reduce_chunk`); the
-cheap element-wise finish happens once on the dense [B, G] window (`finish`), so a value does not depend
-on which chunk or batch its position was reduced in.
+sample_neg_entropy (sum q log(q + 1e-10), nats, <= 0). Names a consumer may read: SIGNALS, SAMPLE_SIGNALS.
+Row reductions over V happen per chunk (`reduce_chunk`); the cheap element-wise finish happens once on the
+dense [B, G] window (`finish`), so a value does not depend on which chunk or batch its position was reduced
+in.
 """
 from __future__ import annotations
 
