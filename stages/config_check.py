@@ -13,8 +13,8 @@ import string
 from stages.config import ConfigError, PipelineConfig
 
 #: Kind of every decode policy (stages/decode/policies.POLICIES; tests check the two agree).
-POLICY_KINDS = {"none": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit", "prophet": "exit",
-                "ce": "modifier"}
+POLICY_KINDS = {"none": "commit", "dream": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit",
+                "prophet": "exit", "ce": "modifier"}
 AGGREGATES = ("mean", "median", "min", "quantile")
 PROGRESS_MODES = ("t_over_T", "t_over_T_minus_1")
 OUTPUT_FORMATS = ("arrow", "jsonl", "parquet")
@@ -77,9 +77,21 @@ def check_values(cfg: PipelineConfig) -> None:
     _one_of("decode.sched.schedule", d.sched.schedule, tuple(s for s in SCHEDULES if s != "prophet"))
     _one_of("decode.sched.aggregate", d.sched.aggregate, AGGREGATES)
     _one_of("decode.sched.progress_mode", d.sched.progress_mode, PROGRESS_MODES)
+    _one_of("decode.sched.region", d.sched.region, ("all", "tail", "custom"))
+    _at_least("decode.sched.patience_steps", d.sched.patience_steps, 0)
+    _at_least("decode.sched.region_start", d.sched.region_start, 0)
+    from stages.decode.config import DREAM_ALGS
+    _one_of("decode.dream.alg", d.dream.alg, DREAM_ALGS)
+    _at_least("decode.dream.alg_temp", d.dream.alg_temp, 0)
+    _at_least("decode.top_k", d.top_k, 0)
+    if not 0.0 < d.top_p <= 1.0:
+        _fail("decode.top_p", f"{d.top_p} is not in (0, 1]")
+    if not 0.0 < d.dream.eps < 1.0:
+        _fail("decode.dream.eps", f"{d.dream.eps} is not in (0, 1)")
     for key, value in (("decode.sched.quantile", d.sched.quantile), ("decode.fastdllm.threshold_prob",
                        d.fastdllm.threshold_prob), ("decode.tspd.threshold_prob", d.tspd.threshold_prob),
-                       ("decode.tspd.ema_decay", d.tspd.ema_decay)):
+                       ("decode.tspd.ema_decay", d.tspd.ema_decay), ("decode.sched.min_progress",
+                       d.sched.min_progress), ("decode.sched.max_change_ratio", d.sched.max_change_ratio)):
         if not 0.0 <= value <= 1.0:
             _fail(key, f"{value} is not in [0, 1]")
     _at_least("decode.ce.horizon", d.ce.horizon, 1)
@@ -123,7 +135,7 @@ def check_policy(names: list[str]) -> None:
     commits = [n for n in names if POLICY_KINDS[n] == "commit"]
     if len(commits) > 1:
         _fail(key, f"{commits} are all commit policies; name at most one "
-                   f"(commit: none, fastdllm, tspd; exit: sched, prophet; modifier: ce)")
+                   f"(commit: none, dream, fastdllm, tspd; exit: sched, prophet; modifier: ce)")
 
 
 def _local(url: str) -> bool:

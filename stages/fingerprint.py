@@ -23,7 +23,13 @@ DECODE_KEYS = ("gen_length", "block_length", "steps", "remasking", "temperature"
                "stop_at_eos", "trace", "allow_longer", "samples_per_prompt")
 #: InputConfig keys that change which rows and prompts are decoded.
 INPUT_KEYS = ("format", "id_field", "prompt_field", "messages_field", "prompt_template", "keep_fields")
-POLICY_SECTIONS = {"sched": "sched", "fastdllm": "fastdllm", "prophet": "prophet", "tspd": "tspd", "ce": "ce"}
+POLICY_SECTIONS = {"sched": "sched", "dream": "dream", "fastdllm": "fastdllm", "prophet": "prophet", "tspd": "tspd",
+                   "ce": "ce"}
+#: Settings added after fingerprints were first written: recorded only when set away from these values (which
+#: decode as before they existed), so shards committed earlier still match.
+LATER_KEYS = {"decode.top_p": 1.0, "decode.top_k": 0, "decode.sched.min_progress": 0.0,
+              "decode.sched.patience_steps": 0, "decode.sched.max_change_ratio": 1.0, "decode.sched.region": "all",
+              "decode.sched.region_start": 0, "decode.sched.region_end": -1}
 HASH_LIMIT_BYTES = 256 * 1024 * 1024   # local shards up to this size get a content hash
 
 
@@ -47,17 +53,36 @@ def config_fingerprint(cfg: PipelineConfig) -> dict:
           "model.chat_template": m.chat_template}
     fp.update({f"input.{k}": getattr(cfg.input, k) for k in INPUT_KEYS})
     fp["input.keep_fields"] = list(cfg.input.keep_fields)
-    fp.update({f"decode.{k}": getattr(d, k) for k in DECODE_KEYS})
+    fp.update({f"decode.{k}": getattr(d, k) for k in DECODE_KEYS + ("top_p", "top_k")})
     fp["decode.policy"] = list(d.policy)
-    for name in d.policy:
+    for name in [*d.policy, *_default_commit(cfg)]:
         section = POLICY_SECTIONS.get(name)
         if section:
             fp.update({f"decode.{section}.{k}": v for k, v in vars(getattr(d, section)).items()})
+    for key, value in LATER_KEYS.items():
+        if key in fp and fp[key] == value:
+            del fp[key]
     if "tspd" in d.policy:
         fp["decode.tspd.controller_sha256"] = file_sha256(d.tspd.controller_path)
     if d.cache != "none":  # recorded only when on, so shards committed before the cache existed still match
         fp.update({"decode.cache": d.cache, "decode.cache_refresh_steps": d.cache_refresh_steps})
     return fp
+
+
+def _default_commit(cfg: PipelineConfig) -> list[str]:
+    """The commit policy the model's family brings when decode.policy names none (Dream checkpoints: dream)."""
+    from stages.config_check import POLICY_KINDS
+    from stages.decode.policies import FAMILY_COMMIT
+    if any(POLICY_KINDS.get(n) == "commit" for n in cfg.decode.policy):
+        return []
+    family = cfg.model.family
+    if family == "auto":
+        try:
+            from stages.decode.adapters import resolve_family
+            family = resolve_family(cfg.model.path.removeprefix("file://"), "auto")
+        except (OSError, ValueError):   # a remote checkpoint: its family is not known here
+            return []
+    return [FAMILY_COMMIT[family]] if family in FAMILY_COMMIT else []
 
 
 def input_identity(fs, path: str) -> dict:

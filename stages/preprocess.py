@@ -15,7 +15,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerFast
 
 from stages.decode.config import DecodeConfig
-from stages.decode.transfer import row_schedule
+from stages.decode.transfer import blocks_of, row_schedule
 
 
 #: tokenizer_config classes that are nothing but a tokenizer.json (plus chat template and special tokens)
@@ -88,7 +88,8 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
                     f"to decode such rows at their own length)")
     try:
         ids = prompt_ids(tok, row["prompt"], row["messages"], use_template)
-        g, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps, mnt)
+        n, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps, mnt)
+        g = blocks_of(n, decode.block_length) * decode.block_length   # whole blocks (the rest EOS-fixed)
         check_overrides(row, decode, g)
     except (ValueError, TypeError) as e:
         return [], str(e)

@@ -29,8 +29,8 @@ def test_unknown_key_fails_fast_naming_it():
 def test_wrong_type_and_bad_value():
     out = _run("decode.steps=many")
     assert out.returncode == 2 and "decode.steps" in out.stderr
-    out = _run("decode.gen_length=15")
-    assert out.returncode == 2 and "multiple of block_length" in out.stderr
+    out = _run("decode.block_length=3")      # 6 blocks: 16 steps do not divide among them
+    assert out.returncode == 2 and "multiple of the number of blocks" in out.stderr
     out = _run("--config", "configs/nope.yaml")
     assert out.returncode == 2 and "not found" in out.stderr
 

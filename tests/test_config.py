@@ -71,7 +71,7 @@ def test_policy_kinds_match_the_policies_registry() -> None:
     assert set(POLICY_KINDS) == set(POLICIES)
     for name, kind in POLICY_KINDS.items():
         built = build_policies(load_config(None, [f"decode.policy=[{name}]"]).decode)
-        found = {"commit": [built.commit] if name in ("none", "fastdllm", "tspd") else [], "exit": built.exits,
+        found = {"commit": [built.commit] if name in ("none", "dream", "fastdllm", "tspd") else [], "exit": built.exits,
                  "modifier": built.modifiers}[kind]
         assert len(found) == 1 and found[0].kind == kind, name
 

@@ -87,7 +87,13 @@ class CachedForward:
         seqs = [ids[i, width - rows[i].length:].tolist() for i in idx]
         spans = [self.span(rows[i]) for i in idx]
         q = query_batch(seqs, spans, self.adapter.pad_token_id)
-        cache, key_mask = stacked([rows[i].cache for i in idx], [outside(s, rows[i].length) for i, s in zip(idx, spans)])
+        visible = [len(rows[i].request.prompt_ids) + getattr(rows[i], "answer_tokens", rows[i].gen_length) for i in idx]
+        for j, ((a, e), end) in enumerate(zip(spans, visible)):  # EOS-fixed tail positions stay invisible
+            if end < e:
+                q.mask[j, q.mask.shape[1] - (e - end):] = 0
+        keep = [outside(s, rows[i].length) for i, s in zip(idx, spans)]
+        keep = [k[k < end] for k, end in zip(keep, visible)]
+        cache, key_mask = stacked([rows[i].cache for i in idx], keep)
         dev = ids.device
         h = self.adapter.body(q.ids.to(dev), torch.cat([key_mask, q.mask.to(dev)], 1), q.positions.to(dev), cache)
         qw = q.ids.shape[1]

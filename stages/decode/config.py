@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+
 
 @dataclass
 class SchedConfig:
@@ -18,6 +20,22 @@ class SchedConfig:
     aggregate: str = "mean"             # mean | median | min | quantile, over the still-masked answer span
     quantile: float = 0.5               # used when aggregate == quantile
     progress_mode: str = "t_over_T"     # t_over_T (paper) | t_over_T_minus_1 (released code)
+    # SchED's released exit gates (defaults: off, i.e. exit as soon as gbar >= tau(p)):
+    min_progress: float = 0.0           # exit only once this fraction of the region is committed (0..1)
+    patience_steps: int = 0             # exit only after more than this many consecutive gated steps
+    max_change_ratio: float = 1.0       # a step counts towards patience only when at most this fraction of
+                                        # the region's masked argmaxes changed since the last step (0..1;
+                                        # the released code's default is 0.0: no change at all)
+    region: str = "all"                 # all | tail | custom: positions the gates and gbar look at
+    region_start: int = 0               # custom region: first answer position (0-based)
+    region_end: int = -1                # custom region: one past its last answer position (-1 = answer end)
+
+
+@dataclass
+class DreamConfig:
+    alg: str = "entropy"                # origin | maskgit_plus | topk_margin | entropy (Dream's `alg`)
+    alg_temp: float = 0.0               # > 0: pick positions by sampling softmax(score / alg_temp); 0 = top-k
+    eps: float = 1e-3                   # final time of Dream's linspace(1, eps, steps + 1) schedule
 
 
 @dataclass
@@ -51,18 +69,22 @@ class CeConfig:
 
 @dataclass
 class DecodeConfig:
-    gen_length: int = 16                # answer positions per row (per-row max_new_tokens may lower it)
+    gen_length: int = 16                # answer tokens per row (per-row max_new_tokens may lower it); rounded
+                                        # up to whole blocks internally, the extra positions fixed to EOS
     allow_longer: bool = False          # let a row's max_new_tokens exceed gen_length (else that row is refused)
-    block_length: int = 16              # semi-autoregressive block size; gen_length % block_length == 0
-    steps: int = 16                     # step budget T for gen_length; steps % (gen_length/block_length) == 0
+    block_length: int = 16              # semi-autoregressive block size
+    steps: int = 16                     # step budget T for gen_length; steps % ceil(gen_length/block_length) == 0
     remasking: str = "low_confidence"   # low_confidence | margin | entropy | random
     temperature: float = 0.0            # 0 = greedy; > 0 adds Gumbel noise in float64
+    top_p: float = 1.0                  # nucleus filter before sampling (probability mass kept; 1 = off)
+    top_k: int = 0                      # keep only the k most likely tokens before sampling (0 = off)
     seed: int = 0                       # per-row generators are seeded from (seed, request id)
     samples_per_prompt: int = 1         # n: rows decoded per prompt, seeded from (seed, id, sample index)
     policy: list[str] = field(default_factory=lambda: ["sched"])  # see policies.POLICIES, e.g. [tspd, ce, sched]
     stop_at_eos: bool = True            # stop a row once EOS is committed with everything before it decoded
     trace: str = "tokens"               # off | steps | tokens
     sched: SchedConfig = field(default_factory=SchedConfig)
+    dream: DreamConfig = field(default_factory=DreamConfig)
     fastdllm: FastDllmConfig = field(default_factory=FastDllmConfig)
     prophet: ProphetConfig = field(default_factory=ProphetConfig)
     tspd: TspdConfig = field(default_factory=TspdConfig)
@@ -89,5 +111,11 @@ class DecodeConfig:
             raise ValueError(f"decode.cache={self.cache!r}: use none, prefix or dual")
         if self.cache_refresh_steps < 0 or self.max_cache_mb < 0:
             raise ValueError("decode.cache_refresh_steps and decode.max_cache_mb must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("decode.top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("decode.top_k must be >= 0")
+        if self.dream.alg not in DREAM_ALGS:
+            raise ValueError(f"decode.dream.alg={self.dream.alg!r}: use {', '.join(DREAM_ALGS)}")
         if self.max_logits_mb <= 0:
             raise ValueError("decode.max_logits_mb must be > 0")

@@ -25,17 +25,17 @@ from stages.decode.features import TrajectoryState, relative_positions, trajecto
 from stages.decode.padding import left_pad
 from stages.decode.policies import StepContext, build_policies
 from stages.decode.schedules import progress
-from stages.decode.projection import Projector, StepInputs
+from stages.decode.projection import Projector, Sampling, StepInputs
 from stages.decode.trace_schema import CommitReason
 from stages.decode.traces import SequenceTrace
-from stages.decode.transfer import num_transfer_tokens, row_schedule, validate_schedule
+from stages.decode.transfer import blocks_of, num_transfer_tokens, row_schedule, validate_schedule
 
 
 @dataclass
 class Request:
     id: str
     prompt_ids: list[int]
-    gen_length: int | None = None      # per-row override of cfg.gen_length (a multiple of block_length)
+    gen_length: int | None = None      # per-row override of cfg.gen_length (answer tokens, any positive count)
     seed_key: str | None = None        # seeds the row's generator (default: id), so output is batch-invariant
     temperature: float | None = None   # per-row override of cfg.temperature
     steps: int | None = None           # per-row step budget (a multiple of the row's blocks); None: cfg's rate
@@ -45,7 +45,8 @@ class Request:
 
 @dataclass
 class SequenceResult:
-    """One finished row. `output_ids` are the G answer tokens; commit_* are per answer position."""
+    """One finished row. `output_ids` are the row's answer tokens (at most its max_new_tokens: positions its
+    last block holds past them are EOS-fixed and dropped); commit_* are per answer position."""
     id: str
     prompt_ids: list[int]
     output_ids: list[int]
@@ -92,11 +93,13 @@ class _Decision:
 @dataclass
 class _Row:
     request: Request
-    gen_length: int
+    gen_length: int                    # answer positions: whole blocks
     step_budget: int
     steps_per_block: int
     generator: torch.Generator | None
     admitted_at: float
+    answer_tokens: int = 0             # positions a policy may commit; the rest of the last block is EOS
+    plans: list = field(default_factory=list)   # per block: tokens the commit policy's schedule commits per step
     step: int = 0
     block: int = 0
     block_step: int = 0
@@ -113,9 +116,13 @@ class _Row:
     def length(self) -> int:
         return len(self.request.prompt_ids) + self.gen_length
 
+    @property
+    def prompt_length(self) -> int:
+        return len(self.request.prompt_ids)
+
     def k_now(self, block_length: int) -> int:
-        """Tokens the uniform schedule commits now; past the plan (threshold policies), the whole block."""
-        plan = num_transfer_tokens(block_length, self.steps_per_block)
+        """Tokens the commit policy's schedule commits now; past the plan (threshold policies), the whole block."""
+        plan = self.plans[min(self.block, len(self.plans) - 1)]
         return plan[self.block_step] if self.block_step < len(plan) else block_length
 
 
@@ -124,7 +131,7 @@ class DecodeEngine:
         """`keep_finished_in_batch` reproduces static batching without compaction (benchmarks only):
         finished rows stay in the forward until every row of the batch is done."""
         self.adapter, self.cfg = adapter, cfg
-        self.policies = build_policies(cfg)
+        self.policies = build_policies(cfg, family=adapter.family)
         self.keep_finished = keep_finished_in_batch
         validate_schedule(cfg.gen_length, cfg.block_length, cfg.steps)
         self.device = adapter.device
@@ -143,7 +150,8 @@ class DecodeEngine:
                     for k, (dt, fill, shape) in self.pos_spec.items()}
         self.stats = {"forwards": 0, "row_steps": 0, "useful_row_steps": 0, "tokens": 0, "pad_tokens": 0}
         self.needs, self.span = self.policies.signal_needs(cfg.remasking, cfg.trace)
-        self.projector = Projector(adapter, cfg.max_logits_mb)
+        self.projector = Projector(adapter, cfg.max_logits_mb, Sampling(
+            cfg.top_p, cfg.top_k, getattr(self.policies.commit, "sampler", "gumbel")))
         self.cached = (CachedForward(adapter, cfg.cache, cfg.block_length, cfg.cache_refresh_steps)
                        if cfg.cache != "none" else None)
         if self.cached and self.span:  # dual: span positions past the block keep their last refresh's signals
@@ -154,10 +162,12 @@ class DecodeEngine:
         self._refreshed: list[bool] = []
 
     # ----- admission -------------------------------------------------------------------------
-    def row_config(self, request: Request) -> tuple[int, int, int]:
-        """(gen_length, step budget, steps per block) for a request; raises ValueError on bad overrides."""
+    def row_config(self, request: Request) -> tuple[int, int, int, int]:
+        """(answer positions in whole blocks, step budget, steps per block, answer tokens) for a request;
+        raises ValueError on bad overrides."""
         cfg = self.cfg
-        g, budget = row_schedule(cfg.gen_length, cfg.block_length, cfg.steps, request.gen_length)
+        n, budget = row_schedule(cfg.gen_length, cfg.block_length, cfg.steps, request.gen_length)
+        g = blocks_of(n, cfg.block_length) * cfg.block_length
         if request.steps is not None:
             if request.steps <= 0 or request.steps % (g // cfg.block_length):
                 raise ValueError(f"steps {request.steps} must be a positive multiple of the row's "
@@ -166,7 +176,12 @@ class DecodeEngine:
         if len(request.prompt_ids) + g > self.adapter.context_length:
             raise ValueError(f"prompt ({len(request.prompt_ids)} tokens) + {g} answer positions exceed the "
                              f"model context ({self.adapter.context_length})")
-        return g, budget, budget * cfg.block_length // g
+        return g, budget, budget * cfg.block_length // g, n
+
+    def _plans(self, g: int, n: int, per_block: int) -> list[list[int]]:
+        """Per block, the commit policy's transfer counts over its masked (not EOS-fixed) positions."""
+        bl, plan = self.cfg.block_length, getattr(self.policies.commit, "transfer_plan", num_transfer_tokens)
+        return [plan(min(bl, n - b * bl), per_block) for b in range(g // bl)]
 
     def temperature(self, request: Request) -> float:
         return self.cfg.temperature if request.temperature is None else request.temperature
@@ -175,21 +190,26 @@ class DecodeEngine:
         """Admit rows (all validated first, so a bad one admits none); one re-pad for the lot."""
         configs = [self.row_config(req) for req in requests]
         first_new = len(self.rows)
-        for req, (g, budget, per_block) in zip(requests, configs):
+        for req, (g, budget, per_block, n) in zip(requests, configs):
             gen = None
-            if self.temperature(req) > 0 or self.cfg.remasking == "random":
+            if self.temperature(req) > 0 or self.cfg.remasking == "random" or self.policies.commit_draws:
                 gen = torch.Generator(device="cpu").manual_seed(
                     zlib.crc32(f"{self.cfg.seed}:{req.seed_key or req.id}".encode()))
-            self.rows.append(_Row(req, g, budget, per_block, gen, time.time()))
+            self.rows.append(_Row(req, g, budget, per_block, gen, time.time(), n, self._plans(g, n, per_block)))
         if requests:
             self._rebuild(first_new)
 
     def _rebuild(self, new_from: int) -> None:
         """Re-pad the batch after rows were added; rows < new_from keep their tokens and commit records."""
         mask_id, rows = self.adapter.mask_token_id, self.rows
+        eos = self.adapter.eos_token_ids[0]  # positions past a row's answer tokens are EOS from the start
         seqs = [self.ids[i, self.ids.shape[1] - r.length:].tolist() if i < new_from
-                else list(r.request.prompt_ids) + [mask_id] * r.gen_length for i, r in enumerate(rows)]
+                else [*r.request.prompt_ids, *[mask_id] * r.answer_tokens, *[eos] * (r.gen_length - r.answer_tokens)]
+                for i, r in enumerate(rows)]
         ids, attn = left_pad(seqs, self.adapter.pad_token_id)
+        for i, r in enumerate(rows):  # EOS-fixed positions are invisible: the row decodes as at its own length
+            if r.gen_length > r.answer_tokens:
+                attn[i, attn.shape[1] - (r.gen_length - r.answer_tokens):] = 0
         g = max(r.gen_length for r in rows)
         for name, (dtype, fill, shape) in self.pos_spec.items():
             fresh = torch.full((len(rows), g, *shape), fill, dtype=dtype, device=self.device)
@@ -276,7 +296,7 @@ class DecodeEngine:
         ctx = StepContext(sig, self._score(sig, gens, [r.gen_length for r in rows]), view.masked, view.in_block,
                           view.meta[:, 4], progress(view.meta[:, 2], view.meta[:, 3], cfg.sched.progress_mode),
                           pos={k: v[:, v.shape[1] - view.g:] for k, v in self.pos.items()},
-                          tau_low_logit=self._row_tau_low())
+                          tau_low_logit=self._row_tau_low(), rows=rows)
         if self.policies.needs_features:
             ctx.features = self._features(ctx, view.g, view.meta)
         return ctx
@@ -431,7 +451,7 @@ class DecodeEngine:
         return finished
 
     def _result(self, i: int, r: _Row) -> SequenceResult:
-        g = r.gen_length
+        g, n = r.gen_length, r.answer_tokens
         trace = None
         if r.step_records:
             steps = torch.stack(r.step_records).cpu().numpy()
@@ -446,9 +466,10 @@ class DecodeEngine:
             trace = SequenceTrace(steps, tokens, reasons, token_step, positions)
             r.step_records, r.token_records = [], []
         return SequenceResult(
-            id=r.request.id, prompt_ids=list(r.request.prompt_ids), output_ids=self.ids[i, -g:].tolist(),
+            id=r.request.id, prompt_ids=list(r.request.prompt_ids), output_ids=self.ids[i, -g:][:n].tolist(),
             steps_taken=r.step, step_budget=r.step_budget, exit_reason=r.exit_reason,
-            commit_step=self.pos["cstep"][i, -g:].tolist(), commit_reason=self.pos["creason"][i, -g:].tolist(),
+            commit_step=self.pos["cstep"][i, -g:][:n].tolist(),
+            commit_reason=self.pos["creason"][i, -g:][:n].tolist(),
             trace=trace, submitted_at=r.request.submitted_at, admitted_at=r.admitted_at, finished_at=time.time(),
             refreshes=r.refreshes if self.cached else r.step, forward_tokens=r.forward_tokens)
 

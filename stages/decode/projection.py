@@ -7,7 +7,10 @@ signals (stages/decode/signals.py) before the next is projected: the [B, G, V] l
 heads (BERT-style masked-LM heads) run the model's own forward and the needed rows are reduced in chunks.
 The mask token's logit is suppressed in each chunk in place (no copy of the logits). With temperature > 0
 each row's Gumbel noise is drawn for its whole answer, in position order, from its own generator, so the
-samples equal a full-logits draw whatever is projected.
+samples equal a full-logits draw whatever is projected (LLaDA's sampler). Dream's sampler (`Sampling.kind
+= "dream"`) instead draws, per row and step, one categorical sample from q = softmax(filter(logits / T)) at
+each still-masked answer position in position order, exactly as `torch.multinomial(q, 1)` would from the
+row's generator (q / Exp(1) noise, argmax); greedy Dream takes q's argmax. top_p / top_k filter each chunk.
 """
 from __future__ import annotations
 
@@ -17,7 +20,22 @@ from dataclasses import dataclass, field
 import torch
 
 from stages.decode.adapters import ModelAdapter
-from stages.decode.signals import StepSignals, chunk_bytes_per_position, finish, reduce_chunk
+from stages.decode.signals import (SAMPLE_SIGNALS, StepSignals, chunk_bytes_per_position, filter_logits, finish,
+                                   reduce_chunk, sample_reductions, sampling_probs)
+
+
+@dataclass
+class Sampling:
+    """How x0 is drawn: kind "gumbel" (LLaDA: argmax of logits + T * Gumbel noise in float64, noise for the
+    whole answer) or "dream" (Dream: a categorical draw from q at each still-masked position; greedy: q's
+    argmax); top_p (1 = off) and top_k (0 = off) filter the tempered logits first."""
+    top_p: float = 1.0
+    top_k: int = 0
+    kind: str = "gumbel"
+
+    @property
+    def filtered(self) -> bool:
+        return self.top_p < 1.0 or self.top_k > 0
 
 
 @dataclass
@@ -47,8 +65,10 @@ class StepInputs:
 
 
 class Projector:
-    def __init__(self, adapter: ModelAdapter, max_logits_mb: float, stats: ProjectionStats | None = None) -> None:
+    def __init__(self, adapter: ModelAdapter, max_logits_mb: float, sampling: Sampling | None = None,
+                 stats: ProjectionStats | None = None) -> None:
         self.adapter, self.max_bytes = adapter, int(max_logits_mb * 2 ** 20)
+        self.sampling = sampling or Sampling()
         self.stats = stats or ProjectionStats()
 
     @torch.inference_mode()
@@ -58,11 +78,16 @@ class Projector:
         rows_src = self._sources(inp)
         self.stats.forward_s += time.perf_counter() - t0
         vocab = self._vocab(rows_src)
+        smp = self.sampling
         temps = inp.temperatures or [temperature] * len(inp.lengths)
-        per_pos = chunk_bytes_per_position(vocab, self.adapter.dtype.itemsize, needs, max(temps, default=0.0))
+        hottest = max(temps, default=0.0)
+        dist = smp.kind == "dream" or bool(needs & set(SAMPLE_SIGNALS)) or (hottest > 0 and smp.filtered)
+        per_pos = chunk_bytes_per_position(vocab, self.adapter.dtype.itemsize, needs, hottest, dist)
         chunk = max(1, self.max_bytes // per_pos)
         flat = inp.where.nonzero()                       # [N, 2] (row, column), row-major
-        if max(temps, default=0.0) > 0:
+        if hottest > 0 and smp.kind == "dream":
+            parts = self._dream_sampled(rows_src, inp, flat, needs, temps, chunk, per_pos)
+        elif hottest > 0:
             parts = self._sampled(rows_src, inp, flat, needs, temps, chunk, per_pos)
         else:
             parts = self._greedy(rows_src, flat, needs, chunk, per_pos)
@@ -97,11 +122,52 @@ class Projector:
 
     # ----- reductions ------------------------------------------------------------------------
     def _greedy(self, src, flat, needs, chunk, per_pos) -> dict[str, torch.Tensor]:
-        pieces = []
+        pieces, smp = [], self.sampling
         for a in range(0, len(flat), chunk):
             idx = flat[a:a + chunk]
-            pieces.append(reduce_chunk(self._logits(src[idx[:, 0], idx[:, 1]]).float(), needs))
+            z = self._logits(src[idx[:, 0], idx[:, 1]]).float()
+            if smp.kind == "dream" or needs & set(SAMPLE_SIGNALS):
+                q = sampling_probs(z, 0.0, smp.top_p, smp.top_k)
+                x0 = q.max(dim=-1).indices if smp.kind == "dream" else None   # Dream: the argmax of q
+                part = reduce_chunk(z, needs, x0)
+                part.update(sample_reductions(q, part["x0"], needs))
+            else:
+                part = reduce_chunk(z, needs)
+            pieces.append(part)
             self._note(len(idx), per_pos)
+        return _cat(pieces, needs)
+
+    def _dream_sampled(self, src, inp, flat, needs, temps, chunk, per_pos) -> dict[str, torch.Tensor]:
+        """Per row, walk its still-masked answer positions in order in chunks: draw the chunk's Exp(1) noise
+        [n, V] (all masked positions, as Dream's one multinomial call over them would), sample the needed ones
+        as argmax(q / sum(q) / noise)."""
+        g, pieces, smp = inp.where.shape[1], [], self.sampling
+        col = torch.arange(g, device=inp.window.device)
+        for b, (gen, n, temperature) in enumerate(zip(inp.generators, inp.lengths, temps)):
+            cols = flat[flat[:, 0] == b, 1]
+            if temperature <= 0:   # a greedy row in a sampled batch: the greedy reduction, same keys
+                if len(cols):
+                    pieces.append(self._greedy(src, flat[flat[:, 0] == b], needs, chunk, per_pos))
+                continue
+            if gen is None:
+                if len(cols):
+                    raise ValueError("a sampled step needs a generator for every row it reads")
+                continue
+            masked = ((inp.window[b] == self.adapter.mask_token_id) & (col >= g - n)).nonzero().squeeze(-1)
+            for a in range(0, len(masked), chunk):
+                span = masked[a:a + chunk]
+                noise = torch.empty((len(span), self._vocab(src)), dtype=torch.float32).exponential_(1, generator=gen)
+                keep = torch.isin(span, cols)
+                if not keep.any():
+                    continue
+                sel = span[keep]
+                z = self._logits(src[b, sel]).float()
+                q = sampling_probs(z, temperature, smp.top_p, smp.top_k)
+                x0 = (q / q.sum(-1, keepdim=True) / noise[keep.cpu()].to(z.device)).argmax(-1)
+                part = reduce_chunk(z, needs, x0)
+                part.update(sample_reductions(q, x0, needs))
+                pieces.append(part)
+                self._note(len(sel), per_pos)
         return _cat(pieces, needs)
 
     def _sampled(self, src, inp, flat, needs, temps, chunk, per_pos) -> dict[str, torch.Tensor]:
@@ -111,8 +177,8 @@ class Projector:
         g, pieces = inp.where.shape[1], []
         for b, (gen, n, temperature) in enumerate(zip(inp.generators, inp.lengths, temps)):
             cols = flat[flat[:, 0] == b, 1]
-            if temperature <= 0:
-                for a in range(0, len(cols), chunk):   # x0 given (= argmax): the same keys as sampled rows
+            if temperature <= 0:   # x0 given (= argmax): the same keys as sampled rows
+                for a in range(0, len(cols), chunk):
                     z = self._logits(src[b, cols[a:a + chunk]]).float()
                     pieces.append(reduce_chunk(z, needs, z.argmax(-1)))
                     self._note(len(z), per_pos)
@@ -129,8 +195,16 @@ class Projector:
                     continue
                 z = self._logits(src[b, sel])
                 noise = -torch.log(-torch.log(u[(sel - a).cpu()].to(z.device).clamp(min=1e-300)))
-                x0 = (z.double() + temperature * noise).argmax(-1)
-                pieces.append(reduce_chunk(z.float(), needs, x0))
+                noisy = z.double() + temperature * noise
+                if self.sampling.filtered:  # top-p / top-k over the tempered distribution; dropped tokens never win
+                    dropped = filter_logits(z.float() / temperature, self.sampling.top_p, self.sampling.top_k)
+                    noisy = noisy.masked_fill(dropped == torch.finfo(torch.float32).min, -torch.inf)
+                x0 = noisy.argmax(-1)
+                part = reduce_chunk(z.float(), needs, x0)
+                if needs & set(SAMPLE_SIGNALS):
+                    part.update(sample_reductions(sampling_probs(z.float(), temperature, self.sampling.top_p,
+                                                                 self.sampling.top_k), x0, needs))
+                pieces.append(part)
                 self._note(len(sel), per_pos)
         return _cat(pieces, needs)
 

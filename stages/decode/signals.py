@@ -4,9 +4,13 @@ Shapes: a chunk of logits is [n, V] (n positions, any float dtype, reduced in fl
 signals are [B, G] over the answer window. `x0` is the candidate token (argmax, or argmax after Gumbel
 noise in float64 when temperature > 0, as LLaDA does); confidence is the softmax probability of x0 under
 the raw logits; margin is top-1 minus top-2 of the raw logits (SchED's signal, logit units); entropy is in
-nats. Names a consumer may read: SIGNALS. Row reductions over V happen per chunk (`reduce_chunk`); the
-cheap element-wise finish happens once on the dense [B, G] window (`finish`), so a value does not depend
-on which chunk or batch its position was reduced in.
+nats; argmax is the raw argmax (differs from x0 only when sampled). The sampling distribution's signals
+(Dream's scores) are read off q = softmax(filter(logits / temperature)) with top-p then top-k filtering, as
+Dream computes them: sample_prob (q of x0), sample_margin (top-1 minus top-2 of q, probability units) and
+sample_neg_entropy (sum q log(q + 1e-10), nats, <= 0). Names a consumer may read: SIGNALS, SAMPLE_SIGNALS.
+Row reductions over V happen per chunk (`reduce_chunk`); the cheap element-wise finish happens once on the
+dense [B, G] window (`finish`), so a value does not depend on which chunk or batch its position was reduced
+in.
 """
 from __future__ import annotations
 
@@ -14,24 +18,32 @@ from dataclasses import dataclass
 
 import torch
 
-SIGNALS = ("x0", "confidence", "margin", "entropy")
+SIGNALS = ("x0", "confidence", "margin", "entropy", "argmax")
+SAMPLE_SIGNALS = ("sample_prob", "sample_margin", "sample_neg_entropy")
 
 
 @dataclass
 class StepSignals:
     """All [B, G]: x0 (long), confidence, margin, entropy (float32). Positions that were not needed hold
-    x0 = the window's current token and 0.0 elsewhere; nothing reads them."""
+    x0 = the window's current token and 0.0 elsewhere; nothing reads them. argmax and the sample_* signals
+    are None unless computed."""
     x0: torch.Tensor
     confidence: torch.Tensor
     margin: torch.Tensor
     entropy: torch.Tensor
+    argmax: torch.Tensor | None = None
+    sample_prob: torch.Tensor | None = None
+    sample_margin: torch.Tensor | None = None
+    sample_neg_entropy: torch.Tensor | None = None
 
 
-def chunk_bytes_per_position(vocab: int, itemsize: int, needs: frozenset, temperature: float) -> int:
+def chunk_bytes_per_position(vocab: int, itemsize: int, needs: frozenset, temperature: float,
+                             distribution: bool = False) -> int:
     """Bytes of the temporaries one position costs while its chunk is reduced (the memory bound's unit):
     the head output, its float32 copy (when the model is not float32), one float32 exp/probs buffer when a
     normaliser is needed, their product for the entropy, and the float64 uniforms, logits and noise of
-    Gumbel sampling."""
+    Gumbel sampling; with a sampling distribution (filters, Dream's sampler) its tempered copy, a sort
+    (values and indices), the probabilities and the noise."""
     per = itemsize + (4 if itemsize != 4 else 0)
     if needs & {"confidence", "entropy"}:
         per += 4
@@ -39,7 +51,43 @@ def chunk_bytes_per_position(vocab: int, itemsize: int, needs: frozenset, temper
         per += 4
     if temperature > 0:
         per += 3 * 8
+    if distribution:
+        per += 4 + 12 + 4 + 4
     return per * vocab
+
+
+def filter_logits(z: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """Top-p then top-k filtering of logits [n, V] (a new tensor; removed entries at the dtype's min), as
+    Dream and HF order them: top-p keeps the smallest prefix of the sorted distribution whose mass exceeds
+    top_p (the first token always), top-k the k largest logits (ties at the k-th kept)."""
+    if top_p < 1.0:
+        sorted_z, order = torch.sort(z, descending=True)
+        drop = torch.cumsum(torch.softmax(sorted_z, dim=-1), dim=-1) > top_p
+        drop[..., 1:] = drop[..., :-1].clone()
+        drop[..., 0] = False
+        z = z.masked_fill(torch.zeros_like(z, dtype=torch.bool).scatter_(-1, order, drop), torch.finfo(z.dtype).min)
+    if top_k > 0:
+        kth = torch.topk(z, min(top_k, z.shape[-1])).values[..., -1:]
+        z = z.masked_fill(z < kth, torch.finfo(z.dtype).min)
+    return z
+
+
+def sampling_probs(z: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """q [n, V]: softmax of the tempered (temperature > 0), filtered float32 logits z [n, V]."""
+    return torch.softmax(filter_logits(z / temperature if temperature > 0 else z, top_p, top_k), dim=-1)
+
+
+def sample_reductions(q: torch.Tensor, x0: torch.Tensor, needs: frozenset) -> dict[str, torch.Tensor]:
+    """Dream's scores from the sampling distribution q [n, V] and the chosen tokens x0 [n] -> [n] each."""
+    out: dict[str, torch.Tensor] = {}
+    if "sample_prob" in needs:
+        out["sample_prob"] = q.gather(-1, x0[:, None]).squeeze(-1)
+    if "sample_margin" in needs:
+        top = torch.topk(q, 2, dim=-1).values
+        out["sample_margin"] = top[:, 0] - top[:, 1]
+    if "sample_neg_entropy" in needs:
+        out["sample_neg_entropy"] = torch.sum(q * torch.log(q + 1e-10), dim=-1)
+    return out
 
 
 def reduce_chunk(z: torch.Tensor, needs: frozenset, x0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -75,6 +123,8 @@ def reduce_chunk(z: torch.Tensor, needs: frozenset, x0: torch.Tensor | None = No
         out["max"] = top[:, 0]
     elif "margin" in needs:
         out["max"] = out["top1"]
+    if "argmax" in needs:
+        out["argmax"] = z.argmax(-1) if x0 is not None else out["x0"]
     return out
 
 
@@ -94,7 +144,12 @@ def finish(parts: dict[str, torch.Tensor], where: torch.Tensor, window: torch.Te
                   else dense("none"))
     margin = dense("max") - dense("top2") if "top2" in parts else dense("none")
     entropy = log_z - dense("pz") if "pz" in parts else dense("none")
-    return StepSignals(x0=x0, confidence=confidence, margin=margin, entropy=entropy)
+    argmax = None
+    if "argmax" in parts:
+        argmax = window.clone()
+        argmax[where] = parts["argmax"].to(argmax.dtype)
+    extra = {name: dense(name) for name in SAMPLE_SIGNALS if name in parts}
+    return StepSignals(x0=x0, confidence=confidence, margin=margin, entropy=entropy, argmax=argmax, **extra)
 
 
 def gumbel_argmax(logits, temperature, generators, lengths=None):

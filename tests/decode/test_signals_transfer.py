@@ -99,9 +99,25 @@ def test_validate_schedule_steps_per_block() -> None:
 
 
 def test_validate_schedule_errors() -> None:
-    with pytest.raises(ValueError, match=r"gen_length \(30\) must be a multiple of block_length \(8\)"):
-        validate_schedule(30, 8, 16)
+    assert validate_schedule(30, 8, 16) == 4          # 30 tokens occupy 4 whole blocks (the last partly EOS)
+    with pytest.raises(ValueError, match=r"steps \(6\) must be a multiple of the number of blocks \(4"):
+        validate_schedule(30, 8, 6)
     with pytest.raises(ValueError, match=r"steps \(6\) must be a multiple of the number of blocks \(4"):
         validate_schedule(32, 8, 6)
     with pytest.raises(ValueError, match="must be positive"):
         validate_schedule(0, 8, 8)
+
+
+def test_dream_transfer_tokens() -> None:
+    from stages.decode.transfer import dream_transfer_tokens
+    # 16 masks over 8 steps, eps 1e-3: the per-step counts Dream's own loop committed on the tiny parity
+    # checkpoint (its output_history, tests/decode/parity/make_dream_golden.py)
+    assert dream_transfer_tokens(16, 8, 1e-3) == [1, 2, 2, 2, 2, 2, 2, 3]
+    for masked, steps in ((13, 5), (1, 4), (100, 7), (0, 3)):
+        plan = dream_transfer_tokens(masked, steps, 1e-3)
+        assert len(plan) == steps and sum(plan) == masked and min(plan) >= 0
+        ts = torch.linspace(1, 1e-3, steps + 1)
+        left = masked
+        for i, k in enumerate(plan[:-1]):          # int(n (1 - s/t)) of the n still masked
+            assert k == int(left * (1 - ts[i + 1] / ts[i]))
+            left -= k

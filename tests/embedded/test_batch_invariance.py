@@ -33,6 +33,11 @@ COMBOS = {
     "tspd+ce": ["decode.policy=[tspd,ce]"],
     "tspd+ce+sched": ["decode.policy=[tspd,ce,sched]"],
     "fastdllm+ce": ["decode.policy=[fastdllm,ce]"],
+    **{f"dream-{alg}": ["decode.policy=[dream]", f"decode.dream.alg={alg}"]
+       for alg in ("origin", "maskgit_plus", "topk_margin", "entropy")},
+    "dream-alg_temp+sched-gated": ["decode.policy=[dream,sched]", "decode.dream.alg_temp=0.5",
+                                   "decode.sched.patience_steps=1", "decode.sched.max_change_ratio=0.25",
+                                   "decode.sched.min_progress=0.2"],
 }
 N_PROMPTS, SLOTS = 32, 6
 

@@ -11,7 +11,7 @@ from helpers import SHARD_PATH, good_prompts, jsonl, pipeline_table, run_stage, 
 from stages.decode_stage import DECODE_FIELDS, DecodeStage
 
 BAD = ['{"id": "broken"', {"id": "empty", "prompt": ""}, {"id": "long", "prompt": "a" * 60},
-       {"id": "odd", "prompt": "copy:ab=", "max_new_tokens": 8}]
+       {"id": "odd", "prompt": "copy:ab=", "max_new_tokens": 8.5}]
 OVERRIDE = {"id": "wide", "prompt": "rev:abc=", "max_new_tokens": 32}
 
 

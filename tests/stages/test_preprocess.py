@@ -71,12 +71,17 @@ def test_max_new_tokens_above_gen_length_needs_allow_longer() -> None:
     assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": 16}) == (ids_of("copy:a="), "")
 
 
-@pytest.mark.parametrize("mnt", [8, 24])
-def test_max_new_tokens_must_be_a_multiple_of_block_length(mnt: int) -> None:
-    assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": mnt}, decode=LONGER) == \
-        ([], f"max_new_tokens {mnt} must be a positive multiple of block_length 16")
+@pytest.mark.parametrize("mnt", [7, 8, 24])
+def test_max_new_tokens_need_not_be_a_multiple_of_block_length(mnt: int) -> None:
+    assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": mnt}, decode=LONGER) == (ids_of("copy:a="), "")
     small_blocks = DecodeConfig(gen_length=16, block_length=8, steps=16, allow_longer=True)
     assert check({"id": "m", "prompt": "copy:a=", "max_new_tokens": mnt}, decode=small_blocks)[1] == ""
+
+
+def test_the_context_check_counts_whole_blocks() -> None:
+    """33 tokens occupy 3 blocks of 16 (48 positions, 15 EOS-fixed): 20 + 48 > 64."""
+    assert check({"id": "m", "prompt": "a" * 20, "max_new_tokens": 33}, decode=LONGER) == \
+        ([], "prompt too long: 20 tokens + 48 answer positions > model context 64")
 
 
 def test_row_with_an_error_passes_through_unchanged() -> None:
