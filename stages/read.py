@@ -235,6 +235,8 @@ def read_shards(batch: pa.Table, fs, names: dict[str, str], opts: ReadOptions) -
         reader = ShardReader(path, names.get(path) or names.get(path.split("://", 1)[-1], path), opts)
         fmt = shard_format(path, opts.fmt)
         with fs.open(path, "rb", compression=None if fmt == "parquet" else "infer") as f:
+            if path.endswith(".zst"):  # zstandard's stream reader has no readline: buffer it
+                f = io.BufferedReader(f)
             yield from reader.tables(f)
 
 

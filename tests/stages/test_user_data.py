@@ -103,7 +103,12 @@ def test_row_steps_must_fit_the_blocks_and_greedy_samples_are_refused() -> None:
     assert "identical samples" in errors[2]
 
 
-@pytest.mark.parametrize("suffix, opener", [("jsonl.gz", gzip.compress), ("jsonl", lambda b: b)])
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+    return zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("suffix, opener", [("jsonl.gz", gzip.compress), ("jsonl.zst", _zstd), ("jsonl", lambda b: b)])
 def test_streamed_read_keeps_exact_lines_across_chunks(tmp_path, suffix, opener) -> None:
     lines = []
     for i in range(50):
