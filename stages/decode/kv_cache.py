@@ -20,7 +20,6 @@ from transformers import DynamicCache
 
 from stages.decode.padding import left_pad
 
-CACHE_MODES = ("none", "prefix", "dual")
 
 
 @dataclass
