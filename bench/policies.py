@@ -2,11 +2,12 @@
 TSPD+CE+SchED against the fixed-step baseline.
 
     .venv/bin/python bench/policies.py [--limit N] [--controller embedded/controller/tspd.pt]
+    .venv/bin/python bench/policies.py --workload longform [--controller embedded/longform/controller/tspd.pt]
 
 Reports NFE, step and wall-clock speedup, exact match (the task metric), retention against the
 baseline's accuracy, agreement with the baseline's outputs, and QPS_4 = speedup x (exact match /
 baseline exact match)^4 (stages/qps.py).
-Writes bench/results/policies.json.
+Writes bench/results/policies.json (policies_longform.json for the long-form workload).
 """
 from __future__ import annotations
 
@@ -15,12 +16,9 @@ import argparse
 import torch
 
 from common import print_table, save_result  # noqa: I001
-from decode import VARIANTS, run_variants
-from embedded.evaluate import load_heldout
-from stages.config import load_config
-from stages.decode.adapters import load_model
+from decode import VARIANTS, run_variants, workload_setup
+from embedded.evaluate import WORKLOADS, load_heldout
 from stages.decode.offline import decode_prompts
-from stages.preprocess import load_tokenizer
 
 TRACE_AWARE = {
     "tspd": {"policy": ["tspd"]},
@@ -38,18 +36,25 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--controller", default="embedded/controller/tspd.pt")
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="toy")
+    ap.add_argument("--config", default=None, help="base config (default: the workload's)")
+    ap.add_argument("--controller", default=None,
+                    help="TSPD controller (default: embedded/controller/tspd.pt; longform: embedded/longform/controller/tspd.pt)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(None, ["decode.trace=off", f"decode.tspd.controller_path={args.controller}"])
-    adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
-    tok = load_tokenizer(cfg.model.path)
-    rows = load_heldout(args.limit)
+    controller = args.controller or ("embedded/controller/tspd.pt" if args.workload == "toy"
+                                     else f"embedded/{args.workload}/controller/tspd.pt")
+    cfg, adapter, tok = workload_setup(args.workload, args.config, controller)
+    rows = load_heldout(args.limit, args.workload)
     decode_prompts(adapter, tok, [r["prompt"] for r in rows[:32]], cfg.decode, args.batch_size)  # warm-up
-    table = run_variants({**VARIANTS, **TRACE_AWARE}, adapter, tok, rows, cfg.decode, args.batch_size)
+    table = run_variants({**VARIANTS, **TRACE_AWARE}, adapter, tok, rows, cfg.decode, args.batch_size, args.workload)
     text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
-                               "retention", "agreement", "qps4"])
-    save_result("policies", {"prompts": len(rows), "controller": args.controller, "results": table, "table": text})
+                               "retention", *(["token_f1"] if "token_f1" in table[0] else []), "agreement", "qps4"])
+    out = "policies" if args.workload == "toy" else f"policies_{args.workload}"
+    save_result(out, {"workload": args.workload, "prompts": len(rows), "controller": controller,
+                      "decode": {"gen_length": cfg.decode.gen_length, "block_length": cfg.decode.block_length,
+                                 "steps": cfg.decode.steps},
+                      "results": table, "table": text})
 
 
 if __name__ == "__main__":

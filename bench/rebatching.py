@@ -1,6 +1,6 @@
 """Dynamic rebatching vs static batching, one process, one run, same model and prompts (SchED on).
 
-    .venv/bin/python bench/rebatching.py [--prompts 300] [--batch-size 16] [--threads 2]
+    .venv/bin/python bench/rebatching.py [--prompts 300] [--batch-size 16] [--threads 2] [--workload longform]
 
 (a) static-keep:    static batches of B; finished rows stay in the forward until the slowest is done
                     (what the SchED, Fast-dLLM and dInfer code do)
@@ -19,7 +19,7 @@ import time
 import torch
 
 from common import check_invariant, print_table, save_result  # noqa: I001
-from embedded.evaluate import load_heldout
+from embedded.evaluate import WORKLOADS, load_heldout
 from stages.config import load_config
 from stages.decode.adapters import load_model
 from stages.decode.engine import DecodeEngine, Request
@@ -49,14 +49,17 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=500)
     ap.add_argument("--batch-size", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--config", default="configs/default.yaml")
-    ap.add_argument("--out", default="rebatching")
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="toy")
+    ap.add_argument("--config", default=None, help="config (default: configs/default.yaml; longform: configs/longform.yaml)")
+    ap.add_argument("--out", default=None, help="result name (default rebatching, or rebatching_<workload>)")
     args = ap.parse_args()
+    args.config = args.config or WORKLOADS[args.workload].config or "configs/default.yaml"
+    args.out = args.out or ("rebatching" if args.workload == "toy" else f"rebatching_{args.workload}")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, ["decode.trace=off", "decode.policy=[sched]"])
     adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
     tok = load_tokenizer(cfg.model.path)
-    rows = load_heldout()[: args.prompts]
+    rows = load_heldout(workload=args.workload)[: args.prompts]
     requests = [Request(r["id"], tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows]
     run_rebatching(adapter, cfg.decode, requests[:32], 16)  # warm-up
     table, outputs = [], {}
@@ -84,7 +87,7 @@ def main() -> None:
     print(f"outputs identical across modes and batch sizes: {identical}")
     last = [r for r in results]  # exit-step distribution of the last run, for bench/gpu_rebatching.py
     fractions = [r.steps_taken / r.step_budget for r in last]
-    save_result(args.out, {"prompts": len(rows), "policy": "sched", "outputs_identical": identical,
+    save_result(args.out, {"workload": args.workload, "prompts": len(rows), "policy": "sched", "outputs_identical": identical,
                            "exit_fractions": fractions,
                            "results": table, "table": text})
     check_invariant(identical, "outputs differ across batching modes or batch sizes")

@@ -4,8 +4,10 @@ Same objective as infra/train_embedded.py (unweighted masked CE on answer positi
 masked, left-padded prompt, position ids = cumsum(mask) - 1), plus two things the long answers need:
 - half the batches are masked *block by block* the way semi-autoregressive decoding sees them: blocks
   before a random block b are clean, block b is masked with probability t, later blocks fully masked;
-- a curriculum: documents grow from 2-3 short sections to the full shape over `--curriculum` of the run
-  (the induction-style copying is learned cheaply on short prompts, then extended to long ones).
+- a curriculum in `--stages` stages from 2-3 short sections to the full shape, moving on only when the
+  held-out probe on the current stage's shape reaches `--advance-at` exact match (the induction-style
+  copying is learned cheaply on short prompts, then extended to long ones);
+- a third masking, `cut`: a clean left context up to a random cut (what a low-confidence decoder builds).
 It writes `<out>/curve.jsonl` (loss and held-out greedy exact match over time) and checkpoints every
 `--save-every` steps, so a run cut short still leaves the best model so far.
 
@@ -31,6 +33,8 @@ from stages.decode.padding import left_pad, position_ids  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 BLOCK = 32
+#: bf16 autocast for the training forward (CPUs with avx512_bf16); set from --bf16.
+BF16 = False
 
 
 def shape_at(frac: float) -> Shape:
@@ -41,68 +45,91 @@ def shape_at(frac: float) -> Shape:
                  words=lerp((3, 6), DEFAULT.words))
 
 
-def make_batch(rng: random.Random, tok, n: int, gen_length: int, shape: Shape):
-    """([B, P+G] ids, mask, [B, G] answer targets with [EOS] fill) for `n` random examples.
+def make_batch(rng: random.Random, tok, batch_tokens: int, gen_length: int, shape: Shape):
+    """([B, P+G] ids, mask, [B, G] answer targets with [EOS] fill) for as many random examples as fit
+    `batch_tokens` (at least 4): short curriculum documents train on many more examples per step.
 
     G is the batch's longest answer + 1, rounded up to a block and capped at `gen_length`: short
     curriculum batches do not pay for a 128-position [EOS] tail (at least one [EOS] block position each).
     """
-    exs = [make_example(rng, TASKS[rng.randrange(len(TASKS))], shape) for _ in range(n)]
+    exs: list = []
+    while True:
+        e = make_example(rng, TASKS[rng.randrange(len(TASKS))], shape)
+        trial = exs + [e]
+        longest = max(len(x.answer.split()) for x in trial) + 1
+        g = min(gen_length, BLOCK * -(-longest // BLOCK))
+        p = max(len(x.prompt.split()) for x in trial)
+        if len(trial) > 4 and len(trial) * (p + g) > batch_tokens:
+            break
+        exs = trial
     prompts = [tok(e.prompt)["input_ids"] for e in exs]
     longest = max(len(e.answer.split()) for e in exs) + 1
     gen_length = min(gen_length, BLOCK * -(-longest // BLOCK))
     ids, mask = left_pad(prompts, tok.pad_token_id, max(map(len, prompts)))
-    answers = torch.full((n, gen_length), tok.eos_token_id, dtype=torch.long)
+    answers = torch.full((len(exs), gen_length), tok.eos_token_id, dtype=torch.long)
     for i, e in enumerate(exs):
         a = tok(e.answer)["input_ids"][:gen_length]
         answers[i, : len(a)] = torch.tensor(a)
     return torch.cat([ids, answers], 1), torch.cat([mask, torch.ones_like(answers)], 1), answers
 
 
-def answer_mask(b: int, g: int, gen: torch.Generator, blockwise: bool) -> torch.Tensor:
-    """[B, G] bool: which answer positions are masked (at least one per row)."""
+MASKINGS = ("uniform", "blockwise", "cut")
+
+
+def answer_mask(b: int, g: int, gen: torch.Generator, mode: str) -> torch.Tensor:
+    """[B, G] bool: which answer positions are masked (at least one per row).
+
+    `uniform`: each position with probability t ~ U(0, 1) (the MDLM objective); `blockwise`: blocks before
+    a random block clean, that block at rate t, later blocks fully masked (what semi-AR decoding sees);
+    `cut`: everything left of a random cut clean, the cut position masked, the rest at rate t — the clean
+    left context a low-confidence decoder builds up, where copying the next token is learnable at once.
+    """
     t = torch.rand(b, 1, generator=gen).clamp(min=1.0 / g)
     masked = torch.rand(b, g, generator=gen) < t
-    if blockwise:
-        pos = torch.arange(g).unsqueeze(0)
+    pos = torch.arange(g).unsqueeze(0)
+    if mode == "blockwise":
         start = torch.randint(0, g // BLOCK, (b, 1), generator=gen) * BLOCK
         masked = (masked & (pos >= start)) | (pos >= start + BLOCK)
+    elif mode == "cut":
+        cut = torch.randint(0, g, (b, 1), generator=gen)
+        masked = (masked & (pos > cut)) | (pos == cut)
     masked[torch.arange(b), torch.randint(0, g, (b,), generator=gen)] = True
     return masked
 
 
-def masked_loss(model, ids, mask, answers, mask_id: int, gen: torch.Generator, blockwise: bool) -> torch.Tensor:
+def masked_loss(model, ids, mask, answers, mask_id: int, gen: torch.Generator, mode: str) -> torch.Tensor:
     b, g = answers.shape
-    masked = answer_mask(b, g, gen, blockwise)
+    masked = answer_mask(b, g, gen, mode)
     x = ids.clone()
     x[:, -g:][masked] = mask_id
-    logits = model(input_ids=x, attention_mask=mask, position_ids=position_ids(mask)).logits[:, -g:]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+        logits = model(input_ids=x, attention_mask=mask, position_ids=position_ids(mask)).logits[:, -g:]
     return F.cross_entropy(logits[masked].float(), answers[masked])
 
 
 @torch.no_grad()
-def greedy_exact(model, tok, seed: int, n: int, gen_length: int, steps: int) -> dict:
-    """Held-out exact match, plain low-confidence greedy loop, semi-AR blocks of 32, `steps` steps (a cheap
-    training-time probe; embedded/longform/evaluate.py runs the project's engine at the full budget)."""
+def greedy_exact(model, tok, seed: int, n: int, gen_length: int, shape: Shape = DEFAULT) -> dict:
+    """Held-out exact match of a plain low-confidence greedy loop (semi-AR blocks of 32, one token per step)
+    on documents of `shape` — a cheap training-time probe; embedded/longform/evaluate.py runs the
+    project's engine. The answer window is the examples' longest answer + 1, rounded up to blocks."""
     rng = random.Random(seed)
-    exs = [make_example(rng, TASKS[i % len(TASKS)]) for i in range(n)]
+    exs = [make_example(rng, TASKS[i % len(TASKS)], shape) for i in range(n)]
+    gen_length = min(gen_length, BLOCK * -(-(max(len(e.answer.split()) for e in exs) + 1) // BLOCK))
     prompts = [tok(e.prompt)["input_ids"] for e in exs]
     ids, mask = left_pad(prompts, tok.pad_token_id, max(map(len, prompts)))
     x = torch.cat([ids, torch.full((n, gen_length), tok.mask_token_id)], 1)
     mask = torch.cat([mask, torch.ones(n, gen_length, dtype=mask.dtype)], 1)
     pos, p = position_ids(mask), ids.shape[1]
-    per_block = steps // (gen_length // BLOCK)
+    rows = torch.arange(n)
     for blk in range(gen_length // BLOCK):
         lo, hi = p + blk * BLOCK, p + (blk + 1) * BLOCK
-        for s in range(per_block):
-            logits = model(input_ids=x, attention_mask=mask, position_ids=pos).logits[:, lo:hi].float()
+        for _ in range(BLOCK):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+                logits = model(input_ids=x, attention_mask=mask, position_ids=pos).logits[:, lo:hi].float()
             conf, cand = logits.softmax(-1).max(-1)
             still = x[:, lo:hi] == tok.mask_token_id
-            k = math.ceil(BLOCK / per_block)
-            conf = conf.masked_fill(~still, -1.0)
-            top = conf.topk(min(k, BLOCK), -1).indices
-            pick = torch.zeros_like(still).scatter_(1, top, True) & still
-            x[:, lo:hi] = torch.where(pick, cand, x[:, lo:hi])
+            best = conf.masked_fill(~still, -1.0).argmax(-1)
+            x[rows, lo + best] = cand[rows, best]
     texts = [tok.decode([t for t in row.tolist() if t != tok.eos_token_id]) for row in x[:, p:]]
     hits = [exact_match(t, e.answer) for t, e in zip(texts, exs)]
     by_task = {t: sum(h for h, e in zip(hits, exs) if e.task == t) / max(1, sum(e.task == t for e in exs)) for t in TASKS}
@@ -130,22 +157,31 @@ def save(model, tok, out: Path, meta: dict) -> None:
 
 
 def main() -> None:
+    global BF16
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="embedded/longform/model")
     ap.add_argument("--minutes", type=float, default=110.0, help="wall-clock training budget")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-tokens", type=int, default=8192, help="tokens (prompt + answer window) per batch")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--gen-length", type=int, default=128)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--curriculum", type=float, default=0.4, help="fraction of the budget spent growing documents")
-    ap.add_argument("--eval-every", type=int, default=300)
+    ap.add_argument("--stages", type=int, default=5, help="curriculum stages from short documents to the full shape")
+    ap.add_argument("--advance-at", type=float, default=0.9, help="probe exact match that moves to the next stage")
+    ap.add_argument("--decay", type=float, default=0.15, help="final fraction of the budget with a cosine lr decay")
+    ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with avx512_bf16)")
+    ap.add_argument("--maskings", default=",".join(MASKINGS), help="masking per batch, cycled (of: %s)" % ", ".join(MASKINGS))
     args = ap.parse_args()
+    maskings = args.maskings.split(",")
+    if unknown := set(maskings) - set(MASKINGS):
+        ap.error(f"unknown masking {sorted(unknown)}; known: {MASKINGS}")
 
+    BF16 = args.bf16
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng, gen = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
@@ -156,16 +192,20 @@ def main() -> None:
     budget_s, out = args.minutes * 60, Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curve = (out / "curve.jsonl").open("w")
-    print(f"params {n_params:,}; budget {args.minutes} min; batch {args.batch_size}", flush=True)
-    t0, ema, step, tokens = time.time(), None, 0, 0
+    print(f"params {n_params:,}; budget {args.minutes} min; {args.batch_tokens} tokens/batch", flush=True)
+    shapes = [shape_at(i / (args.stages - 1)) for i in range(args.stages)]
+    t0, ema, step, tokens, stage, best = time.time(), None, 0, 0, 0, -1.0
     while (elapsed := time.time() - t0) < budget_s:
         frac = elapsed / budget_s
-        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        decay = max(0.0, (frac - (1 - args.decay)) / args.decay)
+        lr = args.lr * min(1.0, (step + 1) / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * decay)))
         for group in opt.param_groups:
             group["lr"] = lr
+        if decay > 0:
+            stage = args.stages - 1  # the decay always trains on the full shape
         model.train()
-        ids, mask, answers = make_batch(rng, tok, args.batch_size, args.gen_length, shape_at(frac / args.curriculum))
-        loss = masked_loss(model, ids, mask, answers, tok.mask_token_id, gen, blockwise=step % 2 == 1)
+        ids, mask, answers = make_batch(rng, tok, args.batch_tokens, args.gen_length, shapes[stage])
+        loss = masked_loss(model, ids, mask, answers, tok.mask_token_id, gen, maskings[step % len(maskings)])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -173,22 +213,31 @@ def main() -> None:
         step, tokens = step + 1, tokens + ids.numel()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 50 == 0:
-            print(f"step {step} loss {ema:.4f} {tokens / (time.time() - t0):.0f} tok/s", flush=True)
+            print(f"step {step} stage {stage} loss {ema:.4f} {tokens / (time.time() - t0):.0f} tok/s", flush=True)
         if step % args.eval_every == 0:
             model.eval()
-            ev = greedy_exact(model, tok, 10_000 + args.seed, args.eval_n, args.gen_length, args.gen_length // 2)
+            ev = greedy_exact(model, tok, 10_000 + args.seed, args.eval_n, args.gen_length, shapes[stage])
             row = {"step": step, "elapsed_s": round(time.time() - t0), "loss_ema": round(ema, 4), "lr": lr,
-                   "tokens": tokens, "curriculum": round(min(1.0, frac / args.curriculum), 3), **ev}
+                   "tokens": tokens, "stage": stage, **ev}
+            if stage == args.stages - 1:
+                row.update({f"full_{k}": v for k, v in ev.items()})
             curve.write(json.dumps(row) + "\n")
             curve.flush()
             print(json.dumps(row), flush=True)
-            save(model, tok, out, {"params": n_params, **row, "command": " ".join(sys.argv), "seed": args.seed})
+            if stage == args.stages - 1 and ev["exact"] >= best:
+                best = ev["exact"]
+                save(model, tok, out, {"params": n_params, **row, "command": " ".join(sys.argv), "seed": args.seed})
+            if ev["exact"] >= args.advance_at and stage < args.stages - 1:
+                stage += 1
+                save(model, tok, out, {"params": n_params, **row, "command": " ".join(sys.argv), "seed": args.seed})
     model.eval()
-    ev = greedy_exact(model, tok, 10_000 + args.seed, 64, args.gen_length, args.gen_length // 2)
-    meta = {"params": n_params, "steps": step, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-            "gen_length": args.gen_length, "final_loss_ema": ema, "tokens": tokens,
+    ev = greedy_exact(model, tok, 10_000 + args.seed, 64, args.gen_length)
+    meta = {"params": n_params, "steps": step, "batch_tokens": args.batch_tokens, "lr": args.lr, "seed": args.seed,
+            "gen_length": args.gen_length, "final_loss_ema": ema, "tokens": tokens, "stage": stage,
             "train_seconds": round(time.time() - t0, 1), "command": " ".join(sys.argv), **ev}
-    save(model, tok, out, meta)
+    if ev["exact"] >= best:
+        save(model, tok, out, meta)
+    (out / "final.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta), flush=True)
 
 

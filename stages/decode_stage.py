@@ -33,6 +33,7 @@ DECODE_FIELDS = pa.schema([
     ("refreshes", pa.int32()), ("forward_tokens", pa.int64()),   # full-sequence forwards; tokens run
     ("exit_reason", pa.string()), ("commit_step", pa.list_(pa.int32())),
     ("temperature", pa.float64()), ("tau_low_logit", pa.float64()),   # the settings the row ran with
+    ("top_p", pa.float64()), ("top_k", pa.int32()),
     ("queue_s", pa.float64()), ("slot_s", pa.float64()), ("latency_s", pa.float64()),
     ("trace_steps", pa.binary()), ("trace_tokens", pa.binary()),
     ("actor", pa.string()), ("actor_stats", pa.string()),   # per-actor scheduler stats at batch return
@@ -55,7 +56,8 @@ def request_for(row: dict) -> Request:
                    row["max_new_tokens"] if row["max_new_tokens"] > 0 else None,
                    seed_key=row["id"] if sample == 0 else f"{row['id']}\x00{sample}",
                    temperature=temp, steps=steps if steps and steps > 0 else None,
-                   tau_low_logit=row.get("row_tau_low_logit"))
+                   tau_low_logit=row.get("row_tau_low_logit"), top_p=row.get("row_top_p"),
+                   top_k=row["row_top_k"] if (row.get("row_top_k") or -1) >= 0 else None)
 
 
 def trace_id(key: str) -> str:
@@ -163,6 +165,7 @@ class DecodeStage:
             "refreshes": res.refreshes, "forward_tokens": res.forward_tokens,
             "exit_reason": res.exit_reason, "commit_step": res.commit_step,
             "temperature": self.engine.temperature(req),
+            "top_p": self.engine.filters(req)[0], "top_k": self.engine.filters(req)[1],
             "tau_low_logit": (self.cfg.decode.sched.tau_low_logit if req.tau_low_logit is None
                               else req.tau_low_logit) if sched else None,
             "queue_s": res.admitted_at - res.submitted_at, "slot_s": res.finished_at - res.admitted_at,

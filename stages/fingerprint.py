@@ -29,7 +29,7 @@ POLICY_SECTIONS = {"sched": "sched", "dream": "dream", "fastdllm": "fastdllm", "
 #: decode as before they existed), so shards committed earlier still match.
 LATER_KEYS = {"decode.top_p": 1.0, "decode.top_k": 0, "decode.sched.min_progress": 0.0,
               "decode.sched.patience_steps": 0, "decode.sched.max_change_ratio": 1.0, "decode.sched.region": "all",
-              "decode.sched.region_start": 0, "decode.sched.region_end": -1}
+              "decode.sched.region_start": 0, "decode.sched.region_end": -1, "decode.exit_fill": "sample"}
 HASH_LIMIT_BYTES = 256 * 1024 * 1024   # local shards up to this size get a content hash
 
 

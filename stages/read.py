@@ -35,6 +35,7 @@ ROW_SCHEMA = pa.schema([
     ("shard_blank_lines", pa.int64()), ("line", pa.int64()), ("sample", pa.int32()), ("id", pa.string()),
     ("prompt", pa.string()), ("messages", pa.string()), ("max_new_tokens", pa.int64()),
     ("row_temperature", pa.float64()), ("row_steps", pa.int64()), ("row_tau_low_logit", pa.float64()),
+    ("row_top_p", pa.float64()), ("row_top_k", pa.int64()),
     ("error", pa.string()), ("input_schema", pa.binary()),   # the pass-through columns' schema (IPC bytes)
 ])
 #: Columns every row carries from here on (decode and write add theirs; pass-through columns follow).
@@ -158,7 +159,8 @@ class ShardReader:
     def _row(self, line: int, rec: Any, err: str) -> dict:
         row = {"shard": self.path, "shard_name": self.name, "shard_rows": 0, "shard_blank_lines": 0,
                "line": line, "sample": 0, "id": "", "prompt": None, "messages": None, "max_new_tokens": -1,
-               "row_temperature": None, "row_steps": -1, "row_tau_low_logit": None, "error": "",
+               "row_temperature": None, "row_steps": -1, "row_tau_low_logit": None, "row_top_p": None,
+               "row_top_k": -1, "error": "",
                "input_schema": None}
         if err:
             row["error"] = f"line {line}: {err}"

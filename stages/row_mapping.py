@@ -3,7 +3,8 @@
 `RowMapping` is built once per shard from `input.*`: which field holds the id (`id_field`; ints and
 strings alike, kept as a string), the prompt (`prompt_field`), chat messages (`messages_field`) or a
 `prompt_template` with `{field}` placeholders (a missing or null field is that row's error, naming it),
-and the optional per-row overrides (`max_new_tokens`, `temperature`, `steps`, `tau_low_logit`).
+and the optional per-row overrides (`max_new_tokens`, `temperature`, `top_p`, `top_k`, `steps`,
+`tau_low_logit`).
 `consumed` lists the fields it reads, so the read stage can pass every other field through.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 #: Optional per-row override fields of the source -> the row column carrying the value.
 OVERRIDE_FIELDS = {"max_new_tokens": "max_new_tokens", "temperature": "row_temperature", "steps": "row_steps",
-                   "tau_low_logit": "row_tau_low_logit"}
+                   "tau_low_logit": "row_tau_low_logit", "top_p": "row_top_p", "top_k": "row_top_k"}
 
 
 def _absent(value: Any) -> bool:
@@ -71,7 +72,8 @@ class RowMapping:
         return used | {self.prompt_field, self.messages_field}
 
     def map(self, rec: dict) -> dict:
-        """{id, prompt, messages, max_new_tokens, row_temperature, row_steps, row_tau_low_logit, error}."""
+        """{id, prompt, messages, max_new_tokens, row_temperature, row_steps, row_tau_low_logit, row_top_p,
+        row_top_k, error}."""
         out = {"id": "", "prompt": None, "messages": None, "error": ""}
         problems = []
         rid = rec.get(self.id_field)
@@ -93,7 +95,18 @@ class RowMapping:
         out["row_steps"], p2 = positive_int("steps", rec.get("steps"))
         out["row_temperature"], p3 = finite_float("temperature", rec.get("temperature"), low=0.0)
         out["row_tau_low_logit"], p4 = finite_float("tau_low_logit", rec.get("tau_low_logit"))
-        out["error"] = "; ".join(problems + [p for p in (p1, p2, p3, p4) if p])
+        out["row_top_p"], p5 = finite_float("top_p", rec.get("top_p"))
+        if out["row_top_p"] is not None and not 0.0 < out["row_top_p"] <= 1.0:
+            out["row_top_p"], p5 = None, f"top_p must be in (0, 1], got {rec.get('top_p')!r}"
+        out["row_top_k"], p6 = -1, ""
+        if not _absent(rec.get("top_k")):   # 0 = off, like decode.top_k
+            k = rec.get("top_k")
+            k = int(k) if isinstance(k, float) and k.is_integer() else k
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                p6 = f"top_k must be a non-negative integer, got {rec.get('top_k')!r}"
+            else:
+                out["row_top_k"] = k
+        out["error"] = "; ".join(problems + [p for p in (p1, p2, p3, p4, p5, p6) if p])
         return out
 
     def _prompt(self, rec: dict, out: dict) -> list[str]:

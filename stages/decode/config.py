@@ -82,6 +82,8 @@ class DecodeConfig:
     samples_per_prompt: int = 1         # n: rows decoded per prompt, seeded from (seed, id, sample index)
     policy: list[str] = field(default_factory=lambda: ["sched"])  # see policies.POLICIES, e.g. [tspd, ce, sched]
     stop_at_eos: bool = True            # stop a row once EOS is committed with everything before it decoded
+    exit_fill: str = "sample"           # sample | argmax: what fills a row's remaining masks when an exit
+                                        # policy fires (differs only when sampling; SchED's release: argmax)
     trace: str = "tokens"               # off | steps | tokens
     sched: SchedConfig = field(default_factory=SchedConfig)
     dream: DreamConfig = field(default_factory=DreamConfig)
@@ -103,6 +105,8 @@ class DecodeConfig:
             self.trace = "off"
         if self.remasking not in ("low_confidence", "margin", "entropy", "random"):
             raise ValueError(f"decode.remasking={self.remasking!r}: use low_confidence, margin, entropy or random")
+        if self.exit_fill not in ("sample", "argmax"):
+            raise ValueError(f"decode.exit_fill={self.exit_fill!r}: use sample or argmax")
         if self.trace not in ("off", "steps", "tokens"):
             raise ValueError(f"decode.trace={self.trace!r}: use off, steps or tokens")
         if self.temperature < 0:

@@ -24,7 +24,8 @@ class DreamPolicy:
     highest by the alg's score of the sampling distribution q: maskgit_plus q(x0), topk_margin top-1 minus
     top-2 of q, entropy the negative entropy of q; with alg_temp > 0 the positions are drawn from
     softmax(score / alg_temp) instead (from the row's generator, over the row's whole sequence as Dream
-    does). origin commits each masked position with probability 1 - s/t (a uniform per position)."""
+    does). origin commits each masked position with probability 1 - s/t (a uniform per position) and then,
+    when sampling, draws x0 at the positions it took only (Dream's order: the uniforms, then the samples)."""
     kind, reason, sampler = "commit", CommitReason.SCHEDULE, "dream"
     SCORE = {"maskgit_plus": "sample_prob", "topk_margin": "sample_margin", "entropy": "sample_neg_entropy"}
     reads_span = False
@@ -34,6 +35,7 @@ class DreamPolicy:
         self.alg, self.alg_temp, self.eps = d.alg, d.alg_temp, d.eps
         self.reads = frozenset({self.SCORE[self.alg]}) if self.alg in self.SCORE else frozenset()
         self.draws = self.alg == "origin" or self.alg_temp > 0   # needs a generator even when greedy
+        self.defer_sampling = self.alg == "origin"
 
     def transfer_plan(self, masked: int, steps: int) -> list[int]:
         return dream_transfer_tokens(masked, steps, self.eps)
@@ -64,6 +66,7 @@ class DreamPolicy:
 
     def _origin(self, ctx: StepContext) -> torch.Tensor:
         pick = torch.zeros_like(ctx.candidates)
+        x0 = ctx.signals.x0.clone()   # the step's signals are inference tensors: write the draws to a copy
         for b, row in enumerate(ctx.rows):
             cols = ctx.candidates[b].nonzero().squeeze(-1)
             if row.generator is None or not len(cols):
@@ -72,5 +75,11 @@ class DreamPolicy:
             ts = torch.linspace(1, self.eps, steps + 1)
             u = torch.rand(len(cols), generator=row.generator)
             take = u < (1 - ts[i + 1] / ts[i]) if i < steps - 1 else torch.ones_like(u, dtype=torch.bool)
-            pick[b, cols[take.to(cols.device)]] = True
+            taken = cols[take.to(cols.device)]
+            pick[b, taken] = True
+            if ctx.resample is not None and len(taken):
+                drawn = ctx.resample(b, taken)
+                if drawn is not None:
+                    x0[b, taken] = drawn.to(x0.dtype)
+        ctx.signals.x0 = x0
         return pick

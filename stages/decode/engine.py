@@ -40,6 +40,8 @@ class Request:
     temperature: float | None = None   # per-row override of cfg.temperature
     steps: int | None = None           # per-row step budget (a multiple of the row's blocks); None: cfg's rate
     tau_low_logit: float | None = None  # per-row override of SchED's tau_low (logit margin)
+    top_p: float | None = None         # per-row override of cfg.top_p (probability mass kept)
+    top_k: int | None = None           # per-row override of cfg.top_k (tokens; 0 = off)
     submitted_at: float = field(default_factory=time.time)
 
 
@@ -150,8 +152,12 @@ class DecodeEngine:
                     for k, (dt, fill, shape) in self.pos_spec.items()}
         self.stats = {"forwards": 0, "row_steps": 0, "useful_row_steps": 0, "tokens": 0, "pad_tokens": 0}
         self.needs, self.span = self.policies.signal_needs(cfg.remasking, cfg.trace)
+        self.fill_argmax = cfg.exit_fill == "argmax" and bool(self.policies.exits)
+        if self.fill_argmax:
+            self.needs = self.needs | {"argmax"}
         self.projector = Projector(adapter, cfg.max_logits_mb, Sampling(
-            cfg.top_p, cfg.top_k, getattr(self.policies.commit, "sampler", "gumbel")))
+            cfg.top_p, cfg.top_k, getattr(self.policies.commit, "sampler", "gumbel"),
+            getattr(self.policies.commit, "defer_sampling", False)))
         self.cached = (CachedForward(adapter, cfg.cache, cfg.block_length, cfg.cache_refresh_steps)
                        if cfg.cache != "none" else None)
         if self.cached and self.span:  # dual: span positions past the block keep their last refresh's signals
@@ -289,7 +295,8 @@ class DecodeEngine:
             hidden, computed, self._refreshed = self.cached.hidden(rows, self.ids, self.attn, view.g)
         sig = self.projector.signals(StepInputs(self.ids, self.attn, where if computed is None else where & computed,
                                                 view.win, [r.gen_length for r in rows], gens,
-                                                [self.temperature(r.request) for r in rows], hidden),
+                                                [self.temperature(r.request) for r in rows], hidden,
+                                                self._row_filters()),
                                      self.needs, cfg.temperature)
         if computed is not None and self.span:
             sig = self._stale_signals(sig, where, computed, view.g)
@@ -297,9 +304,31 @@ class DecodeEngine:
                           view.meta[:, 4], progress(view.meta[:, 2], view.meta[:, 3], cfg.sched.progress_mode),
                           pos={k: v[:, v.shape[1] - view.g:] for k, v in self.pos.items()},
                           tau_low_logit=self._row_tau_low(), rows=rows)
+        if self.projector.sampling.deferred:
+            ctx.resample = self._resample
         if self.policies.needs_features:
             ctx.features = self._features(ctx, view.g, view.meta)
         return ctx
+
+    def filters(self, request: Request) -> tuple[float, int]:
+        """(top_p, top_k) a request samples with: its overrides, else the job's."""
+        cfg = self.cfg
+        return (cfg.top_p if request.top_p is None else request.top_p,
+                cfg.top_k if request.top_k is None else request.top_k)
+
+    def _row_filters(self) -> list[tuple[float, int]] | None:
+        """Per-row (top_p, top_k), or None when no row overrides the job's."""
+        if all(r.request.top_p is None and r.request.top_k is None for r in self.rows):
+            return None
+        return [self.filters(r.request) for r in self.rows]
+
+    def _resample(self, b: int, cols: torch.Tensor) -> torch.Tensor | None:
+        """Deferred sampling of row b's picked answer-window columns; None for a greedy row."""
+        row = self.rows[b]
+        temperature = self.temperature(row.request)
+        if temperature <= 0 or row.generator is None:
+            return None
+        return self.projector.resample(b, cols, temperature, row.generator, *self.filters(row.request))
 
     def _stale_signals(self, sig, where, computed, g: int):
         """Dual cache: span positions outside this step's query keep the signals of their row's last refresh;
@@ -359,7 +388,8 @@ class DecodeEngine:
         position, rows stopped by EOS)."""
         fill = view.masked & ~dec.commit & dec.exit_now[:, None]
         reason = torch.where(fill, int(CommitReason.EXIT_FILL), dec.reason).to(torch.int8)
-        tokens = torch.where(dec.commit | fill, ctx.signals.x0, view.win)
+        tokens = torch.where(dec.commit, ctx.signals.x0, view.win)
+        tokens = torch.where(fill, ctx.signals.argmax if self.fill_argmax else ctx.signals.x0, tokens)
         eos_stop = torch.zeros_like(view.active)
         if self.cfg.stop_at_eos:
             tokens, reason, eos_stop = self._stop_at_eos(tokens, reason, view.valid, view.active, view.col)

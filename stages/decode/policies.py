@@ -2,7 +2,8 @@
 
 Two kinds, composed by `build_policies`: one *commit* policy picks which masked positions of each row's
 current block are committed this step (`select`), and any number of *exit* policies decide per row
-whether to stop now and fill every remaining mask with its argmax (`should_exit`); *modifiers* (CE)
+whether to stop now and fill every remaining mask with its candidate (`should_exit`; the engine
+fills with the sampled candidate, or the argmax under decode.exit_fill=argmax); *modifiers* (CE)
 adjust both (`modify`, `modify_exit`). All inputs and outputs are batched tensors with per-row values:
 nothing is pooled across rows. A commit policy may bring its own per-block transfer counts
 (`transfer_plan(masked, steps)`, read back as `ctx.k`) and its sampler (`sampler`: gumbel or dream).
@@ -33,6 +34,7 @@ class StepContext:
     tau_low_logit: torch.Tensor | None = None   # [B] per-row SchED tau_low overrides (NaN: none), or None
     rows: list | None = None   # the engine's rows: generator, block_step, steps_per_block, prompt_length,
                                # answer_tokens, gen_length (for policies that draw or need the row's layout)
+    resample: object = None    # (row, cols [n]) -> x0 [n]: deferred sampling of picked positions (dream origin)
 
     @property
     def candidates(self) -> torch.Tensor:

@@ -10,7 +10,10 @@ each row's Gumbel noise is drawn for its whole answer, in position order, from i
 samples equal a full-logits draw whatever is projected (LLaDA's sampler). Dream's sampler (`Sampling.kind
 = "dream"`) instead draws, per row and step, one categorical sample from q = softmax(filter(logits / T)) at
 each still-masked answer position in position order, exactly as `torch.multinomial(q, 1)` would from the
-row's generator (q / Exp(1) noise, argmax); greedy Dream takes q's argmax. top_p / top_k filter each chunk.
+row's generator (q / Exp(1) noise, argmax); greedy Dream takes q's argmax. With `deferred` (Dream's
+`origin`, which picks positions before it samples), x0 is q's argmax and the commit policy draws the samples
+of the positions it picked afterwards (`resample`), from the step's kept source. top_p / top_k filter each
+chunk.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     kind: str = "gumbel"
+    deferred: bool = False     # dream: sample only the positions the policy picks, after it picks them
 
     @property
     def filtered(self) -> bool:
@@ -62,6 +66,7 @@ class StepInputs:
     generators: list
     temperatures: list[float] | None = None
     hidden: torch.Tensor | None = None   # [B, G, H] answer-window states computed by the caller (KV cache)
+    filters: list[tuple[float, int]] | None = None   # per-row (top_p, top_k); None: the Sampling's for all
 
 
 class Projector:
@@ -70,6 +75,8 @@ class Projector:
         self.adapter, self.max_bytes = adapter, int(max_logits_mb * 2 ** 20)
         self.sampling = sampling or Sampling()
         self.stats = stats or ProjectionStats()
+        self._src: torch.Tensor | None = None    # this step's source, kept for `resample`
+        self._chunk = 1
 
     @torch.inference_mode()
     def signals(self, inp: StepInputs, needs: frozenset, temperature: float) -> StepSignals:
@@ -80,19 +87,39 @@ class Projector:
         vocab = self._vocab(rows_src)
         smp = self.sampling
         temps = inp.temperatures or [temperature] * len(inp.lengths)
+        filters = inp.filters or [(smp.top_p, smp.top_k)] * len(inp.lengths)
         hottest = max(temps, default=0.0)
-        dist = smp.kind == "dream" or bool(needs & set(SAMPLE_SIGNALS)) or (hottest > 0 and smp.filtered)
+        filtered = any(p < 1.0 or k > 0 for p, k in filters)
+        dist = smp.kind == "dream" or bool(needs & set(SAMPLE_SIGNALS)) or (hottest > 0 and filtered)
         per_pos = chunk_bytes_per_position(vocab, self.adapter.dtype.itemsize, needs, hottest, dist)
         chunk = max(1, self.max_bytes // per_pos)
         flat = inp.where.nonzero()                       # [N, 2] (row, column), row-major
-        if hottest > 0 and smp.kind == "dream":
-            parts = self._dream_sampled(rows_src, inp, flat, needs, temps, chunk, per_pos)
-        elif hottest > 0:
-            parts = self._sampled(rows_src, inp, flat, needs, temps, chunk, per_pos)
-        else:
+        self._src, self._chunk = (rows_src, chunk) if smp.deferred else (None, chunk)
+        if hottest > 0 and smp.kind == "dream" and not smp.deferred:
+            parts = self._dream_sampled(rows_src, inp, flat, needs, temps, filters, chunk, per_pos)
+        elif hottest > 0 and smp.kind != "dream":
+            parts = self._sampled(rows_src, inp, flat, needs, temps, filters, chunk, per_pos)
+        elif inp.filters is None:
             parts = self._greedy(rows_src, flat, needs, chunk, per_pos)
+        else:   # per-row filters change Dream's greedy scores: reduce row by row
+            parts = _cat([self._greedy(rows_src, flat[flat[:, 0] == b], needs, chunk, per_pos, *filters[b])
+                          for b in range(len(filters)) if (flat[:, 0] == b).any()], needs)
         self.stats.positions += len(flat)
         return finish(parts, inp.where, inp.window)
+
+    @torch.inference_mode()
+    def resample(self, row: int, cols: torch.Tensor, temperature: float, gen: torch.Generator,
+                 top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+        """Dream's draw at this step's answer columns `cols` [n] of `row` (deferred sampling): one Exp(1)
+        noise row per position in order, as `torch.multinomial(q, 1)` over exactly these positions would."""
+        out = []
+        for a in range(0, len(cols), self._chunk):
+            sel = cols[a:a + self._chunk]
+            z = self._logits(self._src[row, sel]).float()
+            q = sampling_probs(z, temperature, top_p, top_k)
+            noise = torch.empty(q.shape, dtype=torch.float32).exponential_(1, generator=gen)
+            out.append((q / q.sum(-1, keepdim=True) / noise.to(z.device)).argmax(-1))
+        return torch.cat(out) if out else cols.new_empty(0)
 
     # ----- sources: hidden states (split head) or the model's own logits ----------------------
     def _sources(self, inp: StepInputs) -> torch.Tensor:
@@ -121,13 +148,16 @@ class Projector:
         self.stats.peak_temp_bytes = max(self.stats.peak_temp_bytes, n * per_pos)
 
     # ----- reductions ------------------------------------------------------------------------
-    def _greedy(self, src, flat, needs, chunk, per_pos) -> dict[str, torch.Tensor]:
+    def _greedy(self, src, flat, needs, chunk, per_pos, top_p: float | None = None,
+                top_k: int | None = None) -> dict[str, torch.Tensor]:
         pieces, smp = [], self.sampling
+        top_p = smp.top_p if top_p is None else top_p
+        top_k = smp.top_k if top_k is None else top_k
         for a in range(0, len(flat), chunk):
             idx = flat[a:a + chunk]
             z = self._logits(src[idx[:, 0], idx[:, 1]]).float()
             if smp.kind == "dream" or needs & set(SAMPLE_SIGNALS):
-                q = sampling_probs(z, 0.0, smp.top_p, smp.top_k)
+                q = sampling_probs(z, 0.0, top_p, top_k)
                 x0 = q.max(dim=-1).indices if smp.kind == "dream" else None   # Dream: the argmax of q
                 part = reduce_chunk(z, needs, x0)
                 part.update(sample_reductions(q, part["x0"], needs))
@@ -137,17 +167,17 @@ class Projector:
             self._note(len(idx), per_pos)
         return _cat(pieces, needs)
 
-    def _dream_sampled(self, src, inp, flat, needs, temps, chunk, per_pos) -> dict[str, torch.Tensor]:
+    def _dream_sampled(self, src, inp, flat, needs, temps, filters, chunk, per_pos) -> dict[str, torch.Tensor]:
         """Per row, walk its still-masked answer positions in order in chunks: draw the chunk's Exp(1) noise
         [n, V] (all masked positions, as Dream's one multinomial call over them would), sample the needed ones
         as argmax(q / sum(q) / noise)."""
-        g, pieces, smp = inp.where.shape[1], [], self.sampling
+        g, pieces = inp.where.shape[1], []
         col = torch.arange(g, device=inp.window.device)
-        for b, (gen, n, temperature) in enumerate(zip(inp.generators, inp.lengths, temps)):
+        for b, (gen, n, temperature, (top_p, top_k)) in enumerate(zip(inp.generators, inp.lengths, temps, filters)):
             cols = flat[flat[:, 0] == b, 1]
             if temperature <= 0:   # a greedy row in a sampled batch: the greedy reduction, same keys
                 if len(cols):
-                    pieces.append(self._greedy(src, flat[flat[:, 0] == b], needs, chunk, per_pos))
+                    pieces.append(self._greedy(src, flat[flat[:, 0] == b], needs, chunk, per_pos, top_p, top_k))
                 continue
             if gen is None:
                 if len(cols):
@@ -162,7 +192,7 @@ class Projector:
                     continue
                 sel = span[keep]
                 z = self._logits(src[b, sel]).float()
-                q = sampling_probs(z, temperature, smp.top_p, smp.top_k)
+                q = sampling_probs(z, temperature, top_p, top_k)
                 x0 = (q / q.sum(-1, keepdim=True) / noise[keep.cpu()].to(z.device)).argmax(-1)
                 part = reduce_chunk(z, needs, x0)
                 part.update(sample_reductions(q, x0, needs))
@@ -170,12 +200,12 @@ class Projector:
                 self._note(len(sel), per_pos)
         return _cat(pieces, needs)
 
-    def _sampled(self, src, inp, flat, needs, temps, chunk, per_pos) -> dict[str, torch.Tensor]:
+    def _sampled(self, src, inp, flat, needs, temps, filters, chunk, per_pos) -> dict[str, torch.Tensor]:
         """Per row, walk its answer positions in order in chunks: draw the chunk's noise (all positions, so
         the generator advances exactly as a full draw would), reduce only the needed ones. A row at
         temperature 0 is reduced greedily (no noise drawn)."""
         g, pieces = inp.where.shape[1], []
-        for b, (gen, n, temperature) in enumerate(zip(inp.generators, inp.lengths, temps)):
+        for b, (gen, n, temperature, (top_p, top_k)) in enumerate(zip(inp.generators, inp.lengths, temps, filters)):
             cols = flat[flat[:, 0] == b, 1]
             if temperature <= 0:   # x0 given (= argmax): the same keys as sampled rows
                 for a in range(0, len(cols), chunk):
@@ -196,14 +226,13 @@ class Projector:
                 z = self._logits(src[b, sel])
                 noise = -torch.log(-torch.log(u[(sel - a).cpu()].to(z.device).clamp(min=1e-300)))
                 noisy = z.double() + temperature * noise
-                if self.sampling.filtered:  # top-p / top-k over the tempered distribution; dropped tokens never win
-                    dropped = filter_logits(z.float() / temperature, self.sampling.top_p, self.sampling.top_k)
+                if top_p < 1.0 or top_k > 0:  # top-p / top-k over the tempered distribution; dropped tokens never win
+                    dropped = filter_logits(z.float() / temperature, top_p, top_k)
                     noisy = noisy.masked_fill(dropped == torch.finfo(torch.float32).min, -torch.inf)
                 x0 = noisy.argmax(-1)
                 part = reduce_chunk(z.float(), needs, x0)
                 if needs & set(SAMPLE_SIGNALS):
-                    part.update(sample_reductions(sampling_probs(z.float(), temperature, self.sampling.top_p,
-                                                                 self.sampling.top_k), x0, needs))
+                    part.update(sample_reductions(sampling_probs(z.float(), temperature, top_p, top_k), x0, needs))
                 pieces.append(part)
                 self._note(len(sel), per_pos)
         return _cat(pieces, needs)

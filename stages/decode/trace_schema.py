@@ -16,7 +16,7 @@ class CommitReason(IntEnum):
     NONE = 0
     SCHEDULE = 1       # top-k of the uniform transfer schedule
     THRESHOLD = 2      # confidence threshold (Fast-dLLM)
-    EXIT_FILL = 3      # filled by argmax when an exit policy stopped the row
+    EXIT_FILL = 3      # filled when an exit policy stopped the row (candidate, or argmax: decode.exit_fill)
     EOS_FILL = 4       # after a committed end-of-text: padding, not work
     FORCED = 5         # at-least-one-per-step guarantee of a threshold policy
     TSPD = 6           # the TSPD controller judged the position converged

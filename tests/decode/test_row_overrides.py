@@ -80,3 +80,25 @@ def test_samples_differ_are_reproducible_and_the_seed_matters(setup) -> None:
     assert first == again
     assert any(len({tuple(x) for x in first[i:i + 3]}) > 1 for i in range(0, 12, 3))   # a prompt's samples differ
     assert first != other
+
+
+def test_per_row_top_k_and_top_p(setup) -> None:
+    """A row's top_k=1 (or a tiny top_p) at temperature > 0 decodes its greedy output whatever the job's
+    filters; in a batch with sampled rows each row keeps its own filters, alone or batched."""
+    adapter, prompts, cfg = setup
+    hot = dataclasses.replace(cfg, temperature=20.0, policy=["none"])
+    greedy = [r.output_ids for r in DecodeEngine(adapter, dataclasses.replace(hot, temperature=0.0)).generate(
+        [Request(f"g{i}", p) for i, p in enumerate(prompts)])]
+    reqs = [Request(f"r{i}", p, top_k=1 if i % 3 == 0 else None, top_p=1e-6 if i % 3 == 1 else None)
+            for i, p in enumerate(prompts)]
+    batched = {r.id: r.output_ids for r in DecodeEngine(adapter, hot).generate(reqs, batch_size=12)}
+    alone = {r.id: DecodeEngine(adapter, hot).generate([r])[0].output_ids for r in reqs}
+    assert batched == alone
+    assert all(batched[f"r{i}"] == greedy[i] for i in range(12) if i % 3 != 2)        # filtered to the argmax
+    assert any(batched[f"r{i}"] != greedy[i] for i in range(2, 12, 3))                 # the others sample
+    for alg in ("maskgit_plus", "origin"):   # Dream's sampler too (origin draws after it picks)
+        dream = dataclasses.replace(hot, policy=["dream"], dream=dataclasses.replace(hot.dream, alg=alg))
+        g = [r.output_ids for r in DecodeEngine(adapter, dataclasses.replace(dream, temperature=0.0)).generate(
+            [Request(f"r{i}", p) for i, p in enumerate(prompts)])]
+        out = {r.id: r.output_ids for r in DecodeEngine(adapter, dream).generate(reqs, batch_size=12)}
+        assert all(out[f"r{i}"] == g[i] for i in range(0, 12, 3))

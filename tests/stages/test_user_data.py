@@ -92,6 +92,17 @@ def test_override_fields_are_validated() -> None:
     assert rows[2]["row_temperature"] is None and rows[2]["error"] == ""
 
 
+def test_top_p_top_k_overrides_are_validated() -> None:
+    rows = _parse(jsonl({"id": "a", "prompt": "p", "top_p": 0.9, "top_k": 20.0},
+                        {"id": "b", "prompt": "p", "top_p": 0.0, "top_k": -2},
+                        {"id": "c", "prompt": "p", "top_p": 1.5, "top_k": "5"},
+                        {"id": "d", "prompt": "p"}))
+    assert (rows[0]["row_top_p"], rows[0]["row_top_k"], rows[0]["error"]) == (0.9, 20, "")
+    assert rows[1]["error"] == "top_p must be in (0, 1], got 0.0; top_k must be a non-negative integer, got -2"
+    assert rows[2]["error"] == "top_p must be in (0, 1], got 1.5; top_k must be a non-negative integer, got '5'"
+    assert (rows[3]["row_top_p"], rows[3]["row_top_k"], rows[3]["error"]) == (None, -1, "")
+
+
 def test_row_steps_must_fit_the_blocks_and_greedy_samples_are_refused() -> None:
     cfg = load_config(None, [f"model.path={MODEL}", "decode.gen_length=32", "decode.block_length=16",
                              "decode.steps=16", "decode.temperature=0.5", "decode.samples_per_prompt=2"])

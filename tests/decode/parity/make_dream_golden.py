@@ -67,6 +67,15 @@ CASES: dict[str, tuple[str, dict]] = {
     "entropy-alg_temp0.5": ("dream", dict(alg="entropy", steps=8, max_new_tokens=16, alg_temp=0.5)),
     "maskgit_plus-T0.8-alg_temp0.3": ("dream", dict(alg="maskgit_plus", steps=8, max_new_tokens=16,
                                                     temperature=0.8, alg_temp=0.3)),
+    "origin-T0.8-top_p0.9": ("dream", dict(alg="origin", steps=8, max_new_tokens=16, temperature=0.8,
+                                           top_p=0.9)),
+    "origin-T1.0-top_k20-13tok": ("dream", dict(alg="origin", steps=5, max_new_tokens=13, temperature=1.0,
+                                                top_k=20)),
+    "sched-linear-T0.7": ("sched", dict(alg="entropy", steps=12, max_new_tokens=16, tau_mode="linear",
+                                        tau_high=3.0, tau_low=0.5, max_change_ratio=1.0, temperature=0.7)),
+    "sched-origin-T0.9-patience": ("sched", dict(alg="origin", steps=12, max_new_tokens=16, tau_mode="cosine",
+                                                 tau_high=3.0, tau_low=0.5, patience_steps=1,
+                                                 max_change_ratio=1.0, temperature=0.9)),
     "sched-linear": ("sched", dict(alg="entropy", steps=12, max_new_tokens=16, tau_mode="linear",
                                    tau_high=3.0, tau_low=0.5, max_change_ratio=1.0)),
     "sched-cosine-patience": ("sched", dict(alg="maskgit_plus", steps=12, max_new_tokens=16, tau_mode="cosine",
@@ -152,7 +161,7 @@ def engine_overrides(ref: str, kw: dict) -> list[str]:
                 f"decode.sched.min_progress={kw.get('min_progress', 0.0)}",
                 f"decode.sched.patience_steps={kw.get('patience_steps', 0)}",
                 f"decode.sched.max_change_ratio={kw.get('max_change_ratio', 0.0)}",
-                f"decode.sched.region={kw.get('answer_region', 'all')}"]
+                f"decode.sched.region={kw.get('answer_region', 'all')}", "decode.exit_fill=argmax"]
     return out
 
 
