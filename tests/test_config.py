@@ -70,8 +70,10 @@ def test_policy_kinds_match_the_policies_registry() -> None:
     from stages.decode.policies import POLICIES, build_policies
     assert set(POLICY_KINDS) == set(POLICIES)
     for name, kind in POLICY_KINDS.items():
-        built = build_policies(load_config(None, [f"decode.policy=[{name}]"]).decode)
-        found = {"commit": [built.commit] if name in ("none", "dream", "fastdllm", "tspd") else [], "exit": built.exits,
+        family = "diffusion_gemma" if name == "dgemma" else None
+        built = build_policies(load_config(None, [f"decode.policy=[{name}]"]).decode, family=family)
+        found = {"commit": [built.commit] if name in ("none", "dream", "fastdllm", "tspd", "dgemma") else [],
+                 "exit": built.exits,
                  "modifier": built.modifiers}[kind]
         assert len(found) == 1 and found[0].kind == kind, name
 

@@ -476,11 +476,15 @@ class DecodeEngine:
     # ----- static loop ------------------------------------------------------------------------
     def generate(self, requests: list[Request], batch_size: int | None = None) -> list[SequenceResult]:
         """Decode `requests` in static batches of `batch_size` (compaction, no refill); input order kept."""
-        batch_size = batch_size or self.cfg.max_batch_size
-        done: dict[str, SequenceResult] = {}
-        for start in range(0, len(requests), batch_size):
-            self.add(requests[start:start + batch_size])
-            while self.rows:
-                for res in self.step():
-                    done[res.id] = res
-        return [done[r.id] for r in requests]
+        return static_batches(self, requests, batch_size or self.cfg.max_batch_size)
+
+
+def static_batches(engine, requests: list[Request], batch_size: int) -> list[SequenceResult]:
+    """Any engine's static loop: admit `batch_size` rows, step until all left, next batch; input order kept."""
+    done: dict[str, SequenceResult] = {}
+    for start in range(0, len(requests), batch_size):
+        engine.add(requests[start:start + batch_size])
+        while engine.rows:
+            for res in engine.step():
+                done[res.id] = res
+    return [done[r.id] for r in requests]
