@@ -98,8 +98,8 @@ def to_result(r: CanvasRow, eos_ids: set[int], pad_id: int) -> SequenceResult:
         id=r.request.id, prompt_ids=list(r.request.prompt_ids), output_ids=out, steps_taken=r.step,
         step_budget=r.step_budget, exit_reason=r.exit_reason, commit_step=r.commit_step[:r.n_tokens],
         commit_reason=r.commit_reason[:r.n_tokens], trace=trace, submitted_at=r.request.submitted_at,
-        admitted_at=r.admitted_at, finished_at=time.time(), refreshes=r.encoder_passes,
-        forward_tokens=r.forward_tokens)
+        admitted_at=r.admitted_at, finished_at=time.time(), refreshes=0,
+        forward_tokens=r.forward_tokens, encoder_passes=r.encoder_passes)
 
 
 def _with_tokens(trace: SequenceTrace, r: CanvasRow) -> SequenceTrace:

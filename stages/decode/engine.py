@@ -61,6 +61,8 @@ class SequenceResult:
     finished_at: float
     refreshes: int = 0                 # KV-cache refresh forwards (full sequence) among its steps
     forward_tokens: int = 0            # tokens the forwards ran for this row (sequence or cached span)
+    encoder_passes: int | None = None  # canvas families: encoder passes (prefill + canvas commits), apart
+                                       # from the decoder forwards counted in steps_taken; None otherwise
 
 
 @dataclass

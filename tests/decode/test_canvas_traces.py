@@ -47,7 +47,7 @@ def test_trace_columns(adapter):
     for t in tokens:   # settled: from that step on the argmax is the committed token
         later = [u["argmax"] for u in tokens if u["position"] == t["position"] and u["step"] >= t["settled_step"]]
         assert set(later) == {r.output_ids[t["position"]]}
-    assert r.refreshes == 2 and r.steps_taken == 8
+    assert r.encoder_passes == 2 and r.refreshes == 0 and r.steps_taken == 8
 
 
 def test_outputs_do_not_depend_on_the_memory_bound(adapter):
