@@ -70,7 +70,8 @@ def check_values(cfg: PipelineConfig) -> None:
     if not 0.0 <= cfg.run.max_error_fraction <= 1.0:
         _fail("run.max_error_fraction", f"{cfg.run.max_error_fraction} is not in [0, 1]")
     try:
-        validate_schedule(d.gen_length, d.block_length, d.steps)
+        if "dgemma" not in d.policy:   # blocks and step budgets are masked-family settings (DiffusionGemma: canvases)
+            validate_schedule(d.gen_length, d.block_length, d.steps)
     except ValueError as e:
         raise ConfigError(f"config error at decode: {e}") from None
     check_policy(d.policy)
