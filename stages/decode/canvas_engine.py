@@ -136,7 +136,7 @@ class CanvasEngine:
         dec = self.sampler.decide(sig.sample, sig.argmax, sig.entropy, noise, history, last)
         exit_now, exit_by, tau, gbar = self._exits(sig, cstep)
         self._count()
-        return self._apply(sig, dec, exit_now, exit_by, tau, gbar, soft_next=sig.soft)
+        return self._apply(sig, dec, exit_now, exit_by, tau, gbar)
 
     def _noise(self, r: CanvasRow) -> torch.Tensor:
         """[C] uniform tokens from the row's generator, or the global RNG (a new canvas in global mode)."""
@@ -189,35 +189,40 @@ class CanvasEngine:
                 r.pos[k] = pos[k][i]
         return exit_now, exit_by, tau, gbar
 
-    def _apply(self, sig, dec, exit_now, exit_by, tau, gbar, soft_next) -> list[SequenceResult]:
+    def _apply(self, sig, dec, exit_now, exit_by, tau, gbar) -> list[SequenceResult]:
+        """Per row, from one device-to-host copy of the step's decisions: traces, commits or the next canvas."""
         host = {k: v.tolist() for k, v in dict(done=dec.done, stopped=dec.stopped, exit=exit_now,
                                                  acc=dec.accepted.sum(-1), ent=dec.entropy_mean, tau=tau,
                                                  gbar=gbar).items()}
+        host["argmax"] = sig.argmax.cpu()
+        if self.cfg.trace == "tokens":
+            host["tokens"] = torch.stack([sig.argmax.float(), sig.confidence, sig.margin, sig.entropy], -1).cpu()
+            host["accepted"] = dec.accepted.cpu()
         finished = []
         for i, r in enumerate(self.rows):
             ends = host["done"][i] or host["exit"][i]
             by_exit = host["exit"][i] and not host["stopped"][i]
-            am = sig.argmax[i].cpu()
+            am = host["argmax"][i]
             r.settled = torch.where(am != r.last_argmax, r.step, r.settled) if r.last_argmax is not None \
                 else torch.full_like(am, r.step)
             r.last_argmax = am
             reason = CommitReason.EXIT_FILL if by_exit else CommitReason.CANVAS
-            self._record(r, i, sig, dec, host, ends, by_exit, int(reason))
-            r.forward_tokens += self.c
+            self._record(r, i, host, ends, by_exit, int(reason))
+            r.forward_tokens, r.encoded_now = r.forward_tokens + self.c, 0
             r.step += 1
             if ends:
-                finished += self._commit(r, i, sig, host, by_exit, exit_by[i], int(reason))
+                finished += self._commit(r, i, host, by_exit, exit_by[i], int(reason))
             else:
-                r.canvas, r.soft, r.history = dec.next_canvas[i], soft_next[i], dec.history[i]
+                r.canvas, r.soft, r.history = dec.next_canvas[i], sig.soft[i], dec.history[i]
                 r.canvas_step += 1
         if finished:
             self.rows = [r for r in self.rows if not r.done]
             self.view = None
         return finished
 
-    def _commit(self, r: CanvasRow, i: int, sig, host, by_exit: bool, by: int, reason: int) -> list[SequenceResult]:
+    def _commit(self, r: CanvasRow, i: int, host, by_exit: bool, by: int, reason: int) -> list[SequenceResult]:
         """The canvas ends: its argmax is committed; the row leaves on an EOS or its last canvas."""
-        tokens = sig.argmax[i].tolist()
+        tokens = host["argmax"][i].tolist()
         r.output += tokens
         r.commit_step += [r.step - 1] * self.c
         r.commit_reason += [reason] * self.c
@@ -233,20 +238,18 @@ class CanvasEngine:
         r.reset_canvas(self.settings.stability_threshold_steps, self.fresh_pos)
         return []
 
-    def _record(self, r, i, sig, dec, host, ends, by_exit, reason) -> None:
+    def _record(self, r: CanvasRow, i: int, host: dict, ends: bool, by_exit: bool, reason: int) -> None:
         if self.cfg.trace == "off":
             return
         p = r.canvas_step / r.steps_per_canvas
         step_row = np.array([r.step, p, host["tau"][i], host["gbar"][i], self.c if ends else 0, float(by_exit),
                              float(r.encoded_now > 0), self.c + r.encoded_now], dtype=np.float32)
-        r.encoded_now = 0
         r.step_records.append((step_row, {"canvas": r.canvas_index, "accepted": host["acc"][i],
                                           "entropy_mean": host["ent"][i]}))
         if self.cfg.trace == "tokens":
-            tok = torch.stack([sig.argmax[i].float(), sig.confidence[i], sig.margin[i], sig.entropy[i]], -1)
             reasons = np.full(self.c, reason if ends else 0, dtype=np.int8)
-            r.token_records.append((r.step, r.canvas_index, tok.cpu().numpy(), reasons,
-                                    dec.accepted[i].cpu().numpy()))
+            r.token_records.append((r.step, r.canvas_index, host["tokens"][i].numpy(), reasons,
+                                    host["accepted"][i].numpy()))
 
     def _count(self) -> None:
         s, b = self.stats, len(self.rows)
