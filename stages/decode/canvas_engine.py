@@ -22,6 +22,7 @@ from stages.decode.canvas_signals import CanvasSignals, canvas_signals, chunk_po
 from stages.decode.config import DecodeConfig
 from stages.decode.dgemma import DGemmaPolicy, resolve_settings
 from stages.decode.engine import Request, SequenceResult, static_batches
+from stages.decode.families.base import CanvasFamily
 from stages.decode.policies import StepContext, build_policies
 from stages.decode.schedules import progress
 from stages.decode.signals import StepSignals
@@ -31,7 +32,7 @@ from stages.decode.trace_schema import CommitReason
 class CanvasEngine:
     cached = None   # the masked engine's KV-cache option does not apply: every row always has its encoder cache
 
-    def __init__(self, adapter, cfg: DecodeConfig, logits_processors: list | None = None) -> None:
+    def __init__(self, adapter: CanvasFamily, cfg: DecodeConfig, logits_processors: list | None = None) -> None:
         """`logits_processors`: callables (logits [n, V] float32, canvas positions [n]) -> logits, applied
         before the temperature (as generate()'s `logits_processor`)."""
         if cfg.cache != "none":

@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -20,6 +20,20 @@ from stages.decode.padding import position_ids
 
 #: Classes whose logits are exactly `lm_head(model(...).last_hidden_state)` (no soft-capping or scaling).
 SPLIT_HEAD_CLASSES = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"})
+
+
+class CanvasFamily(Protocol):
+    """What the canvas engine asks of a canvas family's adapter (families/diffusion_gemma.py implements it)."""
+    canvas_length: int
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+
+    def new_cache(self): ...                                          # a new row's (empty) encoder cache
+    def encode(self, caches: list, tokens: list[list[int]]) -> None: ...   # prefill / commit, grouped
+    def batch_view(self, caches: list): ...                           # stacked caches, masks, positions
+    def decoder_hidden(self, view, canvas: torch.Tensor, soft: torch.Tensor) -> torch.Tensor: ...
+    def head(self, hidden: torch.Tensor) -> torch.Tensor: ...         # step logits of a chunk [n, V]
+    def soft_embeddings(self, processed: torch.Tensor) -> torch.Tensor: ...   # self-conditioning [n, H]
 
 
 class ModelHandle:
