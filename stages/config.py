@@ -20,7 +20,7 @@ from stages.decode.config import DecodeConfig
 @dataclass
 class ModelConfig:
     path: str = "embedded/model"        # checkpoint directory (local path or a URL already synced locally)
-    family: str = "auto"                # auto | llada | dream | native (auto reads config.json's model_type)
+    family: str = "auto"                # auto | llada | dream | native | diffusion_gemma (auto reads config.json's model_type)
     dtype: str = "float32"              # float32 | bfloat16 | float16
     device: str = "auto"                # auto (cuda when available) | cpu | cuda
     chat_template: bool = True          # apply the tokenizer's chat template when it has one

@@ -14,7 +14,7 @@ from stages.config import ConfigError, PipelineConfig
 
 #: Kind of every decode policy (stages/decode/policies.POLICIES; tests check the two agree).
 POLICY_KINDS = {"none": "commit", "dream": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit",
-                "prophet": "exit", "ce": "modifier"}
+                "prophet": "exit", "ce": "modifier", "dgemma": "commit"}
 AGGREGATES = ("mean", "median", "min", "quantile")
 PROGRESS_MODES = ("t_over_T", "t_over_T_minus_1")
 OUTPUT_FORMATS = ("arrow", "jsonl", "parquet")
@@ -70,7 +70,8 @@ def check_values(cfg: PipelineConfig) -> None:
     if not 0.0 <= cfg.run.max_error_fraction <= 1.0:
         _fail("run.max_error_fraction", f"{cfg.run.max_error_fraction} is not in [0, 1]")
     try:
-        validate_schedule(d.gen_length, d.block_length, d.steps)
+        if "dgemma" not in d.policy:   # blocks and step budgets are masked-family settings (DiffusionGemma: canvases)
+            validate_schedule(d.gen_length, d.block_length, d.steps)
     except ValueError as e:
         raise ConfigError(f"config error at decode: {e}") from None
     check_policy(d.policy)
@@ -135,7 +136,27 @@ def check_policy(names: list[str]) -> None:
     commits = [n for n in names if POLICY_KINDS[n] == "commit"]
     if len(commits) > 1:
         _fail(key, f"{commits} are all commit policies; name at most one "
-                   f"(commit: none, dream, fastdllm, tspd; exit: sched, prophet; modifier: ce)")
+                   f"(commit: none, dream, fastdllm, tspd, dgemma; exit: sched, prophet; modifier: ce)")
+
+
+def check_family(cfg: PipelineConfig, path: str) -> None:
+    """What the model's family can run: a canvas family (DiffusionGemma) takes dgemma + sched/prophet and no
+    decode.cache / temperature / top-p / top-k; dgemma needs that family."""
+    from stages.decode.adapters import resolve_family
+    from stages.decode.policies import CANVAS_POLICIES
+    family, d = resolve_family(path, cfg.model.family), cfg.decode
+    if family != "diffusion_gemma":
+        if "dgemma" in d.policy:
+            _fail("decode.policy", f"dgemma is DiffusionGemma's sampler; this model's family is {family}")
+        return
+    bad = sorted(set(d.policy) - CANVAS_POLICIES)
+    if bad:
+        _fail("decode.policy", f"{bad} cannot run on DiffusionGemma (no mask token); use {sorted(CANVAS_POLICIES)}")
+    if d.cache != "none":
+        _fail("decode.cache", f"{d.cache!r}: DiffusionGemma's encoder cache is exact and always on; use none")
+    if d.temperature > 0 or d.top_p < 1.0 or d.top_k > 0:
+        _fail("decode.temperature", "temperature/top_p/top_k do not apply to DiffusionGemma: its schedule is "
+                                    "decode.dgemma.t_min / t_max")
 
 
 def _local(url: str) -> bool:
@@ -153,6 +174,7 @@ def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
                                 f"against the project root, on the command line against the current folder)")
         if not os.path.isfile(os.path.join(path, "config.json")):
             _fail("model.path", f"{path} has no config.json (not a transformers checkpoint)")
+        check_family(cfg, path)
     controller = cfg.decode.tspd.controller_path
     if "tspd" in cfg.decode.policy and _local(controller) and not os.path.isfile(controller.removeprefix("file://")):
         _fail("decode.tspd.controller_path", f"{controller} does not exist (train one with `pipeline.py train-tspd`)")

@@ -19,8 +19,8 @@ import pyarrow as pa
 import torch
 
 from stages.config import PipelineConfig
-from stages.decode.adapters import load_model
-from stages.decode.engine import DecodeEngine, Request, SequenceResult
+from stages.decode.families import load_model, make_engine
+from stages.decode.engine import Request, SequenceResult
 from stages.decode.offline import answer_text
 from stages.decode.scheduler import RowError, SlotScheduler
 from stages.decode.traces import step_table, token_table
@@ -31,6 +31,7 @@ DECODE_FIELDS = pa.schema([
     ("output", pa.string()), ("output_ids", pa.list_(pa.int32())), ("generated_tokens", pa.int32()),
     ("steps_taken", pa.int32()), ("step_budget", pa.int32()), ("nfe", pa.int32()),
     ("refreshes", pa.int32()), ("forward_tokens", pa.int64()),   # full-sequence forwards; tokens run
+    ("encoder_passes", pa.int32()),   # canvas families (DiffusionGemma): encoder passes apart from the nfe
     ("exit_reason", pa.string()), ("commit_step", pa.list_(pa.int32())),
     ("temperature", pa.float64()), ("tau_low_logit", pa.float64()),   # the settings the row ran with
     ("top_p", pa.float64()), ("top_k", pa.int32()),
@@ -73,7 +74,7 @@ class DecodeStage:
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model.path)
         self.adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, cfg.model.device)
-        self.engine = DecodeEngine(self.adapter, cfg.decode)
+        self.engine = make_engine(self.adapter, cfg.decode)
         self.scheduler = SlotScheduler(self.engine, cfg.decode.max_batch_size, cfg.decode.max_batch_tokens,
                                        bucket=True, before_step=self._fault_hook if cfg.testing.fail_on_id or cfg.testing.step_delay_s else None)
         self._waiters: dict[str, asyncio.Future] = {}
@@ -162,7 +163,7 @@ class DecodeStage:
             "output": text,
             "output_ids": res.output_ids, "generated_tokens": n_gen,
             "steps_taken": res.steps_taken, "step_budget": res.step_budget, "nfe": res.steps_taken,
-            "refreshes": res.refreshes, "forward_tokens": res.forward_tokens,
+            "refreshes": res.refreshes, "forward_tokens": res.forward_tokens, "encoder_passes": res.encoder_passes,
             "exit_reason": res.exit_reason, "commit_step": res.commit_step,
             "temperature": self.engine.temperature(req),
             "top_p": self.engine.filters(req)[0], "top_k": self.engine.filters(req)[1],

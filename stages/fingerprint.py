@@ -24,7 +24,7 @@ DECODE_KEYS = ("gen_length", "block_length", "steps", "remasking", "temperature"
 #: InputConfig keys that change which rows and prompts are decoded.
 INPUT_KEYS = ("format", "id_field", "prompt_field", "messages_field", "prompt_template", "keep_fields")
 POLICY_SECTIONS = {"sched": "sched", "dream": "dream", "fastdllm": "fastdllm", "prophet": "prophet", "tspd": "tspd",
-                   "ce": "ce"}
+                   "ce": "ce", "dgemma": "dgemma"}
 #: Settings added after fingerprints were first written: recorded only when set away from these values (which
 #: decode as before they existed), so shards committed earlier still match.
 LATER_KEYS = {"decode.top_p": 1.0, "decode.top_k": 0, "decode.sched.min_progress": 0.0,

@@ -38,11 +38,29 @@ def load_tokenizer(path: str):
 
 
 @lru_cache(maxsize=4)
-def context_length(path: str) -> int:
-    """Context length from config.json without loading weights (HF, LLaDA and Dream key names)."""
+def _config(path: str) -> dict:
     with open(f"{path}/config.json") as f:
-        cfg = json.load(f)
+        return json.load(f)
+
+
+def context_length(path: str) -> int:
+    """Context length from config.json without loading weights (HF, LLaDA and Dream key names; a
+    multimodal config's text_config)."""
+    cfg = _config(path)
+    cfg = {**(cfg.get("text_config") or {}), **cfg}
     return int(cfg.get("max_position_embeddings") or cfg.get("max_sequence_length") or 1 << 30)
+
+
+def canvas_length(path: str) -> int:
+    """A canvas family's canvas (DiffusionGemma: answers occupy whole canvases); 0 for masked families."""
+    cfg = _config(path)
+    return int(cfg.get("canvas_length") or 256) if cfg.get("model_type") == "diffusion_gemma" else 0
+
+
+def non_text_parts(messages: list) -> list[str]:
+    """Types of message content parts that are not text (images, audio): text-only decoding refuses them."""
+    return [str(p.get("type")) for m in messages if isinstance(m.get("content"), list)
+            for p in m["content"] if isinstance(p, dict) and p.get("type") not in (None, "text")]
 
 
 def prompt_ids(tok, prompt: str | None, messages_json: str | None, use_template: bool) -> list[int]:
@@ -52,6 +70,8 @@ def prompt_ids(tok, prompt: str | None, messages_json: str | None, use_template:
         messages = json.loads(messages_json)
         if not isinstance(messages, list) or not all(isinstance(m, dict) and "content" in m for m in messages):
             raise ValueError("messages must be a list of {role, content} objects")
+        if non_text_parts(messages):
+            raise ValueError(f"messages hold {sorted(set(non_text_parts(messages)))} content: decoding is text only")
         if not has_template:
             raise ValueError("messages given but the tokenizer has no chat template; send 'prompt' instead")
         return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
@@ -76,7 +96,8 @@ def check_overrides(row: dict, decode: DecodeConfig, g: int) -> None:
         raise ValueError("tau_low_logit set but decode.policy has no sched exit policy")
 
 
-def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: bool) -> tuple[list[int], str]:
+def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: bool,
+              canvas: int = 0) -> tuple[list[int], str]:
     """(prompt ids, error reason or "") for one parsed row."""
     if row["error"]:
         return [], row["error"]
@@ -88,9 +109,12 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
                     f"to decode such rows at their own length)")
     try:
         ids = prompt_ids(tok, row["prompt"], row["messages"], use_template)
-        n, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps, mnt)
-        g = blocks_of(n, decode.block_length) * decode.block_length   # whole blocks (the rest EOS-fixed)
-        check_overrides(row, decode, g)
+        if canvas:   # a canvas family: whole canvases; per-row steps are checked by its engine
+            g = -(-(mnt or decode.gen_length) // canvas) * canvas
+        else:
+            n, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps, mnt)
+            g = blocks_of(n, decode.block_length) * decode.block_length   # whole blocks (the rest EOS-fixed)
+            check_overrides(row, decode, g)
     except (ValueError, TypeError) as e:
         return [], str(e)
     except TemplateError as e:  # a chat template's raise_exception (e.g. roles must alternate): a row error
@@ -104,10 +128,10 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
 
 def preprocess_batch(batch: pa.Table, model_path: str, decode: DecodeConfig, use_template: bool = True) -> pa.Table:
     tok = load_tokenizer(model_path)
-    context = context_length(model_path)
+    context, canvas = context_length(model_path), canvas_length(model_path)
     ids, errors = [], []
     for row in batch.to_pylist():
-        row_ids, err = check_row(row, tok, decode, context, use_template)
+        row_ids, err = check_row(row, tok, decode, context, use_template, canvas)
         ids.append(row_ids)
         errors.append(err)
     batch = batch.set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))

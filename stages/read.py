@@ -44,7 +44,8 @@ ROW_FIELDS = tuple(ROW_SCHEMA.names)
 RESERVED = set(ROW_FIELDS) | {"prompt_ids", "prompt_tokens", "output", "output_ids", "generated_tokens",
                               "steps_taken", "step_budget", "nfe", "exit_reason", "commit_step", "queue_s",
                               "slot_s", "latency_s", "actor", "actor_stats", "trace_steps", "trace_tokens",
-                              "temperature", "tau_low_logit", "input_schema", "refreshes", "forward_tokens"}
+                              "temperature", "tau_low_logit", "input_schema", "refreshes", "forward_tokens",
+                              "encoder_passes"}
 
 
 @dataclass

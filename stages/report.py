@@ -118,7 +118,7 @@ def summary_row(shard: str, st: ShardStats, accel: str, units: float, accel_s: f
         "step_speedup": st.step_budget / st.nfe if st.nfe else float("nan"),
         "mean_steps": st.nfe / st.sequences if st.sequences else float("nan"),
         "refresh_row_steps": st.refreshes, "cached_row_steps": st.nfe - st.refreshes,
-        "forward_tokens": st.forward_tokens,
+        "forward_tokens": st.forward_tokens, "encoder_passes": st.encoder_passes,
         "forward_tokens_per_generated": st.forward_tokens / st.generated_tokens if st.generated_tokens else float("nan"),
         "exit_reasons": json.dumps(dict(sorted(st.exits.items()))),
         **{f"exit_{r}": int(st.exits.get(r, 0)) for r in reasons},
@@ -134,7 +134,7 @@ def _merge(shards: list[ShardStats]) -> ShardStats:
     traced = [s.nfe_traced for s in shards if s.nfe_traced is not None]
     for s in shards:
         for k in ("sequences", "errors", "prompt_tokens", "generated_tokens", "nfe_outputs", "step_budget",
-                  "steps_taken", "slot_s", "refreshes", "forward_tokens"):
+                  "steps_taken", "slot_s", "refreshes", "forward_tokens", "encoder_passes"):
             setattr(t, k, getattr(t, k) + getattr(s, k))
         t.exits.update(s.exits)
     # NFE from traces only when every shard has them; otherwise the outputs' column for all

@@ -95,6 +95,7 @@ class ShardStats:
     slot_s: float = 0.0
     refreshes: int = 0
     forward_tokens: int = 0
+    encoder_passes: int = 0            # canvas families: encoder passes, not among the nfe
     exits: Counter = field(default_factory=Counter)
     slot_by_actor: dict = field(default_factory=lambda: defaultdict(float))
 
@@ -155,7 +156,8 @@ def _list_positions(arr: pa.ListArray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 OUT_COLS = ["id", "steps_taken", "step_budget", "nfe", "exit_reason", "prompt_tokens", "generated_tokens",
-            "slot_s", "actor", "commit_step", "refreshes", "forward_tokens"]
+            "slot_s", "actor", "commit_step", "refreshes", "forward_tokens",
+            "encoder_passes"]
 
 
 def _sum(batch, col) -> float:
@@ -178,6 +180,7 @@ def scan_outputs(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> N
         st.slot_s += float(_sum(b, "slot_s"))
         st.refreshes += int(_sum(b, "refreshes"))
         st.forward_tokens += int(_sum(b, "forward_tokens"))
+        st.encoder_passes += int(_sum(b, "encoder_passes"))
         t = pa.Table.from_batches([b])
         for r in t.group_by(["exit_reason", "steps_taken"]).aggregate([("id", "count")]).to_pylist():
             st.exits[r["exit_reason"]] += r["id_count"]

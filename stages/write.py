@@ -35,8 +35,9 @@ from stages.read import RESERVED
 from stages.storage import filesystem, join
 
 OUTPUT_COLUMNS = ["id", "shard", "line", "sample", "prompt", "prompt_tokens", "output", "output_ids",
-                  "generated_tokens", "steps_taken", "step_budget", "temperature", "tau_low_logit", "top_p", "top_k", "nfe",
-                  "refreshes", "forward_tokens", "exit_reason", "commit_step", "queue_s", "slot_s", "latency_s", "actor"]
+                  "generated_tokens", "steps_taken", "step_budget", "temperature", "tau_low_logit", "top_p", "top_k",
+                  "nfe", "refreshes", "forward_tokens", "encoder_passes", "exit_reason", "commit_step", "queue_s",
+                  "slot_s", "latency_s", "actor"]
 ERROR_COLUMNS = ["id", "shard", "line", "sample", "error"]
 
 

@@ -70,8 +70,10 @@ def test_policy_kinds_match_the_policies_registry() -> None:
     from stages.decode.policies import POLICIES, build_policies
     assert set(POLICY_KINDS) == set(POLICIES)
     for name, kind in POLICY_KINDS.items():
-        built = build_policies(load_config(None, [f"decode.policy=[{name}]"]).decode)
-        found = {"commit": [built.commit] if name in ("none", "dream", "fastdllm", "tspd") else [], "exit": built.exits,
+        family = "diffusion_gemma" if name == "dgemma" else None
+        built = build_policies(load_config(None, [f"decode.policy=[{name}]"]).decode, family=family)
+        found = {"commit": [built.commit] if name in ("none", "dream", "fastdllm", "tspd", "dgemma") else [],
+                 "exit": built.exits,
                  "modifier": built.modifiers}[kind]
         assert len(found) == 1 and found[0].kind == kind, name
 
@@ -104,3 +106,17 @@ def test_default_yaml_documents_every_key() -> None:
     for section in ("tspd:", "ce:", "run:", "testing:"):
         assert f"\n  {section}" in text or f"\n{section}" in text, section
     assert os.path.dirname(DEFAULT_CONFIG) == str(ROOT / "configs")
+
+
+def test_family_checks_before_a_job(tmp_path) -> None:
+    from stages.config_check import check_values
+    from tests.decode.tiny_dgemma import save_tiny
+    path = save_tiny(str(tmp_path / "dgemma"))
+    check_values(load_config(str(ROOT / "configs/diffusion_gemma.yaml"), []))   # no block/steps check for dgemma
+    check_files(load_config(None, [f"model.path={path}", "decode.policy=[dgemma,sched]"]))
+    for override, key in [("decode.policy=[fastdllm]", "decode.policy"), ("decode.cache=dual", "decode.cache"),
+                          ("decode.temperature=0.7", "decode.temperature")]:
+        with pytest.raises(ConfigError, match=f"config error at {key}"):
+            check_files(load_config(None, [f"model.path={path}", override]))
+    with pytest.raises(ConfigError, match="dgemma is DiffusionGemma's sampler"):
+        check_files(load_config(None, ["decode.policy=[dgemma]"]))                 # the embedded model

@@ -68,6 +68,20 @@ class CeConfig:
 
 
 @dataclass
+class DGemmaConfig:
+    """DiffusionGemma's sampler (policy `dgemma`, the rules of its `generate()`); None = the checkpoint's
+    generation_config.json value, else HF's default (48, 0.4, 0.8, 0.1, 1, 0.005)."""
+    max_denoising_steps: int | None = None          # N: steps per canvas at most
+    t_min: float | None = None                      # temperature at the canvas's last step
+    t_max: float | None = None                      # temperature at its first step
+    entropy_bound_nats: float | None = None         # accept the lowest-entropy positions while sum - max <= this
+    stability_threshold_steps: int | None = None    # the argmax must have held this many steps ...
+    confidence_threshold_nats: float | None = None  # ... and the canvas's mean entropy be below this
+    rng: str = "per_row"                # per_row: each row its own generator (batch-invariant) | global: torch's
+                                        # global RNG in generate()'s order (token parity with it at batch 1)
+
+
+@dataclass
 class DecodeConfig:
     gen_length: int = 16                # answer tokens per row (per-row max_new_tokens may lower it); rounded
                                         # up to whole blocks internally, the extra positions fixed to EOS
@@ -91,6 +105,7 @@ class DecodeConfig:
     prophet: ProphetConfig = field(default_factory=ProphetConfig)
     tspd: TspdConfig = field(default_factory=TspdConfig)
     ce: CeConfig = field(default_factory=CeConfig)
+    dgemma: DGemmaConfig = field(default_factory=DGemmaConfig)
     max_batch_size: int = 16            # slots: rows in one forward
     max_batch_tokens: int = 16384       # token budget of one forward (rows x padded width)
     cache: str = "none"                 # none | prefix | dual: per-row approximate KV cache (stages/decode/kv_cache.py)
@@ -121,5 +136,7 @@ class DecodeConfig:
             raise ValueError("decode.top_k must be >= 0")
         if self.dream.alg not in DREAM_ALGS:
             raise ValueError(f"decode.dream.alg={self.dream.alg!r}: use {', '.join(DREAM_ALGS)}")
+        if self.dgemma.rng not in ("per_row", "global"):
+            raise ValueError(f"decode.dgemma.rng={self.dgemma.rng!r}: use per_row or global")
         if self.max_logits_mb <= 0:
             raise ValueError("decode.max_logits_mb must be > 0")

@@ -63,6 +63,8 @@ class SequenceResult:
     finished_at: float
     refreshes: int = 0                 # KV-cache refresh forwards (full sequence) among its steps
     forward_tokens: int = 0            # tokens the forwards ran for this row (sequence or cached span)
+    encoder_passes: int | None = None  # canvas families: encoder passes (prefill + canvas commits), apart
+                                       # from the decoder forwards counted in steps_taken; None otherwise
 
 
 @dataclass
@@ -506,11 +508,15 @@ class DecodeEngine:
     # ----- static loop ------------------------------------------------------------------------
     def generate(self, requests: list[Request], batch_size: int | None = None) -> list[SequenceResult]:
         """Decode `requests` in static batches of `batch_size` (compaction, no refill); input order kept."""
-        batch_size = batch_size or self.cfg.max_batch_size
-        done: dict[str, SequenceResult] = {}
-        for start in range(0, len(requests), batch_size):
-            self.add(requests[start:start + batch_size])
-            while self.rows:
-                for res in self.step():
-                    done[res.id] = res
-        return [done[r.id] for r in requests]
+        return static_batches(self, requests, batch_size or self.cfg.max_batch_size)
+
+
+def static_batches(engine, requests: list[Request], batch_size: int) -> list[SequenceResult]:
+    """Any engine's static loop: admit `batch_size` rows, step until all left, next batch; input order kept."""
+    done: dict[str, SequenceResult] = {}
+    for start in range(0, len(requests), batch_size):
+        engine.add(requests[start:start + batch_size])
+        while engine.rows:
+            for res in engine.step():
+                done[res.id] = res
+    return [done[r.id] for r in requests]

@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from stages.decode.adapters import ModelAdapter
 from stages.decode.config import DecodeConfig
-from stages.decode.engine import DecodeEngine, Request, SequenceResult
+from stages.decode.engine import Request, SequenceResult
+from stages.decode.families import make_engine
 from stages.decode.scheduler import RowError, SlotScheduler
 
 
@@ -29,10 +29,10 @@ class OfflineRun:
     stats: dict
 
 
-def decode_prompts(adapter: ModelAdapter, tokenizer, prompts: list[str], cfg: DecodeConfig,
+def decode_prompts(adapter, tokenizer, prompts: list[str], cfg: DecodeConfig,
                    batch_size: int | None = None) -> OfflineRun:
     """Decode `prompts` through the slot scheduler; outputs in input order."""
-    engine = DecodeEngine(adapter, cfg)
+    engine = make_engine(adapter, cfg)
     sched = SlotScheduler(engine, batch_size or cfg.max_batch_size, cfg.max_batch_tokens)
     requests = [Request(str(i), tokenizer(p, add_special_tokens=False)["input_ids"]) for i, p in enumerate(prompts)]
     start = time.perf_counter()

@@ -188,6 +188,11 @@ def tspd_policy(cfg: DecodeConfig):
     return TspdPolicy(cfg)
 
 
+def dgemma_policy(cfg: DecodeConfig):
+    from stages.decode.dgemma import DGemmaPolicy
+    return DGemmaPolicy(cfg)
+
+
 def ce_modifier(cfg: DecodeConfig):
     from stages.decode.ce import ConfidenceExtrapolation
     return ConfidenceExtrapolation(cfg)
@@ -202,6 +207,7 @@ POLICIES = {
     "prophet": prophet_policy,
     "tspd": tspd_policy,
     "ce": ce_modifier,
+    "dgemma": dgemma_policy,
 }
 
 
@@ -239,7 +245,9 @@ class PolicySet:
 
 
 #: The commit policy a model family gets when decode.policy names none (Dream checkpoints: Dream's own loop).
-FAMILY_COMMIT = {"dream": "dream"}
+FAMILY_COMMIT = {"dream": "dream", "diffusion_gemma": "dgemma"}
+#: Policies a canvas family (DiffusionGemma: no mask token, canvases resampled every step) can run.
+CANVAS_POLICIES = frozenset({"dgemma", "sched", "prophet"})
 
 
 def build_policies(cfg: DecodeConfig, family: str | None = None) -> PolicySet:
@@ -253,6 +261,13 @@ def build_policies(cfg: DecodeConfig, family: str | None = None) -> PolicySet:
     commits = [p for p in built if p.kind == "commit"]
     if len(commits) > 1:
         raise ValueError(f"decode.policy {names} names more than one commit policy")
+    canvas = family == "diffusion_gemma"
+    if canvas and set(names) - CANVAS_POLICIES:
+        raise ValueError(f"decode.policy {sorted(set(names) - CANVAS_POLICIES)} cannot run on a canvas family "
+                         f"({family}: no mask token, every position is resampled each step); "
+                         f"use {sorted(CANVAS_POLICIES)}")
+    if not canvas and "dgemma" in names:
+        raise ValueError("decode.policy dgemma is DiffusionGemma's sampler: it needs model.family diffusion_gemma")
     default = POLICIES[FAMILY_COMMIT.get(family or "", "none")]
     return PolicySet(commit=commits[0] if commits else default(cfg),
                      exits=[p for p in built if p.kind == "exit"],

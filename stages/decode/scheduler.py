@@ -163,6 +163,7 @@ class SlotScheduler:
             "padding_fraction": s["pad_tokens"] / s["tokens"] if s["tokens"] else 0.0,
             "oom_events": self.oom_events, "slot_limit": self.max_rows,
             **({f"cache_{k}": v for k, v in vars(self.engine.cached.stats).items()} if self.engine.cached else {}),
+            **{k: v for k, v in s.items() if k.startswith(("encoder_", "peak_"))},   # canvas engine only
             "sequences": self.finished, "started_at": self.started_at, "elapsed_s": elapsed,
             "sequences_per_s": self.finished / elapsed if elapsed > 0 else 0.0,
         }

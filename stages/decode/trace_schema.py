@@ -21,6 +21,7 @@ class CommitReason(IntEnum):
     FORCED = 5         # at-least-one-per-step guarantee of a threshold policy
     TSPD = 6           # the TSPD controller judged the position converged
     CE_LOOKAHEAD = 7   # Confidence Extrapolation forecast the margin to clear the fixing threshold
+    CANVAS = 8         # a canvas family's canvas ended (max steps or its stop rule): its last argmax committed
 
 
 REASON_NAMES = [r.name.lower() for r in sorted(CommitReason)]
@@ -36,6 +37,10 @@ STEP_SCHEMA = pa.schema([
     ("exit_reason", pa.string()),    # on the row's last step: steps | all_committed | eos | <policy>; else ""
     ("refresh", pa.bool_()),         # the step ran the row's full sequence (always, without a KV cache)
     ("forward_tokens", pa.int32()),  # tokens the step's forward ran for the row (sequence or cached span)
+    # canvas families only (null for masked families):
+    ("canvas", pa.int32()),          # 0-based canvas of the row the step denoised
+    ("accepted", pa.int32()),        # canvas positions the sampler accepted (the rest were re-noised)
+    ("entropy_mean", pa.float32()),  # mean entropy of the canvas (nats, temperature-scaled): the stop signal
 ])
 
 TOKEN_SCHEMA = pa.schema([
@@ -48,4 +53,11 @@ TOKEN_SCHEMA = pa.schema([
     ("entropy", pa.float32()),       # nats
     ("committed", pa.bool_()),       # committed at this step
     ("reason", pa.dictionary(pa.int8(), pa.string())),  # CommitReason name, "none" when not committed
+    # canvas families only (null for masked families):
+    ("accepted", pa.bool_()),        # the sampler accepted the position's sample at this step
+    ("settled_step", pa.int32()),    # the step from which the position's argmax kept its committed value
 ])
+
+#: the canvas-only columns, filled with nulls for masked families
+STEP_EXTRA = ("canvas", "accepted", "entropy_mean")
+TOKEN_EXTRA = ("accepted", "settled_step")

@@ -10,19 +10,35 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from stages.decode.trace_schema import REASON_NAMES, STEP_SCHEMA, TOKEN_SCHEMA, CommitReason
+from stages.decode.trace_schema import (REASON_NAMES, STEP_EXTRA, STEP_SCHEMA, TOKEN_EXTRA, TOKEN_SCHEMA,
+                                        CommitReason)
 
 
 @dataclass
 class SequenceTrace:
     """steps [S, 8]: step, progress, tau, gbar, n_committed, exit, refresh, forward_tokens. Token rows, one per still-masked position
     of each step (N in all): tokens [N, 4] argmax, confidence, margin, entropy; reasons [N] int8; token_step
-    [N] and position [N] int32 (all None when tracing at `steps` level)."""
+    [N] and position [N] int32 (all None when tracing at `steps` level). Canvas families add the STEP_EXTRA
+    columns ([S] each) and TOKEN_EXTRA columns ([N] each) by name; masked families leave them null."""
     steps: np.ndarray
     tokens: np.ndarray | None
     reasons: np.ndarray | None
     token_step: np.ndarray | None = None
     position: np.ndarray | None = None
+    extra_steps: dict | None = None
+    extra_tokens: dict | None = None
+
+
+def _extra(traces: list[SequenceTrace], names: tuple[str, ...], schema: pa.Schema, attr: str, sizes: list[int]
+           ) -> dict[str, pa.Array]:
+    """The canvas-only columns: each trace's values where it has them, nulls where it does not."""
+    out = {}
+    for name in names:
+        typ = schema.field(name).type
+        parts = [pa.array(getattr(t, attr)[name], typ) if getattr(t, attr) else pa.nulls(n, typ)
+                 for t, n in zip(traces, sizes)]
+        out[name] = pa.concat_arrays(parts) if parts else pa.array([], typ)
+    return out
 
 
 def step_table(ids: list[str], traces: list[SequenceTrace], exit_reasons: list[str]) -> pa.Table:
@@ -38,6 +54,7 @@ def step_table(ids: list[str], traces: list[SequenceTrace], exit_reasons: list[s
         "n_committed": s[:, 4].astype(np.int32), "exit": s[:, 5] > 0,
         "exit_reason": pa.array(reasons, pa.string()),
         "refresh": s[:, 6] > 0, "forward_tokens": s[:, 7].astype(np.int32),
+        **_extra(traces, STEP_EXTRA, STEP_SCHEMA, "extra_steps", counts),
     }, schema=STEP_SCHEMA)
 
 
@@ -61,4 +78,5 @@ def token_table(ids: list[str], traces: list[SequenceTrace]) -> pa.Table:
         "margin": tok[:, 2].astype(np.float32), "entropy": tok[:, 3].astype(np.float32),
         "committed": reason != CommitReason.NONE,
         "reason": pa.DictionaryArray.from_arrays(pa.array(reason, pa.int8()), pa.array(REASON_NAMES)),
+        **_extra([t for _, t in kept], TOKEN_EXTRA, TOKEN_SCHEMA, "extra_tokens", [len(t.reasons) for _, t in kept]),
     }, schema=TOKEN_SCHEMA)

@@ -198,6 +198,27 @@ VARIANTS = {"dream-origin": ("dream", {"dream.alg": "origin"}), "dream-maskgit":
                                               "sched.region_end": 6})}
 
 
+def canvas_conformance(pol, seed: int) -> None:
+    """A canvas sampler (DiffusionGemma's): accepted samples kept, the rest noise, done on stop or last step."""
+    from stages.decode.dgemma import DGemmaSettings
+    pol.settings = DGemmaSettings(4, 0.4, 0.8, 1.0 + seed, 1, 0.5)
+    g = torch.Generator().manual_seed(seed)
+    b, c = 4, 6
+    sample, noise, argmax = (torch.randint(0, 50, (b, c), generator=g) for _ in range(3))
+    entropy = torch.rand(b, c, generator=g) * 2
+    entropy[0] = 0.0                                        # row 0: confident and, with its history, stable
+    history = torch.full((b, 1, c), -1)
+    history[0, 0] = argmax[0]
+    last = torch.tensor([False, False, True, False])
+    d = pol.decide(sample, argmax, entropy, noise, history, last)
+    assert d.accepted.shape == (b, c) and d.accepted.dtype == torch.bool and d.accepted.any(-1).all()
+    assert torch.equal(d.next_canvas, torch.where(d.accepted, sample, noise))
+    assert d.done.tolist() == [True, False, True, False] and d.stopped.tolist() == [True, False, False, False]
+    assert torch.equal(d.history[:, -1], argmax)
+    t = pol.temperatures(torch.tensor([0, 3]))
+    assert torch.allclose(t, torch.tensor([0.8, 0.5]))     # t_max at the first step, linear towards t_min
+
+
 @pytest.mark.parametrize("name", sorted(POLICIES) + sorted(VARIANTS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_policy_conformance(name: str, seed: int, controller_path: str) -> None:
@@ -208,6 +229,8 @@ def test_policy_conformance(name: str, seed: int, controller_path: str) -> None:
         setattr(getattr(cfg, section), field, value)
     cfg.tspd.controller_path = controller_path
     pol = POLICIES[name](cfg)
+    if getattr(pol, "canvas_only", False):
+        return canvas_conformance(pol, seed)
     ctx = with_features(random_ctx(seed), pol)
     b, g = ctx.masked.shape
     assert pol.kind in ("commit", "exit", "modifier")
