@@ -49,6 +49,8 @@ def check_values(cfg: PipelineConfig) -> None:
     _at_least("input.block_rows", cfg.input.block_rows, 0)
     if cfg.input.read_chunk_mb <= 0:
         _fail("input.read_chunk_mb", f"{cfg.input.read_chunk_mb} must be > 0")
+    if cfg.input.max_line_mb <= 0:
+        _fail("input.max_line_mb", f"{cfg.input.max_line_mb} must be > 0")
     for key in ("id_field", "prompt_field", "messages_field"):
         if not getattr(cfg.input, key):
             _fail(f"input.{key}", "must name a field")
