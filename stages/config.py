@@ -24,6 +24,7 @@ class ModelConfig:
     dtype: str = "float32"              # float32 | bfloat16 | float16
     device: str = "auto"                # auto (cuda when available) | cpu | cuda
     chat_template: bool = True          # apply the tokenizer's chat template when it has one
+    allow_pickle_weights: bool = False  # load pickle weights (pytorch_model.bin) when there are no safetensors
 
 
 @dataclass

@@ -155,6 +155,11 @@ def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
                                 f"against the project root, on the command line against the current folder)")
         if not os.path.isfile(os.path.join(path, "config.json")):
             _fail("model.path", f"{path} has no config.json (not a transformers checkpoint)")
+        from stages.decode.checkpoint_safety import CheckpointRefused, check_checkpoint
+        try:
+            check_checkpoint(path, cfg.model.family, cfg.model.allow_pickle_weights)
+        except (CheckpointRefused, ValueError) as e:
+            _fail("model.allow_pickle_weights" if "allow_pickle_weights" in str(e) else "model.path", str(e))
     controller = cfg.decode.tspd.controller_path
     if "tspd" in cfg.decode.policy and _local(controller) and not os.path.isfile(controller.removeprefix("file://")):
         _fail("decode.tspd.controller_path", f"{controller} does not exist (train one with `pipeline.py train-tspd`)")

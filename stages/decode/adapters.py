@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
+from stages.decode.checkpoint_safety import check_checkpoint
 from stages.decode.padding import position_ids
 
 FAMILIES = ("auto", "llada", "dream", "native")
@@ -199,7 +200,13 @@ def _check_llada_flags(cfg: dict[str, Any], path: str) -> None:
             raise ValueError(f"{path}: LLaDA config flag {key}={value!r} is not supported by the Llama mapping")
 
 
-def load_llada(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ModelAdapter:
+def _weights_kwargs(allow_pickle_weights: bool) -> dict[str, Any]:
+    """from_pretrained options of every loader: never remote code; safetensors only unless pickles are allowed."""
+    return {"trust_remote_code": False, "use_safetensors": None if allow_pickle_weights else True}
+
+
+def load_llada(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               allow_pickle_weights: bool = False) -> ModelAdapter:
     """LLaDA as a bidirectional `LlamaForCausalLM`: same block (RMSNorm, RoPE, SwiGLU), renamed weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -228,8 +235,8 @@ def load_llada(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu
         mlp_bias=False,
     )
     model, info = LlamaForCausalLM.from_pretrained(
-        path, config=cfg, key_mapping=LLADA_KEY_MAPPING, dtype=dtype, output_loading_info=True
-    )
+        path, config=cfg, key_mapping=LLADA_KEY_MAPPING, dtype=dtype, output_loading_info=True,
+        **_weights_kwargs(allow_pickle_weights))
     _check_loaded(info, path)
     eos_ids = _eos_ids(path, eos, _as_ids(eot))
     pad = raw.get("pad_token_id")
@@ -244,7 +251,8 @@ def load_llada(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu
     )
 
 
-def load_dream(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ModelAdapter:
+def load_dream(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               allow_pickle_weights: bool = False) -> ModelAdapter:
     """Dream as a bidirectional `Qwen2ForCausalLM` (its weight names already match); logits shift right by one."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -272,7 +280,8 @@ def load_dream(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu
         mask_token_id=mask_id,
         pad_token_id=pad,
     )
-    model, info = Qwen2ForCausalLM.from_pretrained(path, config=cfg, dtype=dtype, output_loading_info=True)
+    model, info = Qwen2ForCausalLM.from_pretrained(path, config=cfg, dtype=dtype, output_loading_info=True,
+                                                   **_weights_kwargs(allow_pickle_weights))
     _check_loaded(info, path)
     return ModelAdapter(
         model=model.to(device).eval(),
@@ -293,7 +302,8 @@ def _context_length(config: Any, path: str) -> int:
     raise ValueError(f"{path}: config has no max_position_embeddings / max_sequence_length / n_positions")
 
 
-def load_native(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ModelAdapter:
+def load_native(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                allow_pickle_weights: bool = False) -> ModelAdapter:
     """Any bidirectional transformers model whose config names `mask_token_id` (e.g. the embedded model).
 
     Encoder architectures load as masked LMs; decoder-only ones must say `is_causal: false`, since a causal model
@@ -302,19 +312,20 @@ def load_native(path: str, dtype: torch.dtype = torch.float32, device: str = "cp
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     if getattr(config, "mask_token_id", None) is None:
         raise ValueError(f"{path}: config has no mask_token_id, so it is not a masked diffusion LM")
     encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     if not encoder and getattr(config, "is_causal", True):
         raise ValueError(f"{path}: decoder-only config without is_causal=false is a causal LM, not a diffusion LM")
     auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+    weights = _weights_kwargs(allow_pickle_weights)
     try:
-        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **weights)
     except ValueError as e:  # the causal-LM auto class does not know this config
         if encoder or "Unrecognized configuration class" not in str(e):
             raise
-        model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype, output_loading_info=True, **weights)
     _check_loaded(info, path)
     eos_ids = _eos_ids(path, config.eos_token_id, [])
     pad = config.pad_token_id
@@ -339,12 +350,16 @@ def resolve_family(path: str, family: str = "auto") -> str:
     return {"llada": "llada", "dream": "dream"}.get(model_type, "native")
 
 
-def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto") -> ModelAdapter:
-    """Load a denoiser by family ("auto" reads config.json), dtype name and device ("auto": cuda when present)."""
+def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto",
+               allow_pickle_weights: bool = False) -> ModelAdapter:
+    """Load a denoiser by family ("auto" reads config.json), dtype name and device ("auto": cuda when present).
+    Refuses checkpoints that need remote code or hold only pickle weights (stages/decode/checkpoint_safety.py)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    loader = {"llada": load_llada, "dream": load_dream, "native": load_native}[resolve_family(path, family)]
+    resolved = resolve_family(path, family)
+    check_checkpoint(path, resolved, allow_pickle_weights)
+    loader = {"llada": load_llada, "dream": load_dream, "native": load_native}[resolved]
     hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would break into the job's progress line
-    return loader(path, dtype=DTYPES[dtype], device=device)
+    return loader(path, dtype=DTYPES[dtype], device=device, allow_pickle_weights=allow_pickle_weights)
