@@ -32,7 +32,7 @@ import pyarrow as pa
 from stages.row_mapping import RowMapping, template_fields
 from stages.shard_source import ShardUnavailable, open_shard
 from stages.shard_stream import Record, json_array, jsonl_chunks, parquet_batches
-from stages.storage import COMPRESSED
+from stages.storage import COMPRESSED, shard_name
 from stages.text_lines import bounded_lines, text_blocks
 
 ROW_SCHEMA = pa.schema([
@@ -263,10 +263,15 @@ def _sniff(blocks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
     return data, blocks
 
 
+def _name(path: str, names: dict[str, str]) -> str:
+    """The shard's output name from the driver's listing; a path it lacks gets its safe base name."""
+    return names.get(path) or names.get(path.split("://", 1)[-1]) or shard_name(path, "")
+
+
 def read_shards(batch: pa.Table, fs, names: dict[str, str], opts: ReadOptions) -> Iterator[pa.Table]:
     """Ray Data read task over a batch of shard paths (column `path`): yields each shard's blocks."""
     for path in batch.column("path").to_pylist():
-        reader = ShardReader(path, names.get(path) or names.get(path.split("://", 1)[-1], path), opts)
+        reader = ShardReader(path, _name(path, names), opts)
         try:
             with open_shard(fs, path, compressed=shard_format(path, opts.fmt) != "parquet") as f:
                 yield from reader.tables(f)
@@ -278,7 +283,7 @@ def parse_shard(item: dict, names: dict[str, str], fmt: str = "auto", opts: Read
     """All rows of one shard held in memory (`item` = {"bytes", "path"}), totals on every row (tests)."""
     opts = opts or ReadOptions(fmt=fmt)
     path = item["path"]
-    reader = ShardReader(path, names.get(path) or names.get(path.split("://", 1)[-1], path), opts)
+    reader = ShardReader(path, _name(path, names), opts)
     rows = pa.concat_tables(list(reader.tables(io.BytesIO(item["bytes"]))), promote_options="default").to_pylist()
     for row in rows:
         row["shard_rows"], row["shard_blank_lines"] = len(rows), reader.blank

@@ -19,7 +19,7 @@ from stages.read import ReadOptions, read_shards
 from stages.fingerprint import shard_fingerprint
 from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, failed_shards,
                            plan_resume, prepare_output, write_manifest)
-from stages.storage import filesystem, list_shards, shard_name
+from stages.storage import check_unique_names, filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
 from stages.write import JobKill, ShardDatasink
 
@@ -69,6 +69,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
     shards, root = list_shards(in_fs, in_path)
     names = {s: shard_name(s, root) for s in shards}
+    check_unique_names(names)
     fingerprints, failed = fingerprint_shards(cfg, in_fs, shards, names)
     readable = [s for s in shards if names[s] not in failed]
     out_fs, out_root = filesystem(cfg.output.url, cfg.storage)

@@ -32,7 +32,7 @@ from stages.config import StorageConfig
 from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.output_files import write_formats
 from stages.read import FAILED_LINE, RESERVED
-from stages.storage import filesystem, join
+from stages.storage import check_shard_name, filesystem, join
 
 OUTPUT_COLUMNS = ["id", "shard", "line", "sample", "prompt", "prompt_tokens", "output", "output_ids",
                   "generated_tokens", "steps_taken", "step_budget", "temperature", "tau_low_logit", "nfe",
@@ -126,7 +126,7 @@ class ShardDatasink(Datasink):
         table = pa.concat_tables(tables, promote_options="default")
         fs, root = self._fs()
         completed = []
-        for name in pc.unique(table["shard_name"]).to_pylist():
+        for name in map(check_shard_name, pc.unique(table["shard_name"]).to_pylist()):
             rows = table.filter(pc.equal(table["shard_name"], name))
             failed = rows.filter(pc.equal(rows["line"], FAILED_LINE))
             if failed.num_rows:   # the shard could not be read: record why; it stays uncommitted

@@ -161,3 +161,23 @@ def test_a_failed_shard_is_recorded_not_committed(sink, decoded, tmp_path) -> No
     ds.on_write_complete(None)
     prepare_output(fs, root, overwrite=False)
     assert failed_shards(fs, root) == {} and sorted(committed_shards(fs, root)) == ["a"]
+
+
+def test_shard_names_cannot_write_outside_the_output_root(sink, decoded, tmp_path) -> None:
+    """Hostile input file names become safe names (stages/storage.py); a name that is not one safe path
+    component is refused by the writer before anything is written."""
+    from stages.storage import shard_name
+    ds, fs, root = sink
+    for path in ("/in/...jsonl", "/in/../../escape.jsonl", "/in/a\\..\\..\\b.jsonl"):
+        name = shard_name(path, "/in")
+        block = decoded["sub__b"].set_column(decoded["sub__b"].schema.get_field_index("shard_name"), "shard_name",
+                                             pa.array([name] * decoded["sub__b"].num_rows))
+        assert ds.write([block], None) == [name]
+    for bad in ("..", "../../escaped", str(tmp_path / "abs")):
+        block = decoded["sub__b"].set_column(decoded["sub__b"].schema.get_field_index("shard_name"), "shard_name",
+                                             pa.array([bad] * decoded["sub__b"].num_rows))
+        with pytest.raises(ValueError, match="unsafe shard name"):
+            ds.write([block], None)
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written and all(w.startswith("out/") for w in written), written
+    assert sorted(committed_shards(fs, root)) == ["..__escape", "_..", "a__..__..__b"]
