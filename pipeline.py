@@ -25,6 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stages.config import ConfigError, load_config  # noqa: E402
+from stages.redact import scrub_text  # noqa: E402
 from stages.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, from_ray,  # noqa: E402
                             root_cause, run_exit, write_log)
 
@@ -97,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:
         if isinstance(e, (ConfigError, FileNotFoundError, ValueError)) and not from_ray(e):
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {scrub_text(str(e))}", file=sys.stderr)
             return EXIT_CONFIG
         # one line for users, the root cause without Ray's wrapping; the traceback goes to a log file
-        print(f"error: {root_cause(e)} (traceback: {write_log(e)})", file=sys.stderr)
+        print(f"error: {scrub_text(root_cause(e))} (traceback: {write_log(e)})", file=sys.stderr)
         return EXIT_FAILURE
 
 
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = run_pipeline(cfg)
     code, messages = run_exit(manifest, cfg.run.max_error_fraction)
     for message in messages:
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {scrub_text(message)}", file=sys.stderr)
     return code
 
 

@@ -16,6 +16,8 @@ import tempfile
 import time
 import traceback
 
+from stages.redact import scrub_text
+
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_ROW_ERRORS, EXIT_FAILED_SHARDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 #: An exception line in a traceback text: `pkg.mod.SomeError: message`.
@@ -88,5 +90,5 @@ def write_log(exc: BaseException) -> str:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
     with open(path, "w") as f:
-        f.write(ANSI.sub("", "".join(traceback.format_exception(exc))))
+        f.write(scrub_text(ANSI.sub("", "".join(traceback.format_exception(exc)))))
     return path

@@ -17,6 +17,7 @@ from importlib.metadata import version
 
 from stages.config import ConfigError
 from stages.fingerprint import changes
+from stages.redact import scrub
 from stages.storage import join
 
 #: What a committed shard <name> owns under the output root.
@@ -177,6 +178,7 @@ def write_manifest(fs, root: str, config: dict, shards: list[str], skipped: list
         "shards": summaries, "totals": totals(list(summaries.values())),
         "started_at": started, "finished_at": time.time(), "wall_s": time.time() - started, **extra,
     }
+    manifest = scrub(manifest)   # no credential from the environment or a URL reaches the record
     with fs.open(join(root, "_manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     return manifest

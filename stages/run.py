@@ -27,6 +27,16 @@ from stages.write import JobKill, ShardDatasink
 LOOPBACK = "127.0.0.1"
 
 
+def loopback_only() -> None:
+    """Make the local Ray about to start bind to 127.0.0.1 only. Ray binds all interfaces unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which it reads when imported: set it for the processes Ray starts
+    and in this process's already-imported constant (pipeline.py sets it before importing Ray; library
+    callers may have imported Ray first)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(cfg: PipelineConfig) -> None:
     if ray.is_initialized():
         return
@@ -36,7 +46,9 @@ def init_ray(cfg: PipelineConfig) -> None:
     kwargs = {"include_dashboard": False, "log_to_driver": cfg.progress, "logging_level": "ERROR",
               "runtime_env": {"env_vars": env}}
     if cfg.ray.address == "local":
-        kwargs.update(address="local", _node_ip_address=LOOPBACK, num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
+        loopback_only()
+        kwargs.update(address="local", _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK,
+                      num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
                       object_store_memory=cfg.ray.object_store_mb * 1024 * 1024)
     else:
         kwargs["address"] = cfg.ray.address
