@@ -9,7 +9,8 @@ Usage:
 With no arguments it decodes the shipped prompt shards with the embedded model on CPU and writes to
 output/default. Config layers: configs/default.yaml, then --config, then key=value overrides.
 Exit codes: 0 every row decoded; 3 error rows above run.max_error_fraction (default 0; everything is
-still written); 2 config error or resume conflict (before any work); 1 failure; 130 interrupted.
+still written); 4 some shards could not be read (the rest committed; rerun to retry them); 2 config error
+or resume conflict (before any work); 1 failure; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stages.config import ConfigError, load_config  # noqa: E402
+from stages.redact import scrub_text  # noqa: E402
 from stages.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, from_ray,  # noqa: E402
-                            root_cause, row_error_exit, write_log)
+                            root_cause, run_exit, write_log)
 
 SUBCOMMANDS = ("run", "report", "labels", "train-tspd")
 
@@ -96,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:
         if isinstance(e, (ConfigError, FileNotFoundError, ValueError)) and not from_ray(e):
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {scrub_text(str(e))}", file=sys.stderr)
             return EXIT_CONFIG
         # one line for users, the root cause without Ray's wrapping; the traceback goes to a log file
-        print(f"error: {root_cause(e)} (traceback: {write_log(e)})", file=sys.stderr)
+        print(f"error: {scrub_text(root_cause(e))} (traceback: {write_log(e)})", file=sys.stderr)
         return EXIT_FAILURE
 
 
@@ -110,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
     cfg.output.redo_changed = cfg.output.redo_changed or args.redo_changed
     from stages.run import run_pipeline
     manifest = run_pipeline(cfg)
-    code, message = row_error_exit(manifest["totals"], cfg.run.max_error_fraction)
-    if message:
-        print(f"error: {message}", file=sys.stderr)
+    code, messages = run_exit(manifest, cfg.run.max_error_fraction)
+    for message in messages:
+        print(f"error: {scrub_text(message)}", file=sys.stderr)
     return code
 
 

@@ -24,6 +24,7 @@ class ModelConfig:
     dtype: str = "float32"              # float32 | bfloat16 | float16
     device: str = "auto"                # auto (cuda when available) | cpu | cuda
     chat_template: bool = True          # apply the tokenizer's chat template when it has one
+    allow_pickle_weights: bool = False  # load pickle weights (pytorch_model.bin) when there are no safetensors
 
 
 @dataclass
@@ -32,6 +33,7 @@ class InputConfig:
     format: str = "auto"                # auto (by extension; .json: array or JSONL) | jsonl | json | parquet
     block_rows: int = 256               # rows per Ray Data block after parsing (0 = blocks as read)
     read_chunk_mb: float = 16.0         # a read task parses at most this much JSONL at a time (bounded memory)
+    max_line_mb: float = 16.0           # a longer JSONL line is that line's error (read past in bounded memory)
     id_field: str = "id"                # source field holding the row id (int or string)
     prompt_field: str = "prompt"        # source field holding the prompt text
     messages_field: str = "messages"    # source field holding chat messages (used when present)

@@ -49,6 +49,8 @@ def check_values(cfg: PipelineConfig) -> None:
     _at_least("input.block_rows", cfg.input.block_rows, 0)
     if cfg.input.read_chunk_mb <= 0:
         _fail("input.read_chunk_mb", f"{cfg.input.read_chunk_mb} must be > 0")
+    if cfg.input.max_line_mb <= 0:
+        _fail("input.max_line_mb", f"{cfg.input.max_line_mb} must be > 0")
     for key in ("id_field", "prompt_field", "messages_field"):
         if not getattr(cfg.input, key):
             _fail(f"input.{key}", "must name a field")
@@ -174,6 +176,11 @@ def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
                                 f"against the project root, on the command line against the current folder)")
         if not os.path.isfile(os.path.join(path, "config.json")):
             _fail("model.path", f"{path} has no config.json (not a transformers checkpoint)")
+        from stages.decode.checkpoint_safety import CheckpointRefused, check_checkpoint
+        try:
+            check_checkpoint(path, cfg.model.family, cfg.model.allow_pickle_weights)
+        except (CheckpointRefused, ValueError) as e:
+            _fail("model.allow_pickle_weights" if "allow_pickle_weights" in str(e) else "model.path", str(e))
         check_family(cfg, path)
     controller = cfg.decode.tspd.controller_path
     if "tspd" in cfg.decode.policy and _local(controller) and not os.path.isfile(controller.removeprefix("file://")):

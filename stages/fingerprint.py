@@ -16,6 +16,7 @@ import os
 from fsspec.implementations.local import LocalFileSystem
 
 from stages.config import PipelineConfig
+from stages.redact import scrub
 
 #: DecodeConfig keys that change what is decoded (batching limits do not); per-policy sections are added
 #: only for the policies in use.
@@ -101,7 +102,8 @@ def input_identity(fs, path: str) -> dict:
 
 
 def shard_fingerprint(cfg: PipelineConfig, fs, path: str) -> dict:
-    return {"config": config_fingerprint(cfg), "input": input_identity(fs, path)}
+    """What the shard's marker records (credentials masked, stages/redact.py, so markers never hold one)."""
+    return scrub({"config": config_fingerprint(cfg), "input": input_identity(fs, path)})
 
 
 def changes(old: dict | None, new: dict) -> list[str]:

@@ -3,7 +3,9 @@
 Exit codes (README "The pipeline command"): 0 every row decoded (or error rows within
 `run.max_error_fraction`); 1 a failure (Ray, storage, a model that does not load); 2 a config error or
 a resume conflict, found before any work; 3 the job completed and wrote everything, but error rows
-exceeded `run.max_error_fraction`; 130 interrupted.
+exceeded `run.max_error_fraction`; 4 the job completed for every readable shard, but some shards could
+not be read (vanished or unreadable since they were listed; not committed, a rerun retries them); 130
+interrupted.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import tempfile
 import time
 import traceback
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_ROW_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from stages.redact import scrub_text
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_ROW_ERRORS, EXIT_FAILED_SHARDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 #: An exception line in a traceback text: `pkg.mod.SomeError: message`.
 ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt))(?:\([^)]*\))?: (.+)$")
@@ -30,6 +34,20 @@ def row_error_exit(totals: dict, max_error_fraction: float) -> tuple[int, str]:
         return EXIT_ROW_ERRORS, (f"{errors} of {rows} rows went to errors/ ({errors / max(rows, 1):.1%} > "
                                  f"run.max_error_fraction={max_error_fraction:g}); every output and error was written")
     return EXIT_OK, ""
+
+
+def run_exit(manifest: dict, max_error_fraction: float) -> tuple[int, list[str]]:
+    """(exit code, messages) of a completed run: failed shards (4) outrank error rows (3)."""
+    code, message = row_error_exit(manifest["totals"], max_error_fraction)
+    messages = [message] if message else []
+    failed = manifest.get("failed_shards") or {}
+    if failed:
+        first, why = next(iter(failed.items()))
+        messages.append(f"{len(failed)} shard(s) could not be read and were not committed ({first}: {why}"
+                        f"{'; ...' if len(failed) > 1 else ''}; all in the manifest's failed_shards); every other "
+                        f"shard was; rerun the same command to retry them")
+        code = EXIT_FAILED_SHARDS
+    return code, messages
 
 
 def from_ray(exc: BaseException) -> bool:
@@ -72,5 +90,5 @@ def write_log(exc: BaseException) -> str:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
     with open(path, "w") as f:
-        f.write(ANSI.sub("", "".join(traceback.format_exception(exc))))
+        f.write(scrub_text(ANSI.sub("", "".join(traceback.format_exception(exc)))))
     return path

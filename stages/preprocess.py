@@ -32,9 +32,9 @@ def load_tokenizer(path: str):
     except (OSError, ValueError):
         cls = None
     if cls in GENERIC_TOKENIZER_CLASSES and os.path.exists(os.path.join(path, "tokenizer.json")):
-        return PreTrainedTokenizerFast.from_pretrained(path)
+        return PreTrainedTokenizerFast.from_pretrained(path, trust_remote_code=False)
     from transformers import AutoTokenizer  # model-specific classes (e.g. Dream's Qwen2Tokenizer)
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)   # never code shipped with a checkpoint
 
 
 @lru_cache(maxsize=4)

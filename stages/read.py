@@ -1,9 +1,11 @@
 """Read stage: stream one input shard into prompt-row blocks, never failing on a row.
 
 `read_shards` is the Ray Data read task (map_batches over shard paths, a generator): it opens each shard
-through fsspec (compressed JSONL decompressed by extension), reads it in bounded chunks
-(stages/shard_stream.py) and yields one Arrow block per chunk, so a read task's memory does not grow with
-the shard. Parsing ourselves rather than with `read_json` is deliberate: Ray's JSON reader fails a whole
+through fsspec (compressed shards decompressed by extension, stages/shard_source.py), reads it in bounded
+chunks (stages/shard_stream.py, stages/text_lines.py) and yields one Arrow block per chunk, so a read
+task's memory does not grow with the shard. A shard the storage cannot give (vanished since it was listed,
+forbidden, failing mid-read) yields one row with line FAILED_LINE instead: the writer records the shard as
+failed and the job goes on. Parsing ourselves rather than with `read_json` is deliberate: Ray's JSON reader fails a whole
 block on one malformed line and loses line numbers, while we report each bad line in errors/. Duplicate
 ids are detected here because only this stage sees a whole shard (it keeps the shard's ids, not its rows).
 
@@ -22,13 +24,16 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Iterator
 
 import pyarrow as pa
 
-from stages.row_mapping import RowMapping
+from stages.row_mapping import RowMapping, template_fields
+from stages.shard_source import ShardUnavailable, open_shard
 from stages.shard_stream import Record, json_array, jsonl_chunks, parquet_batches
-from stages.storage import COMPRESSED
+from stages.storage import COMPRESSED, shard_name
+from stages.text_lines import bounded_lines, text_blocks
 
 ROW_SCHEMA = pa.schema([
     ("shard", pa.string()), ("shard_name", pa.string()), ("shard_rows", pa.int64()),
@@ -38,6 +43,8 @@ ROW_SCHEMA = pa.schema([
     ("row_top_p", pa.float64()), ("row_top_k", pa.int64()),
     ("error", pa.string()), ("input_schema", pa.binary()),   # the pass-through columns' schema (IPC bytes)
 ])
+#: `line` of the row that stands for a whole shard that could not be read (stages/write.py records it failed).
+FAILED_LINE = 0
 #: Columns every row carries from here on (decode and write add theirs; pass-through columns follow).
 ROW_FIELDS = tuple(ROW_SCHEMA.names)
 #: Names a pass-through column may not take (it is renamed input_<name>).
@@ -56,12 +63,13 @@ class ReadOptions:
     samples: int = 1
     chunk_rows: int = 256
     chunk_bytes: int = 16 << 20
+    max_line_bytes: int = 16 << 20     # a longer JSONL line is that line's error, read past unparsed
 
     @classmethod
     def from_config(cls, cfg) -> "ReadOptions":
         inp = cfg.input
         return cls(inp.format, RowMapping.from_config(inp), list(inp.keep_fields), cfg.decode.samples_per_prompt,
-                   inp.block_rows or 256, int(inp.read_chunk_mb * 2 ** 20))
+                   inp.block_rows or 256, int(inp.read_chunk_mb * 2 ** 20), int(inp.max_line_mb * 2 ** 20))
 
     def passes(self, name: str) -> bool:
         return name in self.keep_fields if self.keep_fields else name not in self.mapping.consumed
@@ -143,18 +151,27 @@ class ShardReader:
                 for batch in parquet_batches(f, o.chunk_rows):
                     yield self._parquet_table(batch)
                 return
-            first = _sniff(f) if fmt == "json" else b""
+            first, blocks = _sniff(text_blocks(f)) if fmt == "json" else (b"", text_blocks(f))
             if first.lstrip().startswith(b"["):
-                records = list(json_array(first + f.read()))
+                records = list(json_array(first + b"".join(blocks)))
                 for a in range(0, len(records), o.chunk_rows):
                     yield self._records_table(records[a:a + o.chunk_rows])
                 return
-            for chunk in jsonl_chunks(f, o.chunk_rows, o.chunk_bytes, first):
+            lines = bounded_lines(chain([first], blocks), o.max_line_bytes)
+            for chunk in jsonl_chunks(lines, o.chunk_rows, o.chunk_bytes):
                 table = self._records_table(chunk)
                 if table.num_rows:
                     yield table
+        except ShardUnavailable:  # the storage failed, not the content: the whole shard fails (read_shards)
+            raise
         except Exception as e:  # unreadable (corrupt Parquet or compressed stream): one error row for the rest
             yield self._records_table([(self.rows // o.samples + 1, None, f"unreadable shard: {type(e).__name__}: {e}")])
+
+    def failure_table(self, reason: ShardUnavailable) -> pa.Table:
+        """The one row that says this shard could not be read now (line FAILED_LINE): the writer records
+        the shard as failed instead of committing it, so a rerun tries it again."""
+        row = {**self._row(FAILED_LINE, None, "-"), "error": f"shard failed: {reason}"}
+        return _with_schema(pa.Table.from_pylist([row], schema=ROW_SCHEMA))
 
     # ----- rows --------------------------------------------------------------------------------
     def _row(self, line: int, rec: Any, err: str) -> dict:
@@ -204,6 +221,10 @@ class ShardReader:
         needed = [c for c in batch.schema.names if c in self.opts.mapping.consumed]
         recs = batch.select(needed).to_pylist() if needed else [{}] * batch.num_rows
         rows = [self._row(start + i + 1, rec, "") for i, rec in enumerate(recs)]
+        note = self._absent_columns(batch.schema.names)
+        for r in rows:
+            if note and r["error"]:
+                r["error"] = f"{r['error']} ({note})"
         rows, index = self._expand(rows)
         table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
         take = pa.array(index, pa.int64())
@@ -211,6 +232,19 @@ class ShardReader:
             if self.opts.passes(k):
                 table = table.append_column(out_name(k), batch.column(k).take(take))
         return _with_schema(table)
+
+
+    def _absent_columns(self, columns: list[str]) -> str:
+        """Why every row of a Parquet file lacks its id or prompt: the columns it lacks, and those it has."""
+        m = self.opts.mapping
+        wanted = [m.id_field] + (template_fields(m.prompt_template) if m.prompt_template
+                                 else [m.prompt_field, m.messages_field])
+        absent = [c for c in wanted if c not in columns]
+        prompt_gone = m.prompt_template or (m.prompt_field in absent and m.messages_field in absent)
+        absent = [c for c in absent if c == m.id_field or prompt_gone]
+        if not absent:
+            return ""
+        return f"the file has no column {', '.join(map(repr, absent))}; its columns: {', '.join(columns) or 'none'}"
 
 
 def _with_schema(table: pa.Table) -> pa.Table:
@@ -222,32 +256,37 @@ def _with_schema(table: pa.Table) -> pa.Table:
     return table.set_column(i, "input_schema", pa.array([blob] * table.num_rows, pa.binary()))
 
 
-def _sniff(f) -> bytes:
-    """Bytes from the start of `f` up to its first non-blank one (to tell a JSON array from JSONL)."""
+def _sniff(blocks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
+    """(the first blocks up to a non-blank byte, the rest): enough to tell a JSON array from JSONL."""
     data = b""
-    while True:
-        block = f.read(4096)
+    for block in blocks:
         data += block
-        if not block or data.strip():
-            return data
+        if data.strip():
+            break
+    return data, blocks
+
+
+def _name(path: str, names: dict[str, str]) -> str:
+    """The shard's output name from the driver's listing; a path it lacks gets its safe base name."""
+    return names.get(path) or names.get(path.split("://", 1)[-1]) or shard_name(path, "")
 
 
 def read_shards(batch: pa.Table, fs, names: dict[str, str], opts: ReadOptions) -> Iterator[pa.Table]:
     """Ray Data read task over a batch of shard paths (column `path`): yields each shard's blocks."""
     for path in batch.column("path").to_pylist():
-        reader = ShardReader(path, names.get(path) or names.get(path.split("://", 1)[-1], path), opts)
-        fmt = shard_format(path, opts.fmt)
-        with fs.open(path, "rb", compression=None if fmt == "parquet" else "infer") as f:
-            if path.endswith(".zst"):  # zstandard's stream reader has no readline: buffer it
-                f = io.BufferedReader(f)
-            yield from reader.tables(f)
+        reader = ShardReader(path, _name(path, names), opts)
+        try:
+            with open_shard(fs, path, compressed=shard_format(path, opts.fmt) != "parquet") as f:
+                yield from reader.tables(f)
+        except ShardUnavailable as e:   # vanished or unreadable since it was listed: the shard fails, the job goes on
+            yield reader.failure_table(e)
 
 
 def parse_shard(item: dict, names: dict[str, str], fmt: str = "auto", opts: ReadOptions | None = None) -> list[dict]:
     """All rows of one shard held in memory (`item` = {"bytes", "path"}), totals on every row (tests)."""
     opts = opts or ReadOptions(fmt=fmt)
     path = item["path"]
-    reader = ShardReader(path, names.get(path) or names.get(path.split("://", 1)[-1], path), opts)
+    reader = ShardReader(path, _name(path, names), opts)
     rows = pa.concat_tables(list(reader.tables(io.BytesIO(item["bytes"]))), promote_options="default").to_pylist()
     for row in rows:
         row["shard_rows"], row["shard_blank_lines"] = len(rows), reader.blank

@@ -17,6 +17,7 @@ from importlib.metadata import version
 
 from stages.config import ConfigError
 from stages.fingerprint import changes
+from stages.redact import scrub
 from stages.storage import join
 
 #: What a committed shard <name> owns under the output root.
@@ -115,9 +116,24 @@ def committed_shards(fs, root: str, known: dict[str, dict] | None = None) -> dic
     return out
 
 
+def failed_shards(fs, root: str) -> dict[str, str]:
+    """name -> reason of every shard this run could not read (`_failed/<name>.json`, stages/write.py)."""
+    folder = join(root, "_failed")
+    if not fs.exists(folder):
+        return {}
+    out = {}
+    for path in fs.ls(folder, detail=False):
+        if path.endswith(".json"):
+            with fs.open(path) as f:
+                rec = json.load(f)
+            out[rec["name"]] = rec["error"]
+    return out
+
+
 def prepare_output(fs, root: str, overwrite: bool) -> None:
-    """Drop partial parts of an interrupted run (and everything, with overwrite)."""
-    targets = ["_parts"] + (["outputs", "errors", "traces", "_done", "_manifest.json"] if overwrite else [])
+    """Drop partial parts of an interrupted run and the last run's failed-shard records (and everything,
+    with overwrite)."""
+    targets = ["_parts", "_failed"] + (["outputs", "errors", "traces", "_done", "_manifest.json"] if overwrite else [])
     for t in targets:
         if fs.exists(join(root, t)):
             fs.rm(join(root, t), recursive=True)
@@ -162,6 +178,7 @@ def write_manifest(fs, root: str, config: dict, shards: list[str], skipped: list
         "shards": summaries, "totals": totals(list(summaries.values())),
         "started_at": started, "finished_at": time.time(), "wall_s": time.time() - started, **extra,
     }
+    manifest = scrub(manifest)   # no credential from the environment or a URL reaches the record
     with fs.open(join(root, "_manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     return manifest

@@ -24,6 +24,17 @@ def _absent(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def _text(name: str, value: Any) -> tuple[Any, str]:
+    """Binary values (Parquet BYTE_ARRAY columns some writers leave without a UTF-8 annotation) as text,
+    or the problem when they are not UTF-8; any other value unchanged."""
+    if not isinstance(value, bytes):
+        return value, ""
+    try:
+        return value.decode("utf-8"), ""
+    except UnicodeDecodeError as e:
+        return None, f"{name} is binary, not UTF-8 text (invalid byte at {e.start + 1})"
+
+
 def positive_int(name: str, value: Any) -> tuple[int, str]:
     """(value or -1 when absent, problem). Integral floats (16.0, what pandas writes for an int column with
     gaps) are accepted and NaN counts as absent."""
@@ -76,9 +87,11 @@ class RowMapping:
         row_top_k, error}."""
         out = {"id": "", "prompt": None, "messages": None, "error": ""}
         problems = []
-        rid = rec.get(self.id_field)
+        rid, bad = _text(self.id_field, rec.get(self.id_field))
         out["id"] = "" if _absent(rid) else str(rid)
-        if out["id"] == "":
+        if bad:
+            problems.append(bad)
+        elif out["id"] == "":
             problems.append(f"missing id (field {self.id_field!r})" if self.id_field != "id" else "missing id")
         if self.prompt_template:
             missing = [f for f in template_fields(self.prompt_template) if _absent(rec.get(f))]
@@ -110,7 +123,10 @@ class RowMapping:
         return out
 
     def _prompt(self, rec: dict, out: dict) -> list[str]:
-        prompt, messages = rec.get(self.prompt_field), rec.get(self.messages_field)
+        prompt, bad = _text(self.prompt_field, rec.get(self.prompt_field))
+        messages = rec.get(self.messages_field)
+        if bad:
+            return [bad]
         if prompt is not None and not isinstance(prompt, str):
             return [f"{self.prompt_field} must be a string, got {type(prompt).__name__}"]
         out["prompt"] = prompt

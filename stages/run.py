@@ -17,11 +17,24 @@ from stages.decode_stage import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read import ReadOptions, read_shards
 from stages.fingerprint import shard_fingerprint
-from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, plan_resume,
-                           prepare_output, write_manifest)
-from stages.storage import filesystem, list_shards, shard_name
+from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, failed_shards,
+                           plan_resume, prepare_output, write_manifest)
+from stages.storage import check_unique_names, filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
 from stages.write import JobKill, ShardDatasink
+
+#: A local Ray serves this machine only: every port it opens is bound to the loopback interface.
+LOOPBACK = "127.0.0.1"
+
+
+def loopback_only() -> None:
+    """Make the local Ray about to start bind to 127.0.0.1 only. Ray binds all interfaces unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which it reads when imported: set it for the processes Ray starts
+    and in this process's already-imported constant (pipeline.py sets it before importing Ray; library
+    callers may have imported Ray first)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def init_ray(cfg: PipelineConfig) -> None:
@@ -33,7 +46,9 @@ def init_ray(cfg: PipelineConfig) -> None:
     kwargs = {"include_dashboard": False, "log_to_driver": cfg.progress, "logging_level": "ERROR",
               "runtime_env": {"env_vars": env}}
     if cfg.ray.address == "local":
-        kwargs.update(address="local", num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
+        loopback_only()
+        kwargs.update(address="local", _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK,
+                      num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
                       object_store_memory=cfg.ray.object_store_mb * 1024 * 1024)
     else:
         kwargs["address"] = cfg.ray.address
@@ -66,10 +81,12 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
     shards, root = list_shards(in_fs, in_path)
     names = {s: shard_name(s, root) for s in shards}
-    fingerprints = {names[s]: shard_fingerprint(cfg, in_fs, s) for s in shards}
+    check_unique_names(names)
+    fingerprints, failed = fingerprint_shards(cfg, in_fs, shards, names)
+    readable = [s for s in shards if names[s] not in failed]
     out_fs, out_root = filesystem(cfg.output.url, cfg.storage)
     done = {} if cfg.output.overwrite else committed_shards(out_fs, out_root)
-    plan = plan_resume(shards, names, fingerprints, done)
+    plan = plan_resume(readable, names, fingerprints, {n: v for n, v in done.items() if n not in failed})
     if plan.conflicts and not cfg.output.redo_changed:
         raise ResumeConflict(conflict_message(plan, cfg.output.url, done, fingerprints))
     prepare_output(out_fs, out_root, cfg.output.overwrite)
@@ -95,17 +112,30 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         finally:
             watcher.stop()
     summaries = committed_shards(out_fs, out_root)
-    missing = [names[s] for s in shards if names[s] not in summaries]
+    failed.update({n: why for n, why in failed_shards(out_fs, out_root).items() if n not in summaries})
+    missing = [names[s] for s in shards if names[s] not in summaries and names[s] not in failed]
     if missing:
         raise RuntimeError(f"{len(missing)} shard(s) were not committed: {missing[:5]}")
     extra = {"actors": merge_actor_stats(summaries), "redone_shards": sorted(plan.changed),
-             "dropped_shards": plan.stale}
+             "dropped_shards": plan.stale, "failed_shards": dict(sorted(failed.items()))}
     manifest = write_manifest(out_fs, out_root, OmegaConf.to_container(OmegaConf.structured(cfg)), shards,
                               plan.skipped, summaries, started, extra)
     if cfg.progress:
         print_summary(manifest)
         print_examples(out_fs, out_root, [names[s] for s in shards])
     return manifest
+
+
+def fingerprint_shards(cfg: PipelineConfig, fs, shards: list[str], names: dict[str, str]
+                       ) -> tuple[dict[str, dict], dict[str, str]]:
+    """(name -> fingerprint, name -> reason for the shards that vanished or became unreadable since listed)."""
+    fingerprints, failed = {}, {}
+    for s in shards:
+        try:
+            fingerprints[names[s]] = shard_fingerprint(cfg, fs, s)
+        except OSError as e:
+            failed[names[s]] = f"shard failed: {type(e).__name__}: {e}"
+    return fingerprints, failed
 
 
 def merge_actor_stats(summaries: dict[str, dict]) -> dict[str, dict]:

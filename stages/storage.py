@@ -42,7 +42,8 @@ def join(root: str, *parts: str) -> str:
 
 
 def shard_name(path: str, root: str) -> str:
-    """Deterministic output name of an input shard: its path under the input root, '/' -> '__', no extension."""
+    """Deterministic output name of an input shard: its path under the input root, '/' (and '\\') -> '__', no
+    extension. Always one safe path component (see `check_shard_name`): a name of dots only gets a '_' prefix."""
     rel = posixpath.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else posixpath.basename(path)
     stem = rel
     for comp in COMPRESSED:
@@ -51,7 +52,26 @@ def shard_name(path: str, root: str) -> str:
         if stem.endswith(ext):
             stem = stem[: -len(ext)]
             break
-    return stem.replace("/", "__")
+    name = stem.replace("/", "__").replace("\\", "__").replace("\0", "_")
+    return f"_{name}" if not name.strip(".") else name
+
+
+def check_shard_name(name: str) -> str:
+    """`name` if it is one path component that stays inside the folder it is joined to; else ValueError
+    (shard files are written under the output root, never beside or above it)."""
+    if not name or not name.strip(".") or any(c in name for c in "/\\\0") or posixpath.isabs(name):
+        raise ValueError(f"unsafe shard name {name!r}: it would write outside the output root")
+    return name
+
+
+def check_unique_names(names: dict[str, str]) -> None:
+    """Two input shards with one output name would overwrite each other's outputs: ValueError naming them."""
+    seen: dict[str, str] = {}
+    for path, name in names.items():
+        if name in seen:
+            raise ValueError(f"input shards {seen[name]} and {path} would both be written as {name!r}; "
+                             f"rename one (names are paths under the input root with '/' -> '__')")
+        seen[name] = path
 
 
 def list_shards(fs: fsspec.AbstractFileSystem, path: str) -> tuple[list[str], str]:

@@ -164,6 +164,8 @@ def print_summary(manifest: dict) -> None:
         ("exit reasons", ", ".join(f"{k}={v}" for k, v in sorted(t["exit_reasons"].items()))),
         ("wall time", f"{wall:.1f} s"), ("sequences/s", f"{t['outputs'] / wall:.2f}" if wall else "-"),
     ]
+    for i, (name, why) in enumerate((manifest.get("failed_shards") or {}).items()):
+        lines.insert(1 + i, ("  failed shard", f"{name}: {why}"))
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
 
@@ -172,6 +174,8 @@ def _shard_line(manifest: dict) -> str:
     notes = [f"{len(manifest['resumed_shards'])} already done"]
     if manifest.get("redone_shards"):
         notes.append(f"{len(manifest['redone_shards'])} redone (config or input changed)")
+    if manifest.get("failed_shards"):
+        notes.append(f"{len(manifest['failed_shards'])} FAILED (unreadable, not committed)")
     if manifest.get("dropped_shards"):
         notes.append(f"{len(manifest['dropped_shards'])} dropped (not in the input)")
     return f"{len(manifest['input_shards'])} ({', '.join(notes)})"

@@ -31,8 +31,8 @@ from ray.data.datasource import Datasink
 from stages.config import StorageConfig
 from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.output_files import write_formats
-from stages.read import RESERVED
-from stages.storage import filesystem, join
+from stages.read import FAILED_LINE, RESERVED
+from stages.storage import check_shard_name, filesystem, join
 
 OUTPUT_COLUMNS = ["id", "shard", "line", "sample", "prompt", "prompt_tokens", "output", "output_ids",
                   "generated_tokens", "steps_taken", "step_budget", "temperature", "tau_low_logit", "top_p", "top_k",
@@ -127,8 +127,12 @@ class ShardDatasink(Datasink):
         table = pa.concat_tables(tables, promote_options="default")
         fs, root = self._fs()
         completed = []
-        for name in pc.unique(table["shard_name"]).to_pylist():
+        for name in map(check_shard_name, pc.unique(table["shard_name"]).to_pylist()):
             rows = table.filter(pc.equal(table["shard_name"], name))
+            failed = rows.filter(pc.equal(rows["line"], FAILED_LINE))
+            if failed.num_rows:   # the shard could not be read: record why; it stays uncommitted
+                record_failure(fs, root, name, failed["shard"][0].as_py(), failed["error"][0].as_py())
+                continue
             self._write_part(fs, root, name, rows)
             if self._complete(fs, root, name):
                 completed.append(name)
@@ -201,6 +205,13 @@ class ShardDatasink(Datasink):
             name = folder.rstrip("/").rsplit("/", 1)[-1]
             self._complete(fs, root, name)
         fs.rm(parts_root, recursive=True)
+
+
+def record_failure(fs, root: str, name: str, shard: str, reason: str) -> None:
+    """`_failed/<name>.json`: a shard the read stage could not read (it has no marker; a rerun retries it)."""
+    fs.makedirs(join(root, "_failed"), exist_ok=True)
+    with fs.open(join(root, "_failed", f"{name}.json"), "w") as f:
+        json.dump({"shard": shard, "name": name, "error": reason}, f)
 
 
 def restore_input_types(rows: pa.Table) -> pa.Table:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import uuid
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ from helpers import SHARD_NAME, SHARD_PATH, jsonl, parse
 
 from stages.config import StorageConfig
 from stages.read import ROW_FIELDS, parse_shard, shard_format
-from stages.storage import filesystem, list_shards, shard_name
+from stages.storage import check_shard_name, check_unique_names, filesystem, list_shards, shard_name
 
 
 def test_good_rows_keep_fields_and_count_the_shard() -> None:
@@ -150,7 +151,7 @@ def test_format_detection_and_override() -> None:
     assert shard_format("b.jsonl", "parquet") == "parquet"
     data = _parquet(pa.table({"id": ["x"], "prompt": ["copy:a="]}))
     rows = parse_shard({"bytes": data, "path": "/in/blob.bin"}, {}, "parquet")
-    assert [(r["id"], r["error"], r["shard_name"]) for r in rows] == [("x", "", "/in/blob.bin")]
+    assert [(r["id"], r["error"], r["shard_name"]) for r in rows] == [("x", "", "blob.bin")]   # not a path
 
 
 def test_name_lookup_falls_back_to_the_path_without_scheme() -> None:
@@ -208,3 +209,30 @@ def test_list_shards_nothing_found(mem_root: str) -> None:
     filesystem("memory://", StorageConfig())[0].pipe(f"{mem_root}/only-text/readme.txt", b"x")
     with pytest.raises(FileNotFoundError, match="no input shards match"):
         listed(f"memory:/{mem_root}/only-text")
+
+
+@pytest.mark.parametrize("path, root", [
+    ("/data/in/...jsonl", "/data/in"), ("/data/in/..jsonl", "/data/in"), ("/data/in/.jsonl", "/data/in"),
+    ("/data/in/../../etc/x.jsonl", "/data/in"), ("/data/in/a/../../../b.jsonl", "/data/in"),
+    ("/etc/passwd.jsonl", ""), ("/etc/passwd.jsonl", "/data/in"), ("bkt/in/a\\..\\..\\b.jsonl", "bkt/in"),
+    ("bkt/in/..", "bkt/in"), ("s3://bkt/in/./../c.parquet", "s3://bkt/in"),
+])
+def test_shard_names_are_one_safe_path_component(path: str, root: str) -> None:
+    name = shard_name(path, root)
+    assert check_shard_name(name) == name
+    out = posixpath.normpath(posixpath.join("/out/outputs", f"{name}.arrow"))
+    assert posixpath.dirname(out) == "/out/outputs"
+    parts = posixpath.normpath(posixpath.join("/out/_parts", name))
+    assert posixpath.dirname(parts) == "/out/_parts"
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "", "../x", "/abs", "a/b", "a\\b", "x\0y"])
+def test_unsafe_names_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="unsafe shard name"):
+        check_shard_name(bad)
+
+
+def test_two_shards_with_one_output_name_are_refused() -> None:
+    names = {p: shard_name(p, "/in") for p in ("/in/a/b.jsonl", "/in/a__b.jsonl")}
+    with pytest.raises(ValueError, match=r"would both be written as 'a__b'"):
+        check_unique_names(names)

@@ -17,10 +17,12 @@ import resource, sys, fsspec, pyarrow as pa
 from stages.read import ReadOptions, read_shards
 path = sys.argv[1]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-rows = 0
+rows, errors = 0, []
 for block in read_shards(pa.table({"path": [path]}), fsspec.filesystem("file"), {path: "s"}, ReadOptions()):
     rows += block.num_rows
+    errors += [e for e in block["error"].to_pylist() if e]
 print(rows, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("\\n".join(errors))
 """
 
 
@@ -34,11 +36,18 @@ def _shard(path, size_bytes: int) -> int:
     return n
 
 
-def _peak_growth_mb(path) -> tuple[int, float]:
+def _measure(path) -> tuple[int, float, list[str]]:
+    """(rows, peak RSS growth in MB, error messages) of reading `path` in a fresh process."""
     out = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, check=True,
                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    rows, base_kb, peak_kb = map(int, out.stdout.split())
-    return rows, (peak_kb - base_kb) / 1024
+    head, *errors = out.stdout.splitlines()
+    rows, base_kb, peak_kb = map(int, head.split())
+    return rows, (peak_kb - base_kb) / 1024, errors
+
+
+def _peak_growth_mb(path) -> tuple[int, float]:
+    rows, grow, _ = _measure(path)
+    return rows, grow
 
 
 def test_peak_memory_does_not_grow_with_shard_size(tmp_path) -> None:
@@ -55,3 +64,20 @@ def test_one_gigabyte_shard_reads_in_bounded_memory(tmp_path) -> None:
     rows, grow = _peak_growth_mb(path)
     assert rows == n
     assert grow < 128, grow                                # a 1024 MB shard, under 128 MB of peak growth
+
+
+def test_a_100_megabyte_line_is_rejected_in_bounded_memory(tmp_path) -> None:
+    """A line far over any model context (100 MB, one JSON string) is that line's error; it is read past in
+    1 MiB blocks and never held whole (input.max_line_mb, 16 MiB), and its neighbours are read as usual."""
+    size = 100 << 20
+    short, long = tmp_path / "short.jsonl", tmp_path / "long-line.jsonl"
+    short.write_bytes(b'{"id": "a", "prompt": "copy:ab="}\n{"id": "b", "prompt": "copy:cd="}\n')
+    with open(long, "wb") as f:
+        f.write(b'{"id": "a", "prompt": "copy:ab="}\n{"id": "huge", "prompt": "')
+        for _ in range(size >> 20):
+            f.write(b"x" * (1 << 20))
+        f.write(b'"}\n{"id": "b", "prompt": "copy:cd="}\n')
+    (_, base, _), (rows, grow, errors) = _measure(short), _measure(long)
+    assert rows == 3 and len(errors) == 1
+    assert errors[0].startswith(f"line 2: line too long: {size + 28} bytes > input.max_line_mb"), errors
+    assert grow < base + 24, (base, grow)      # the line is 100 MB; reading it costs < 24 MB over a 2-line shard

@@ -91,3 +91,21 @@ def test_examples_come_from_the_first_shard_with_outputs(tmp_path, capsys) -> No
     print_examples(fs, root, ["missing", "a", "b"])
     out = capsys.readouterr().out
     assert out.startswith("examples from b:") and "'copy:ab='" in out
+
+
+def test_failed_shards_exit_4_and_the_summary_names_them(capsys) -> None:
+    from stages.outcome import EXIT_FAILED_SHARDS, run_exit
+    from stages.summary import print_summary
+    totals = {"rows": 6, "outputs": 5, "errors": 1, "prompt_tokens": 1, "generated_tokens": 1, "nfe": 2,
+              "step_budget": 4, "steps_saved": 2, "step_speedup": 2.0, "exit_reasons": {"sched": 5}}
+    manifest = {"totals": totals, "wall_s": 1.0, "input_shards": ["a", "b", "c"], "resumed_shards": [],
+                "failed_shards": {"b": "shard failed: PermissionError: denied"}}
+    code, messages = run_exit(manifest, 0.0)
+    assert code == EXIT_FAILED_SHARDS and len(messages) == 2          # error rows too: both said, 4 wins
+    assert messages[1].startswith("1 shard(s) could not be read and were not committed (b: shard failed: "
+                                  "PermissionError: denied; all in the manifest's failed_shards)")
+    assert run_exit({**manifest, "failed_shards": {}}, 0.5) == (EXIT_OK, [])
+    print_summary(manifest)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("3 (0 already done, 1 FAILED (unreadable, not committed))")
+    assert out[1].split() == ["failed", "shard", "b:", "shard", "failed:", "PermissionError:", "denied"]

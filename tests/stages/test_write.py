@@ -136,3 +136,48 @@ def test_prepare_output(sink, decoded) -> None:
     assert committed_shards(fs, root) == {} and fs.ls(root) == []
     prepare_output(fs, f"{root}/fresh", overwrite=True)
     assert fs.isdir(f"{root}/fresh")
+
+
+def test_a_failed_shard_is_recorded_not_committed(sink, decoded, tmp_path) -> None:
+    """The read stage's failure row (line 0) for a shard it could not open: `_failed/<name>.json`, no marker,
+    nothing in outputs/ or errors/; the other shard in the same block commits; the next run clears the record."""
+    import fsspec
+    from stages.preprocess import preprocess_batch
+    from stages.read import ReadOptions, read_shards
+    from stages.resume import failed_shards
+    from helpers import MODEL
+    cfg = stage_config()
+    gone = str(tmp_path / "gone.jsonl")
+    failure = pa.concat_tables(read_shards(pa.table({"path": [gone]}), fsspec.filesystem("file"), {gone: "c"},
+                                           ReadOptions()))
+    failure = run_stage(DecodeStage(cfg), preprocess_batch(failure, MODEL, cfg.decode))[0]
+    ds, fs, root = sink
+    block = pa.concat_tables([decoded["a"], failure], promote_options="permissive")   # helpers parse: int64 sample
+    assert ds.write([block], None) == ["a"]
+    assert sorted(committed_shards(fs, root)) == ["a"]
+    why = failed_shards(fs, root)
+    assert list(why) == ["c"] and why["c"].startswith("shard failed: FileNotFoundError: ")
+    assert not fs.exists(f"{root}/outputs/c.arrow") and not fs.exists(f"{root}/errors/c.arrow")
+    ds.on_write_complete(None)
+    prepare_output(fs, root, overwrite=False)
+    assert failed_shards(fs, root) == {} and sorted(committed_shards(fs, root)) == ["a"]
+
+
+def test_shard_names_cannot_write_outside_the_output_root(sink, decoded, tmp_path) -> None:
+    """Hostile input file names become safe names (stages/storage.py); a name that is not one safe path
+    component is refused by the writer before anything is written."""
+    from stages.storage import shard_name
+    ds, fs, root = sink
+    for path in ("/in/...jsonl", "/in/../../escape.jsonl", "/in/a\\..\\..\\b.jsonl"):
+        name = shard_name(path, "/in")
+        block = decoded["sub__b"].set_column(decoded["sub__b"].schema.get_field_index("shard_name"), "shard_name",
+                                             pa.array([name] * decoded["sub__b"].num_rows))
+        assert ds.write([block], None) == [name]
+    for bad in ("..", "../../escaped", str(tmp_path / "abs")):
+        block = decoded["sub__b"].set_column(decoded["sub__b"].schema.get_field_index("shard_name"), "shard_name",
+                                             pa.array([bad] * decoded["sub__b"].num_rows))
+        with pytest.raises(ValueError, match="unsafe shard name"):
+            ds.write([block], None)
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written and all(w.startswith("out/") for w in written), written
+    assert sorted(committed_shards(fs, root)) == ["..__escape", "_..", "a__..__..__b"]

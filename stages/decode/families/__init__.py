@@ -1,4 +1,5 @@
-"""Model families, one module each behind one loader contract: `load(path, dtype, device) -> adapter`.
+"""Model families, one module each behind one loader contract: `load(path, dtype, device, allow_pickle_weights)
+-> adapter` (never remote code; safetensors only unless pickle weights are allowed).
 
 | family            | module              | adapter         | engine                          |
 |-------------------|---------------------|-----------------|---------------------------------|
@@ -18,6 +19,7 @@ import importlib
 import torch
 from transformers.utils import logging as hf_logging
 
+from stages.decode.checkpoint_safety import check_checkpoint
 from stages.decode.families.base import read_config
 
 FAMILIES = ("auto", "llada", "dream", "native", "diffusion_gemma")
@@ -37,15 +39,19 @@ def resolve_family(path: str, family: str = "auto") -> str:
     return _MODEL_TYPES.get(model_type, "native")
 
 
-def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto"):
-    """Load a model by family ("auto" reads config.json), dtype name and device ("auto": cuda when present)."""
+def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto",
+               allow_pickle_weights: bool = False):
+    """Load a model by family ("auto" reads config.json), dtype name and device ("auto": cuda when present).
+    Refuses checkpoints that need remote code or hold only pickle weights (stages/decode/checkpoint_safety.py)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = importlib.import_module(f"stages.decode.families.{resolve_family(path, family)}")
+    resolved = resolve_family(path, family)
+    check_checkpoint(path, resolved, allow_pickle_weights)
+    module = importlib.import_module(f"stages.decode.families.{resolved}")
     hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would break into the job's progress line
-    return module.load(path, dtype=DTYPES[dtype], device=device)
+    return module.load(path, dtype=DTYPES[dtype], device=device, allow_pickle_weights=allow_pickle_weights)
 
 
 def make_engine(adapter, cfg, **kwargs):

@@ -174,3 +174,7 @@ def check_loaded(info: dict[str, Any], path: str) -> None:
         raise ValueError(f"{path}: checkpoint weights were not used {unexpected[:8]}")
 
 
+def weights_kwargs(allow_pickle_weights: bool) -> dict[str, Any]:
+    """from_pretrained options of every loader: never remote code; safetensors only unless pickles are allowed
+    (stages/decode/checkpoint_safety.py refuses what these would not load, with a message)."""
+    return {"trust_remote_code": False, "use_safetensors": None if allow_pickle_weights else True}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from stages.decode.families.base import ModelHandle, as_ids, check_loaded, read_config
+from stages.decode.families.base import ModelHandle, as_ids, check_loaded, read_config, weights_kwargs
 from stages.decode.families.canvas_kv import (LayerSpec, RowKV, StackedKV, decoder_masks, encoder_masks,
                                               split_new, stack)
 
@@ -140,7 +140,8 @@ def sampling_defaults(gen: dict) -> dict:
     return out
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> CanvasAdapter:
+def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+         allow_pickle_weights: bool = False) -> CanvasAdapter:
     """Load the checkpoint with the native class on SDPA (the engine's masks are SDPA bool masks)."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
@@ -149,7 +150,8 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> 
     if text.get("use_bidirectional_attention") == "all":
         raise ValueError(f"{path}: use_bidirectional_attention='all' (a bidirectional encoder) is not supported")
     model, info = DiffusionGemmaForBlockDiffusion.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
-                                                                  output_loading_info=True)
+                                                                  output_loading_info=True,
+                                                                  **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
     gen = _generation_config(path)
     eos = as_ids(gen.get("eos_token_id")) or as_ids(text.get("eos_token_id"))

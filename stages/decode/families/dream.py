@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from stages.decode.families.base import ModelAdapter, as_ids, check_loaded, eos_ids, read_config
+from stages.decode.families.base import ModelAdapter, as_ids, check_loaded, eos_ids, read_config, weights_kwargs
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ModelAdapter:
+def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+         allow_pickle_weights: bool = False) -> ModelAdapter:
     """Dream as a bidirectional `Qwen2ForCausalLM` (its weight names already match); logits shift right by one."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -35,7 +36,8 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> 
         mask_token_id=mask_id,
         pad_token_id=pad,
     )
-    model, info = Qwen2ForCausalLM.from_pretrained(path, config=cfg, dtype=dtype, output_loading_info=True)
+    model, info = Qwen2ForCausalLM.from_pretrained(path, config=cfg, dtype=dtype, output_loading_info=True,
+                                                   **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
     return ModelAdapter(
         model=model.to(device).eval(),

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from stages.decode.families.base import ModelAdapter, as_ids, check_loaded, eos_ids, read_config
+from stages.decode.families.base import ModelAdapter, as_ids, check_loaded, eos_ids, read_config, weights_kwargs
 
 # LLaDA checkpoint names (OLMo layout) -> Llama names. Every pattern is anchored on the LLaDA prefix, so a
 # renamed key never matches a later pattern (transformers 5 applies every matching renaming in turn).
@@ -50,7 +50,8 @@ def _check_llada_flags(cfg: dict[str, Any], path: str) -> None:
             raise ValueError(f"{path}: LLaDA config flag {key}={value!r} is not supported by the Llama mapping")
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ModelAdapter:
+def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+         allow_pickle_weights: bool = False) -> ModelAdapter:
     """LLaDA as a bidirectional `LlamaForCausalLM`: same block (RMSNorm, RoPE, SwiGLU), renamed weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -79,8 +80,8 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> 
         mlp_bias=False,
     )
     model, info = LlamaForCausalLM.from_pretrained(
-        path, config=cfg, key_mapping=LLADA_KEY_MAPPING, dtype=dtype, output_loading_info=True
-    )
+        path, config=cfg, key_mapping=LLADA_KEY_MAPPING, dtype=dtype, output_loading_info=True,
+        **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
     eos_list = eos_ids(path, eos, as_ids(eot))
     pad = raw.get("pad_token_id")

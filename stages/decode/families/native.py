@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from stages.decode.families.base import ModelAdapter, check_loaded, eos_ids
+from stages.decode.families.base import ModelAdapter, check_loaded, eos_ids, weights_kwargs
 
 
 def _context_length(config: Any, path: str) -> int:
@@ -16,7 +16,8 @@ def _context_length(config: Any, path: str) -> int:
     raise ValueError(f"{path}: config has no max_position_embeddings / max_sequence_length / n_positions")
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ModelAdapter:
+def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+         allow_pickle_weights: bool = False) -> ModelAdapter:
     """Any bidirectional transformers model whose config names `mask_token_id` (e.g. the embedded model).
 
     Encoder architectures load as masked LMs; decoder-only ones must say `is_causal: false`, since a causal model
@@ -25,19 +26,20 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     if getattr(config, "mask_token_id", None) is None:
         raise ValueError(f"{path}: config has no mask_token_id, so it is not a masked diffusion LM")
     encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     if not encoder and getattr(config, "is_causal", True):
         raise ValueError(f"{path}: decoder-only config without is_causal=false is a causal LM, not a diffusion LM")
     auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+    weights = weights_kwargs(allow_pickle_weights)
     try:
-        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **weights)
     except ValueError as e:  # the causal-LM auto class does not know this config
         if encoder or "Unrecognized configuration class" not in str(e):
             raise
-        model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype, output_loading_info=True, **weights)
     check_loaded(info, path)
     eos = eos_ids(path, config.eos_token_id, [])
     pad = config.pad_token_id
