@@ -17,8 +17,8 @@ from stages.decode_stage import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read import ReadOptions, read_shards
 from stages.fingerprint import shard_fingerprint
-from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, plan_resume,
-                           prepare_output, write_manifest)
+from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards,
+                           drop_uncommitted, plan_resume, prepare_output, write_manifest)
 from stages.storage import filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
 from stages.write import JobKill, ShardDatasink
@@ -74,6 +74,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         raise ResumeConflict(conflict_message(plan, cfg.output.url, done, fingerprints))
     prepare_output(out_fs, out_root, cfg.output.overwrite)
     drop_shards(out_fs, out_root, [*plan.changed, *plan.stale])
+    drop_uncommitted(out_fs, out_root, set(done) - set(plan.changed) - set(plan.stale))
     if plan.todo:
         init_ray(cfg)
         ctx = ray.data.DataContext.get_current()

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
+from stages.commit import with_retries, write_json
 from stages.config import StorageConfig
 from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.output_files import write_formats
@@ -128,10 +129,13 @@ class ShardDatasink(Datasink):
         completed = []
         for name in pc.unique(table["shard_name"]).to_pylist():
             rows = table.filter(pc.equal(table["shard_name"], name))
-            self._write_part(fs, root, name, rows)
-            if self._complete(fs, root, name):
+            self._retry(f"shard {name}: part write", lambda: self._write_part(fs, root, name, rows))
+            if self._retry(f"shard {name}: commit", lambda: self._complete(fs, root, name)):
                 completed.append(name)
         return completed
+
+    def _retry(self, what: str, fn):
+        return with_retries(what, fn, self.storage.commit_attempts, self.storage.commit_backoff_s)
 
     def _write_part(self, fs, root: str, name: str, rows: pa.Table) -> None:
         keys = sorted(zip(rows["line"].to_pylist(), _samples(rows)))
@@ -184,8 +188,7 @@ class ShardDatasink(Datasink):
         if self.kill:
             self.kill.merged(name)
         fs.makedirs(join(root, "_done"), exist_ok=True)
-        with fs.open(marker, "w") as f:
-            json.dump(summary, f)
+        write_json(fs, marker, summary)
         if self.kill:
             self.kill.committed(fs, root)
         return True
@@ -196,10 +199,10 @@ class ShardDatasink(Datasink):
         parts_root = join(root, "_parts")
         if not fs.exists(parts_root):
             return
-        for folder in fs.ls(parts_root, detail=False):
+        for folder in self._retry("listing parts", lambda: fs.ls(parts_root, detail=False)):
             name = folder.rstrip("/").rsplit("/", 1)[-1]
-            self._complete(fs, root, name)
-        fs.rm(parts_root, recursive=True)
+            self._retry(f"shard {name}: commit", lambda: self._complete(fs, root, name))
+        self._retry("removing parts", lambda: fs.rm(parts_root, recursive=True))
 
 
 def restore_input_types(rows: pa.Table) -> pa.Table:
