@@ -16,6 +16,7 @@ from stages.config_check import check_files
 from stages.decode_stage import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read import ReadOptions, read_shards
+from stages.reaper import start_reaper
 from stages.fingerprint import shard_fingerprint
 from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards,
                            drop_uncommitted, plan_resume, prepare_output, write_manifest)
@@ -38,6 +39,12 @@ def init_ray(cfg: PipelineConfig) -> None:
     else:
         kwargs["address"] = cfg.ray.address
     ray.init(**kwargs)
+    if cfg.ray.address == "local":   # its Ray dies with this process, however it ends (stages/reaper.py)
+        global _REAPER
+        _REAPER = start_reaper()
+
+
+_REAPER = None   # held for the life of the driver: its pipe closing is the signal
 
 
 def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str]) -> ray.data.Dataset:

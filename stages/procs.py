@@ -1,7 +1,8 @@
-"""Processes as Linux shows them in /proc (no psutil here): descendants of a pid, titles, peak memory.
+"""Processes as Linux shows them in /proc (no psutil dependency): descendants of a pid, titles, memory.
 
-Ray names a worker by what it runs (`ray::<actor class or task>`, its process title), which is how the
-fault tests and bench/soak.py find a decode actor, a read task or a write task to SIGKILL.
+Used by the reaper (stages/reaper.py) and by the fault tests and bench/soak.py, which find a decode
+actor, a read task or a write task to SIGKILL by the title Ray gives its worker (`ray::<what it runs>`).
+Elsewhere than Linux every function sees no processes.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class Proc:
     pid: int
     ppid: int
     title: str          # the command line as the process shows it (Ray workers: `ray::...`)
+    start: int          # start time in clock ticks since boot: (pid, start) names a process uniquely
     rss_mb: float       # resident memory now
     hwm_mb: float       # peak resident memory (VmHWM)
 
@@ -36,11 +38,13 @@ def _read(pid: int) -> Proc | None:
     fields = stat.rsplit(")", 1)[1].split()
     if fields[0] == "Z":   # a zombie has exited; it only waits for its parent to reap it
         return None
-    return Proc(pid, int(fields[1]), title, mem.get("VmRSS", 0.0), mem.get("VmHWM", 0.0))
+    return Proc(pid, int(fields[1]), title, int(fields[19]), mem.get("VmRSS", 0.0), mem.get("VmHWM", 0.0))
 
 
 def all_procs() -> list[Proc]:
     out = []
+    if not os.path.isdir("/proc"):
+        return out
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             p = _read(int(entry))
