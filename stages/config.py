@@ -55,6 +55,15 @@ class OutputConfig:
 class StorageConfig:
     endpoint_url: str = ""              # S3-compatible endpoint; empty = AWS_ENDPOINT_URL or the default
     anon: bool = False                  # anonymous access (public buckets)
+    max_attempts: int = 10              # attempts per S3 request (botocore retries: 5xx, SlowDown/throttling,
+                                        #   refused or dropped connections, timeouts; jittered backoff <= 20 s)
+    retry_mode: str = "standard"        # botocore retry mode: standard | adaptive (+ client-side rate limit) | legacy
+    transfer_attempts: int = 3          # s3fs's attempts of a request with its body (a download cut mid-body)
+    connect_timeout_s: float = 10.0     # S3 connection timeout per attempt
+    read_timeout_s: float = 60.0        # S3 read timeout per attempt
+    commit_attempts: int = 3            # attempts of a whole part write or shard commit after a storage error
+                                        #   outlasting the request retries (idempotent: same names, marker last)
+    commit_backoff_s: float = 5.0       # wait before the 2nd commit attempt, doubling after each
 
 
 @dataclass

@@ -35,6 +35,17 @@ def _at_least(key: str, value, low) -> None:
         _fail(key, f"{value} must be >= {low}")
 
 
+def check_storage(st) -> None:
+    """Retry settings of object storage (stages/storage.py)."""
+    _one_of("storage.retry_mode", st.retry_mode, ("standard", "adaptive", "legacy"))
+    for key in ("max_attempts", "transfer_attempts", "commit_attempts"):
+        _at_least(f"storage.{key}", getattr(st, key), 1)
+    for key in ("connect_timeout_s", "read_timeout_s"):
+        if getattr(st, key) <= 0:
+            _fail(f"storage.{key}", f"{getattr(st, key)} must be > 0")
+    _at_least("storage.commit_backoff_s", st.commit_backoff_s, 0)
+
+
 def check_values(cfg: PipelineConfig) -> None:
     """Names, ranges and policy composition; raises ConfigError on the first bad key."""
     from stages.decode.adapters import DTYPES, FAMILIES
@@ -69,6 +80,7 @@ def check_values(cfg: PipelineConfig) -> None:
     _at_least("actors.num_cpus", a.num_cpus, 0)
     _at_least("decode.max_batch_size", d.max_batch_size, 1)
     _at_least("decode.max_batch_tokens", d.max_batch_tokens, 1)
+    check_storage(cfg.storage)
     if not 0.0 <= cfg.run.max_error_fraction <= 1.0:
         _fail("run.max_error_fraction", f"{cfg.run.max_error_fraction} is not in [0, 1]")
     try:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
+from stages.commit import write_json
 from stages.config import ConfigError
 from stages.fingerprint import changes
 from stages.redact import scrub
@@ -130,6 +131,28 @@ def failed_shards(fs, root: str) -> dict[str, str]:
     return out
 
 
+#: Suffixes of the files a shard owns in outputs/, errors/ and traces/ (longest first).
+SHARD_SUFFIXES = (".steps.arrow", ".tokens.arrow", ".arrow", ".parquet", ".jsonl")
+
+
+def drop_uncommitted(fs, root: str, committed: set[str]) -> list[str]:
+    """Remove what an interrupted commit left: final files of shards without a marker (the shard is redone
+    from scratch, so no file of an older attempt, in a format no longer asked for, survives it) and the
+    temporary files of writes cut short. Returns the paths removed."""
+    removed = []
+    for sub in ("outputs", "errors", "traces", "_done"):
+        folder = join(root, sub)
+        if not fs.exists(folder):
+            continue
+        for path in fs.ls(folder, detail=False):
+            base = path.rstrip("/").rsplit("/", 1)[-1]
+            name = next((base[: -len(x)] for x in SHARD_SUFFIXES if base.endswith(x)), None)
+            if ".tmp-" in base or (sub != "_done" and name is not None and name not in committed):
+                fs.rm(path)
+                removed.append(path)
+    return removed
+
+
 def prepare_output(fs, root: str, overwrite: bool) -> None:
     """Drop partial parts of an interrupted run and the last run's failed-shard records (and everything,
     with overwrite)."""
@@ -179,6 +202,5 @@ def write_manifest(fs, root: str, config: dict, shards: list[str], skipped: list
         "started_at": started, "finished_at": time.time(), "wall_s": time.time() - started, **extra,
     }
     manifest = scrub(manifest)   # no credential from the environment or a URL reaches the record
-    with fs.open(join(root, "_manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
+    write_json(fs, join(root, "_manifest.json"), manifest, indent=2)
     return manifest

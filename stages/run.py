@@ -16,9 +16,10 @@ from stages.config_check import check_files
 from stages.decode_stage import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read import ReadOptions, read_shards
+from stages.reaper import start_reaper
 from stages.fingerprint import shard_fingerprint
-from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, failed_shards,
-                           plan_resume, prepare_output, write_manifest)
+from stages.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, drop_uncommitted,
+                           failed_shards, plan_resume, prepare_output, write_manifest)
 from stages.storage import check_unique_names, filesystem, list_shards, shard_name
 from stages.summary import ProgressWatcher, print_examples, print_summary
 from stages.write import JobKill, ShardDatasink
@@ -53,6 +54,12 @@ def init_ray(cfg: PipelineConfig) -> None:
     else:
         kwargs["address"] = cfg.ray.address
     ray.init(**kwargs)
+    if cfg.ray.address == "local":   # its Ray dies with this process, however it ends (stages/reaper.py)
+        global _REAPER
+        _REAPER = start_reaper()
+
+
+_REAPER = None   # held for the life of the driver: its pipe closing is the signal
 
 
 def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str]) -> ray.data.Dataset:
@@ -91,6 +98,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         raise ResumeConflict(conflict_message(plan, cfg.output.url, done, fingerprints))
     prepare_output(out_fs, out_root, cfg.output.overwrite)
     drop_shards(out_fs, out_root, [*plan.changed, *plan.stale])
+    drop_uncommitted(out_fs, out_root, set(done) - set(plan.changed) - set(plan.stale))
     if plan.todo:
         init_ray(cfg)
         ctx = ray.data.DataContext.get_current()

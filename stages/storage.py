@@ -1,8 +1,11 @@
 """Object storage through fsspec: one place that turns a URL plus StorageConfig into a filesystem.
 
-s3:// gets s3fs with the configured endpoint (or AWS_ENDPOINT_URL); every other scheme (gs://, file://,
-memory://, plain paths) uses fsspec's own resolution. Ray readers get the same filesystem wrapped as a
-pyarrow filesystem, so readers and writers see the same bytes.
+s3:// gets s3fs with the configured endpoint (or AWS_ENDPOINT_URL) and the retry settings of
+`storage.*`: botocore retries every request (`max_attempts`, `retry_mode`: 5xx, SlowDown, dropped and
+refused connections, timeouts, with jittered backoff), s3fs retries a request with its body
+(`transfer_attempts`: a download cut mid-body). A commit's own retry is stages/commit.py. Every other
+scheme (gs://, file://, memory://, plain paths) uses fsspec's own resolution. Ray readers get the same
+filesystem wrapped as a pyarrow filesystem, so readers and writers see the same bytes.
 """
 from __future__ import annotations
 
@@ -11,25 +14,38 @@ import posixpath
 
 import fsspec
 import pyarrow.fs as pafs
+import s3fs
 
 from stages.config import StorageConfig
 
 
 def filesystem(url: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path without the scheme) for `url`."""
-    protocol = fsspec.utils.get_protocol(url)
-    options: dict = {}
-    if protocol in ("s3", "s3a"):
-        endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
-        options = {"anon": storage.anon, "use_listings_cache": False}
-        if endpoint:
-            options["client_kwargs"] = {"endpoint_url": endpoint}
-    fs, path = fsspec.core.url_to_fs(url, **options)
-    return fs, path
+    if fsspec.utils.get_protocol(url) in ("s3", "s3a"):
+        fs = RetryingS3FileSystem(**s3_options(storage))
+        return fs, fs._strip_protocol(url)
+    return fsspec.core.url_to_fs(url)
 
 
-def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+def s3_options(storage: StorageConfig) -> dict:
+    """s3fs arguments for `storage`: endpoint, anonymity, botocore's retry config and timeouts."""
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+    config = {"retries": {"total_max_attempts": storage.max_attempts, "mode": storage.retry_mode},
+              "connect_timeout": storage.connect_timeout_s, "read_timeout": storage.read_timeout_s}
+    options = {"anon": storage.anon, "use_listings_cache": False, "config_kwargs": config,
+               "transfer_attempts": storage.transfer_attempts}
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    return options
+
+
+class RetryingS3FileSystem(s3fs.S3FileSystem):
+    """s3fs with its own retry count (`retries`, a class attribute there) as a constructor argument, so it
+    travels with the filesystem when Ray pickles it to workers (fsspec pickles constructor arguments)."""
+
+    def __init__(self, *args, transfer_attempts: int = 3, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.retries = transfer_attempts
 
 
 #: Compressed-file suffixes fsspec decompresses by extension (`compression="infer"`); .zst needs `zstandard`.

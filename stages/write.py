@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
+from stages.commit import with_retries, write_json
 from stages.config import StorageConfig
 from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.output_files import write_formats
@@ -133,10 +134,13 @@ class ShardDatasink(Datasink):
             if failed.num_rows:   # the shard could not be read: record why; it stays uncommitted
                 record_failure(fs, root, name, failed["shard"][0].as_py(), failed["error"][0].as_py())
                 continue
-            self._write_part(fs, root, name, rows)
-            if self._complete(fs, root, name):
+            self._retry(f"shard {name}: part write", lambda: self._write_part(fs, root, name, rows))
+            if self._retry(f"shard {name}: commit", lambda: self._complete(fs, root, name)):
                 completed.append(name)
         return completed
+
+    def _retry(self, what: str, fn):
+        return with_retries(what, fn, self.storage.commit_attempts, self.storage.commit_backoff_s)
 
     def _write_part(self, fs, root: str, name: str, rows: pa.Table) -> None:
         keys = sorted(zip(rows["line"].to_pylist(), _samples(rows)))
@@ -189,8 +193,7 @@ class ShardDatasink(Datasink):
         if self.kill:
             self.kill.merged(name)
         fs.makedirs(join(root, "_done"), exist_ok=True)
-        with fs.open(marker, "w") as f:
-            json.dump(summary, f)
+        write_json(fs, marker, summary)
         if self.kill:
             self.kill.committed(fs, root)
         return True
@@ -201,10 +204,10 @@ class ShardDatasink(Datasink):
         parts_root = join(root, "_parts")
         if not fs.exists(parts_root):
             return
-        for folder in fs.ls(parts_root, detail=False):
+        for folder in self._retry("listing parts", lambda: fs.ls(parts_root, detail=False)):
             name = folder.rstrip("/").rsplit("/", 1)[-1]
-            self._complete(fs, root, name)
-        fs.rm(parts_root, recursive=True)
+            self._retry(f"shard {name}: commit", lambda: self._complete(fs, root, name))
+        self._retry("removing parts", lambda: fs.rm(parts_root, recursive=True))
 
 
 def record_failure(fs, root: str, name: str, shard: str, reason: str) -> None:

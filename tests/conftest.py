@@ -63,3 +63,25 @@ def s3_server():
 def s3fs_client(s3_server):
     import s3fs
     return s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, use_listings_cache=False)
+
+
+@pytest.fixture(scope="session")
+def _fault_s3():
+    """A restartable moto S3 server behind a fault-injecting proxy (tests/faults/s3_proxy.py)."""
+    from faults.s3_proxy import FaultProxy, S3Server
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = S3Server()
+    proxy = FaultProxy(server.url)
+    yield server, proxy
+    proxy.stop()
+    server.stop()
+
+
+@pytest.fixture
+def fault_s3(_fault_s3):
+    """(server, proxy) with an empty fault schedule and log; point `storage.endpoint_url` at `proxy.url`."""
+    server, proxy = _fault_s3
+    proxy.schedule()
+    proxy.log.clear()
+    yield server, proxy
+    proxy.schedule()

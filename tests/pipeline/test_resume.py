@@ -1,6 +1,11 @@
 """Kill a running job at a chosen point of its commits (fault injection, `testing.kill_*`: the write stage
 SIGKILLs the driver), rerun the same command: only the missing shards are written, and the union of
-outputs and errors has every id exactly once. No wall-clock timing decides where the kill lands."""
+outputs and errors has every id exactly once. No wall-clock timing decides where the kill lands.
+
+Process faults at seeded random points (tests/faults/killer.py, slow): SIGKILL of the driver, a decode
+actor, a read worker or a write worker of a job reading and writing S3; Ray retries the workers' tasks
+(the run completes) and the rerun of a killed driver completes the job. A driver that starts its own
+Ray takes every Ray process with it when it is killed (default run)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +13,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
+import pytest
+import s3fs
+from faults.accounting import written_ids
+from faults.killer import KillPlan, kill_at
+from stages.procs import alive, descendants, find, sigkill
+from faults.s3_proxy import Fault
 
 from conftest import EMBEDDED_MODEL, ROOT
 
@@ -28,13 +40,20 @@ def _committed(out) -> list[str]:
     return sorted(p.stem for p in (out / "_done").glob("*.json")) if (out / "_done").exists() else []
 
 
+def _cmd(inp: str, out: str, address: str, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "pipeline.py"), f"input.url={inp}", f"output.url={out}",
+            f"model.path={EMBEDDED_MODEL}", f"ray.address={address}", "progress=false", "actors.batch_rows=2",
+            "actors.max_concurrent_batches=1", *extra]
+
+
+def _env() -> dict:
+    """The environment of a job: read when it starts (ray.init adds what a job needs to join its Ray)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
 def _run(ray_cluster, inp, out, *extra) -> subprocess.CompletedProcess:
-    address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [sys.executable, str(ROOT / "pipeline.py"), f"input.url={inp}/*.jsonl", f"output.url={out}",
-           f"model.path={EMBEDDED_MODEL}", f"ray.address={address}", "progress=false", "actors.batch_rows=2",
-           "actors.max_concurrent_batches=1", *extra]
-    return subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=300, start_new_session=True)
+    cmd = _cmd(f"{inp}/*.jsonl", str(out), ray_cluster.get_runtime_context().gcs_address, *extra)
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, start_new_session=True)
 
 
 def _ids(out, n_shards=N_SHARDS) -> list[str]:
@@ -89,3 +108,74 @@ def test_crash_between_merge_and_marker(ray_cluster, tmp_path):
     assert manifest["totals"]["rows"] == 2 * PER_SHARD
     assert _ids(out, 2) == _expected(2)
     assert not (out / "_parts").exists()
+
+
+def test_driver_kill_takes_its_ray_along_and_rerun_completes(tmp_path):
+    """A driver with its own local Ray, SIGKILLed mid-decode: every process it started is gone within 15 s
+    (no raylet, GCS, agent or decode actor keeps running: stages/reaper.py; without it Ray's agents linger
+    for a minute), and rerunning the same command completes."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _write_shards(inp, 3)
+    cmd = _cmd(f"{inp}/*.jsonl", str(out), "local", "ray.object_store_mb=128", "testing.step_delay_s=0.2")
+    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    deadline, procs = time.time() + 180, []
+    while time.time() < deadline and job.poll() is None and not find(procs, "DecodeStage"):
+        time.sleep(0.2)
+        procs = descendants(job.pid)
+    assert find(procs, "DecodeStage"), f"no decode actor started: {job.poll()} {[p.title[:60] for p in procs]}"
+    time.sleep(1.0)                                          # mid-decode (0.2 s per step)
+    started = descendants(job.pid)
+    assert sigkill(job.pid) and job.wait(timeout=30) == -signal.SIGKILL
+    deadline = time.time() + 15
+    while time.time() < deadline and alive(p.pid for p in started):
+        time.sleep(0.2)
+    assert not alive(p.pid for p in started), [p.title[:80] for p in alive(p.pid for p in started)]
+    assert not (out / "_manifest.json").exists()
+
+    done = subprocess.run(cmd[:-1], env=_env(), capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert done.returncode == 3, done.stderr[-2000:]         # completed; 3 = error rows (one per shard)
+    assert _ids(out, 3) == _expected(3)
+
+
+def _s3_shards(server_url: str, bucket: str) -> s3fs.S3FileSystem:
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": server_url}, use_listings_cache=False,
+                           skip_instance_cache=True)
+    fs.mkdir(bucket)
+    for s in range(N_SHARDS):
+        rows = [{"id": f"s{s}r{i}", "prompt": f"copy:{'abcdef'[: i + 1]}="} for i in range(PER_SHARD)]
+        rows[-1]["prompt"] = ""
+        fs.pipe(f"{bucket}/in/shard-{s}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return fs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("target", ["driver", "actor", "reader", "writer"])
+def test_sigkill_at_a_random_point_then_rerun(ray_cluster, fault_s3, target, seed):
+    server, proxy = fault_s3
+    bucket = f"kill-{target}-{seed}"
+    fs = _s3_shards(server.url, bucket)
+    if target == "reader":       # a slow server keeps read tasks in flight long enough to be killed
+        proxy.schedule(Fault("delay", "GET", r"/in/shard-", times=0, delay_s=1.0))
+    plan = KillPlan.draw(target, seed, most=N_SHARDS - 2 if target == "reader" else 3)
+    cmd = _cmd(f"s3://{bucket}/in/", f"s3://{bucket}/out", ray_cluster.get_runtime_context().gcs_address,
+               f"storage.endpoint_url={proxy.url}", "testing.step_delay_s=0.02")
+    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    victim = kill_at(plan, job, proxy.log, scope=os.getpid())
+    _, err = job.communicate(timeout=300)
+    assert victim is not None, (f"{plan}: the job ended before the kill landed (rc {job.returncode}); Ray workers "
+                                f"seen: {sorted(plan.titles)}; {err[-1000:]}")
+    if target == "driver":
+        assert job.returncode == -signal.SIGKILL
+    else:                        # Ray restarts the worker and retries its task: this very run completes
+        assert job.returncode == 3, f"{plan} killed {victim.title[:60]}: {err[-2000:]}"
+    proxy.schedule()
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert done.returncode == 3, done.stderr[-2000:]
+    names = [f"shard-{s}" for s in range(N_SHARDS)]
+    assert written_ids(fs, f"{bucket}/out", names) == _expected(), plan   # every line once: outputs + errors
+    manifest = json.loads(fs.cat(f"{bucket}/out/_manifest.json"))
+    assert manifest["totals"]["rows"] == N_SHARDS * PER_SHARD
+    fs.rm(bucket, recursive=True)
