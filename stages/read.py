@@ -52,7 +52,7 @@ RESERVED = set(ROW_FIELDS) | {"prompt_ids", "prompt_tokens", "output", "output_i
                               "steps_taken", "step_budget", "nfe", "exit_reason", "commit_step", "queue_s",
                               "slot_s", "latency_s", "actor", "actor_stats", "trace_steps", "trace_tokens",
                               "temperature", "tau_low_logit", "input_schema", "refreshes", "forward_tokens",
-                              "encoder_passes"}
+                              "encoder_passes", "top_p", "top_k"}
 
 
 @dataclass
