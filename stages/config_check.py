@@ -15,7 +15,7 @@ from stages.config import ConfigError, PipelineConfig
 #: Kind of every decode policy (stages/decode/policies.POLICIES; tests check the two agree).
 POLICY_KINDS = {"none": "commit", "dream": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit",
                 "prophet": "exit", "ce": "modifier", "dgemma": "commit"}
-AGGREGATES = ("mean", "median", "min", "quantile")
+AGGREGATES = ("mean", "median", "min", "quantile", "quantile_linear")
 PROGRESS_MODES = ("t_over_T", "t_over_T_minus_1")
 OUTPUT_FORMATS = ("arrow", "jsonl", "parquet")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")

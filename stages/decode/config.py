@@ -17,8 +17,9 @@ class SchedConfig:
     tau_high_logit: float = 7.5         # threshold at progress 0
     tau_low_logit: float = 2.5          # threshold at progress 1
     k: float = 4.0                      # decay rate of the exp schedule
-    aggregate: str = "mean"             # mean | median | min | quantile, over the still-masked answer span
-    quantile: float = 0.5               # used when aggregate == quantile
+    aggregate: str = "mean"             # mean | median | min | quantile | quantile_linear, over the still-masked span
+    quantile: float = 0.5               # used when aggregate is quantile (lower order statistic) or
+                                        # quantile_linear (interpolated, torch.quantile: SchED's `q` stat)
     progress_mode: str = "t_over_T"     # t_over_T (paper) | t_over_T_minus_1 (released code)
     # SchED's released exit gates (defaults: off, i.e. exit as soon as gbar >= tau(p)):
     min_progress: float = 0.0           # exit only once this fraction of the region is committed (0..1)

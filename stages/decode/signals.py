@@ -188,10 +188,13 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, how: str = "mean", quant
         total = (values * mask).sum(-1)
         count = mask.sum(-1)
         out = total / count.clamp(min=1)
-    elif how in ("min", "median", "quantile"):
+    elif how in ("min", "median", "quantile", "quantile_linear"):
         q = {"min": 0.0, "median": 0.5}.get(how, quantile)
         filled = torch.where(mask, values, torch.nan)
-        out = torch.nanquantile(filled.float(), q, dim=-1, interpolation="lower")
+        # quantile: the lower of the two order statistics (torch.median's convention); quantile_linear:
+        # interpolated between them, as torch.quantile (SchED's released `q` aggregate) computes it
+        out = torch.nanquantile(filled.float(), q, dim=-1,
+                                interpolation="linear" if how == "quantile_linear" else "lower")
     else:
-        raise ValueError(f"unknown aggregate {how!r}; use mean, median, min or quantile")
+        raise ValueError(f"unknown aggregate {how!r}; use mean, median, min, quantile or quantile_linear")
     return torch.where(mask.any(-1), out, torch.inf)

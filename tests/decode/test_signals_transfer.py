@@ -72,6 +72,15 @@ def test_aggregate_min_and_median() -> None:
     assert aggregate(VALUES, MASK, "median").tolist() == [3.0, 4.0, math.inf]  # "lower" interpolation
 
 
+def test_aggregate_quantile_lower_and_interpolated() -> None:
+    """quantile takes the lower order statistic; quantile_linear interpolates like torch.quantile (SchED's `q`)."""
+    assert aggregate(VALUES, MASK, "quantile", 0.75).tolist() == [3.0, 4.0, math.inf]
+    lin = aggregate(VALUES, MASK, "quantile_linear", 0.75)
+    assert lin[:2].tolist() == [torch.quantile(torch.tensor([1.0, 3.0, 5.0]), 0.75).item(),
+                                torch.quantile(torch.tensor([4.0, 6.0]), 0.75).item()] == [4.0, 5.5]
+    assert lin[2].item() == math.inf
+
+
 def test_aggregate_unknown_raises() -> None:
     with pytest.raises(ValueError, match="unknown aggregate"):
         aggregate(VALUES, MASK, "max")
