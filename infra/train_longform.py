@@ -37,12 +37,21 @@ BLOCK = 32
 BF16 = False
 
 
-def shape_at(frac: float) -> Shape:
-    """Curriculum: the document shape at `frac` of the curriculum (1.0 = DEFAULT)."""
+FIRST = Shape(sections=(2, 3), sentences=(2, 3), words=(3, 6))
+
+
+def parse_shape(text: str) -> Shape:
+    """"1-1,1-2,2-5" -> Shape(sections=(1, 1), sentences=(1, 2), words=(2, 5))."""
+    (a, b), (c, d), (e, f) = (tuple(int(x) for x in part.split("-")) for part in text.split(","))
+    return Shape(sections=(a, b), sentences=(c, d), words=(e, f))
+
+
+def shape_at(frac: float, first: Shape = FIRST) -> Shape:
+    """Curriculum: the document shape at `frac` of the way from `first` to the full shape (1.0 = DEFAULT)."""
     f = min(1.0, frac)
     lerp = lambda lo, hi: (lo[0] + round((hi[0] - lo[0]) * f), lo[1] + round((hi[1] - lo[1]) * f))  # noqa: E731
-    return Shape(sections=lerp((2, 3), DEFAULT.sections), sentences=lerp((2, 3), DEFAULT.sentences),
-                 words=lerp((3, 6), DEFAULT.words))
+    return Shape(sections=lerp(first.sections, DEFAULT.sections), sentences=lerp(first.sentences, DEFAULT.sentences),
+                 words=lerp(first.words, DEFAULT.words))
 
 
 def make_batch(rng: random.Random, tok, batch_tokens: int, gen_length: int, shape: Shape):
@@ -168,6 +177,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--stages", type=int, default=5, help="curriculum stages from short documents to the full shape")
+    ap.add_argument("--first-shape", default="2-3,2-3,3-6",
+                    help="first stage's sections,sentences,words ranges (e.g. 1-1,1-2,2-5)")
     ap.add_argument("--advance-at", type=float, default=0.9, help="probe exact match that moves to the next stage")
     ap.add_argument("--decay", type=float, default=0.15, help="final fraction of the budget with a cosine lr decay")
     ap.add_argument("--eval-every", type=int, default=200)
@@ -193,7 +204,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     curve = (out / "curve.jsonl").open("w")
     print(f"params {n_params:,}; budget {args.minutes} min; {args.batch_tokens} tokens/batch", flush=True)
-    shapes = [shape_at(i / (args.stages - 1)) for i in range(args.stages)]
+    first = parse_shape(args.first_shape)
+    shapes = [shape_at(i / (args.stages - 1), first) for i in range(args.stages)]
     t0, ema, step, tokens, stage, best = time.time(), None, 0, 0, 0, -1.0
     while (elapsed := time.time() - t0) < budget_s:
         frac = elapsed / budget_s
