@@ -106,14 +106,24 @@ def answer_mask(b: int, g: int, gen: torch.Generator, mode: str) -> torch.Tensor
     return masked
 
 
-def masked_loss(model, ids, mask, answers, mask_id: int, gen: torch.Generator, mode: str) -> torch.Tensor:
+def masked_loss(model, ids, mask, answers, mask_id: int, gen: torch.Generator, mode: str,
+                eos_id: int | None = None) -> torch.Tensor:
+    """Unweighted masked CE; with `eos_id`, the loss counts only content positions and each row's first EOS
+    (the EOS tail of a short answer otherwise dominates the targets). The tail stays masked in the input."""
     b, g = answers.shape
     masked = answer_mask(b, g, gen, mode)
     x = ids.clone()
     x[:, -g:][masked] = mask_id
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
         logits = model(input_ids=x, attention_mask=mask, position_ids=position_ids(mask)).logits[:, -g:]
-    return F.cross_entropy(logits[masked].float(), answers[masked])
+    scored = masked
+    if eos_id is not None:
+        is_eos = answers == eos_id
+        first = is_eos & (is_eos.cumsum(-1) == 1)
+        scored = masked & (~is_eos | first)
+        if not scored.any():
+            scored = masked
+    return F.cross_entropy(logits[scored].float(), answers[scored])
 
 
 @torch.no_grad()
@@ -177,6 +187,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--stages", type=int, default=5, help="curriculum stages from short documents to the full shape")
+    ap.add_argument("--content-loss", action="store_true",
+                    help="score only content positions and the first EOS (not the EOS tail)")
     ap.add_argument("--first-shape", default="2-3,2-3,3-6",
                     help="first stage's sections,sentences,words ranges (e.g. 1-1,1-2,2-5)")
     ap.add_argument("--advance-at", type=float, default=0.9, help="probe exact match that moves to the next stage")
@@ -217,7 +229,8 @@ def main() -> None:
             stage = args.stages - 1  # the decay always trains on the full shape
         model.train()
         ids, mask, answers = make_batch(rng, tok, args.batch_tokens, args.gen_length, shapes[stage])
-        loss = masked_loss(model, ids, mask, answers, tok.mask_token_id, gen, maskings[step % len(maskings)])
+        loss = masked_loss(model, ids, mask, answers, tok.mask_token_id, gen, maskings[step % len(maskings)],
+                           tok.eos_token_id if args.content_loss else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
