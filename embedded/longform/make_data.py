@@ -11,18 +11,13 @@ these files use their own seeds, and `main` checks that none of their prompts is
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from embedded.longform.tasks import sample_examples
+from embedded.make_prompts import write_jsonl
 
 HERE = Path(__file__).resolve().parent
 PROMPT_SEED, EVAL_SEED, TSPD_SEED = 1_000_012, 2_000_012, 3_000_012
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def main(n_shards: int = 4, per_shard: int = 32, n_eval: int = 200, n_tspd: int = 200) -> None:
