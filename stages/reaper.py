@@ -36,6 +36,11 @@ def watch(driver: int, every_s: float) -> int:
         if ready and not os.read(sys.stdin.fileno(), 1024):
             break
         seen.update({(p.pid, p.start): p for p in descendants(driver) if p.pid != me})
+    # the driver is gone and its children are orphaned now, but a process started since the last snapshot
+    # (a worker the raylet just forked) is still below a process already seen: take those too
+    for p in alive(pid for pid, _ in list(seen)):
+        if (p.pid, p.start) in seen:
+            seen.update({(c.pid, c.start): c for c in descendants(p.pid) if c.pid != me})
     killed = 0
     for p in alive(pid for pid, _ in seen):
         if (p.pid, p.start) in seen and sigkill(p.pid):
