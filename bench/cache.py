@@ -1,6 +1,7 @@
 """Per-row KV cache (decode.cache = none | prefix | dual) on a random bidirectional Llama, one run.
 
     .venv/bin/python bench/cache.py [--threads 2] [--quick]
+    .venv/bin/python bench/cache.py --workload longform [--limit 96] [--policy fastdllm]
 
 Model: random `LlamaForCausalLM` with `is_causal=False` (hidden 512, 4 layers, 8 heads, vocabulary 32,000)
 — a realistic layout scaled to this CPU. Workload: batch 16 of random prompts of 256 and 512 tokens,
@@ -11,6 +12,14 @@ and cached row-steps, agreement with the exact (`none`) decode (share of identic
 tokens). Random weights make agreement a stress figure, not a quality one: their logits are nearly flat,
 so any perturbation flips picks; the quality figure needs a trained model (the long-form workload, not
 yet trained). Writes bench/results/cache.json.
+
+`--workload longform`: the trained long-form model (embedded/longform/model, configs/longform.yaml) on its
+held-out set, batch 16, answer 128 in blocks of 32, 128 steps. The plain loop (no exit, no cache, static
+batches, every row all steps) is the reference; then none / prefix / dual at fixed steps (static), and
+with an early-exit policy (`--policy`, stop at EOS on) in static batches and through the rebatching slot
+scheduler. Columns: wall-clock speedup over the plain loop, answer tokens/s, forward tokens per generated
+token, exact match and its retention vs the plain loop, token F1, and agreement (identical answers) with
+the plain loop and with the same policy without a cache. Writes bench/results/cache_longform.json.
 """
 from __future__ import annotations
 
@@ -45,15 +54,86 @@ def decode(adapter, reqs, gen: int, steps: int, mode: str):
     return out, time.perf_counter() - t0, engine
 
 
+def longform(args) -> None:
+    """Quality and speed of the cache modes on the trained long-form model (see the module docstring)."""
+    import copy
+
+    from embedded.evaluate import accuracy, load_heldout, token_score
+    from stages.config import load_config
+    from stages.decode.adapters import load_model
+    from stages.decode.offline import answer_text
+    from stages.decode.scheduler import SlotScheduler
+    from stages.preprocess import load_tokenizer
+
+    cfg = load_config("configs/longform.yaml", ["decode.trace=off", *([f"model.path={args.model}"] if args.model else [])])
+    adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
+    tok = load_tokenizer(cfg.model.path)
+    rows = load_heldout(args.limit, "longform")
+    reqs = [Request(str(i), tok(r["prompt"], add_special_tokens=False)["input_ids"]) for i, r in enumerate(rows)]
+
+    def run(mode: str, policy: str, batching: str):
+        d = copy.deepcopy(cfg.decode)
+        d.cache, d.policy, d.stop_at_eos, d.max_batch_size = mode, [policy], policy != "none", args.batch
+        engine = DecodeEngine(adapter, d, keep_finished_in_batch=batching == "static")
+        t0 = time.perf_counter()
+        if batching == "static":
+            out = engine.generate(reqs, batch_size=args.batch)
+        else:
+            done = {r.id: r for r in SlotScheduler(engine, args.batch, d.max_batch_tokens, bucket=True).run(reqs)}
+            out = [done[r.id] for r in reqs]
+        seconds = time.perf_counter() - t0
+        decoded = [answer_text(tok, r.output_ids, adapter.eos_token_ids) for r in out]
+        return out, [t for t, _ in decoded], sum(n for _, n in decoded), seconds
+
+    torch.set_num_threads(args.threads)
+    warm = copy.deepcopy(cfg.decode)
+    warm.cache, warm.gen_length, warm.steps = "prefix", 32, 4
+    DecodeEngine(adapter, warm).generate(reqs[:2], batch_size=2)  # first-call costs out of the timings
+    plans = [(m, "none", "static") for m in ("none", "prefix", "dual")]
+    plans += [(m, args.policy, b) for b in ("static", "rebatching") for m in ("none", "prefix", "dual")]
+    table, texts_of = [], {}
+    for mode, policy, batching in plans:
+        out, texts, answer_tokens, seconds = run(mode, policy, batching)
+        texts_of[(mode, policy, batching)] = texts
+        plain, same = texts_of[("none", "none", "static")], texts_of.get(("none", policy, batching), texts)
+        if mode == "none" and policy == "none":
+            base = {"seconds": seconds, "acc": accuracy(texts, rows, "longform")}
+        acc = accuracy(texts, rows, "longform")
+        table.append({
+            "mode": mode, "policy": policy, "batching": batching, "wall_s": seconds,
+            "speedup_vs_plain": base["seconds"] / seconds, "answer_tokens_per_s": answer_tokens / seconds,
+            "nfe": sum(r.steps_taken for r in out), "refreshes": sum(r.refreshes for r in out),
+            "forward_tokens_per_generated": sum(r.forward_tokens for r in out) / max(answer_tokens, 1),
+            "exact_match": acc, "retention": acc / base["acc"] if base["acc"] else 0.0,
+            "token_f1": token_score(texts, rows, "longform"),
+            "agreement_vs_plain": sum(a == b for a, b in zip(texts, plain)) / len(rows),
+            "agreement_vs_no_cache": sum(a == b for a, b in zip(texts, same)) / len(rows),
+        })
+        print(table[-1], flush=True)
+    text = print_table(table, ["mode", "policy", "batching", "speedup_vs_plain", "answer_tokens_per_s", "nfe",
+                               "forward_tokens_per_generated", "exact_match", "retention", "token_f1",
+                               "agreement_vs_plain", "agreement_vs_no_cache"])
+    save_result(args.out or "cache_longform", {"args": vars(args), "prompts": len(rows), "rows": table, "table": text,
+                                               "decode": {"gen_length": cfg.decode.gen_length, "steps": cfg.decode.steps,
+                                                          "block_length": cfg.decode.block_length}})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workload", choices=("random", "longform"), default="random")
+    ap.add_argument("--limit", type=int, default=96, help="longform: held-out prompts")
+    ap.add_argument("--policy", default="fastdllm", help="longform: the early-exit policy of the exit rows")
+    ap.add_argument("--out", default=None, help="longform: result name (default cache_longform)")
+    ap.add_argument("--model", default=None, help="longform: checkpoint (default: configs/longform.yaml's)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--prompts", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--quick", action="store_true", help="smoke run: batch 2, prompt 64, gen 64, 8 steps")
     args = ap.parse_args()
+    if args.workload == "longform":
+        return longform(args)
     if args.quick:
         args.batch, args.gen, args.steps, args.prompts = 2, 64, 8, [64]
     torch.set_num_threads(args.threads)

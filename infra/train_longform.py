@@ -8,6 +8,8 @@ masked, left-padded prompt, position ids = cumsum(mask) - 1), plus two things th
   held-out probe on the current stage's shape reaches `--advance-at` exact match (the induction-style
   copying is learned cheaply on short prompts, then extended to long ones);
 - a third masking, `cut`: a clean left context up to a random cut (what a low-confidence decoder builds).
+- `--init`: start from another run's checkpoint (the copy circuit forms once, on the first stage's short
+  sections, in ~1,000 steps; a new run over a changed curriculum need not pay for it again).
 It writes `<out>/curve.jsonl` (loss and held-out greedy exact match over time) and checkpoints every
 `--save-every` steps, so a run cut short still leaves the best model so far.
 
@@ -37,7 +39,7 @@ BLOCK = 32
 BF16 = False
 
 
-FIRST = Shape(sections=(2, 3), sentences=(2, 3), words=(3, 6))
+FIRST = Shape(sections=(1, 1), sentences=(1, 1), words=(6, 12))
 
 
 def parse_shape(text: str) -> Shape:
@@ -189,7 +191,8 @@ def main() -> None:
     ap.add_argument("--stages", type=int, default=5, help="curriculum stages from short documents to the full shape")
     ap.add_argument("--content-loss", action="store_true",
                     help="score only content positions and the first EOS (not the EOS tail)")
-    ap.add_argument("--first-shape", default="2-3,2-3,3-6",
+    ap.add_argument("--init", default=None, help="start from this checkpoint's weights (same tokenizer and shape)")
+    ap.add_argument("--first-shape", default="1-1,1-1,6-12",
                     help="first stage's sections,sentences,words ranges (e.g. 1-1,1-2,2-5)")
     ap.add_argument("--advance-at", type=float, default=0.9, help="probe exact match that moves to the next stage")
     ap.add_argument("--decay", type=float, default=0.15, help="final fraction of the budget with a cosine lr decay")
@@ -210,6 +213,8 @@ def main() -> None:
     rng, gen = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
     tok = build_tokenizer()
     model = build_model(tok, args)
+    if args.init:  # warm start, e.g. from a run whose first stage already formed the copy circuit
+        model.load_state_dict(LlamaForCausalLM.from_pretrained(args.init).float().state_dict())
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     budget_s, out = args.minutes * 60, Path(args.out)

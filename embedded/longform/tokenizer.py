@@ -1,6 +1,6 @@
 """Word-level tokenizer of the long-form model: one token per word or symbol, built with `tokenizers`.
 
-Special ids are fixed: [PAD]=0, [MASK]=1, [EOS]=2, [UNK]=3; then the symbols, then the 2,000 words.
+Special ids are fixed: [PAD]=0, [MASK]=1, [EOS]=2, [UNK]=3; then the symbols, then the 512 words.
 """
 from __future__ import annotations
 

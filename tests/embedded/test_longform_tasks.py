@@ -7,7 +7,8 @@ import statistics
 
 import pytest
 
-from embedded.longform.tasks import LABELS, TASKS, exact_match, make_example, sample_examples, token_f1
+from embedded.longform.tasks import (LABELS, LEAD_WORDS, TASKS, WORDS, Shape, exact_match, make_document, make_example,
+                                     sample_examples, token_f1)
 from embedded.longform.tokenizer import build_tokenizer
 
 
@@ -29,8 +30,7 @@ def test_shapes_are_summarization_shaped():
         assert tok.unk_token_id not in ids and tok.decode(ids) == e.answer
 
 
-def _sections(prompt: str) -> dict[str, list[str]]:
-    body = prompt.split()[:-1]
+def _sections(body: list[str]) -> dict[str, list[str]]:
     out, cur = {}, None
     for w in body:
         if w in LABELS:
@@ -49,13 +49,22 @@ def test_answer_is_a_function_of_the_prompt(task):
         words = e.prompt.split()
         assert words[0] == task and words[-1] == "="
         body = [w for w in words if w not in LABELS and w not in (".", "=", *TASKS)]
-        assert len(body) == len(set(body))                          # every word occurs once
-        secs = _sections(e.prompt)
-        if task == "lead":   # the first sentence of every section, across the whole prompt
-            want = [t for lab, ws in secs.items() for t in (lab, *ws[:ws.index(".") + 1])]
+        assert len(body) == len(set(body)) and "." not in words     # every word once, no repeated punctuation
+        secs = _sections(words[2 if task == "section" else 1:-1])   # the body: after the instruction, before `=`
+        if task == "lead":   # the first words of every section, across the whole prompt
+            want = [t for lab, ws in secs.items() for t in (lab, *ws[:LEAD_WORDS])]
         else:
             want = [words[1], *secs[words[1]]]
         assert e.answer.split() == want
+
+
+def test_documents_never_need_more_words_than_the_pool():
+    rng = random.Random(5)
+    wide = Shape(sections=(8, 8), sentences=(1, 1), words=(60, 70))   # 480-560 words: some draws redrawn
+    for _ in range(20):
+        doc = make_document(rng, wide)
+        words = [w for sec in doc for s in sec for w in s]
+        assert len(words) <= len(WORDS) and len(set(words)) == len(words)
 
 
 def test_metrics():
