@@ -11,7 +11,8 @@ masked, left-padded prompt, position ids = cumsum(mask) - 1), plus two things th
 - `--init`: start from another run's checkpoint (the copy circuit forms once, on the first stage's short
   sections, in ~1,000 steps; a new run over a changed curriculum need not pay for it again).
 It writes `<out>/curve.jsonl` (loss and held-out greedy exact match over time) and checkpoints every
-`--save-every` steps, so a run cut short still leaves the best model so far.
+evaluation (`<out>/latest/` holds the last one, for looking at a running stage's errors), so a run cut
+short still leaves the best model so far.
 
     python infra/train_longform.py --out embedded/longform/model --minutes 110
 """
@@ -129,19 +130,18 @@ def masked_loss(model, ids, mask, answers, mask_id: int, gen: torch.Generator, m
 
 
 @torch.no_grad()
-def greedy_exact(model, tok, seed: int, n: int, gen_length: int, shape: Shape = DEFAULT) -> dict:
-    """Held-out exact match of a plain low-confidence greedy loop (semi-AR blocks of 32, one token per step)
-    on documents of `shape` — a cheap training-time probe; embedded/longform/evaluate.py runs the
-    project's engine. The answer window is the examples' longest answer + 1, rounded up to blocks."""
-    rng = random.Random(seed)
-    exs = [make_example(rng, TASKS[i % len(TASKS)], shape) for i in range(n)]
+def greedy_decode(model, tok, exs: list, gen_length: int) -> tuple[list[str], list[list[tuple[int, int, float]]]]:
+    """A plain low-confidence greedy loop (semi-AR blocks of 32, one token per step) over `exs`' prompts:
+    (answer texts, per row the (position, token id, confidence) of each pick in decode order). The answer
+    window is the examples' longest answer + 1, rounded up to blocks and capped at `gen_length`."""
+    n = len(exs)
     gen_length = min(gen_length, BLOCK * -(-(max(len(e.answer.split()) for e in exs) + 1) // BLOCK))
     prompts = [tok(e.prompt)["input_ids"] for e in exs]
     ids, mask = left_pad(prompts, tok.pad_token_id, max(map(len, prompts)))
     x = torch.cat([ids, torch.full((n, gen_length), tok.mask_token_id)], 1)
     mask = torch.cat([mask, torch.ones(n, gen_length, dtype=mask.dtype)], 1)
     pos, p = position_ids(mask), ids.shape[1]
-    rows = torch.arange(n)
+    rows, picks = torch.arange(n), [[] for _ in range(n)]
     for blk in range(gen_length // BLOCK):
         lo, hi = p + blk * BLOCK, p + (blk + 1) * BLOCK
         for _ in range(BLOCK):
@@ -151,7 +151,18 @@ def greedy_exact(model, tok, seed: int, n: int, gen_length: int, shape: Shape = 
             still = x[:, lo:hi] == tok.mask_token_id
             best = conf.masked_fill(~still, -1.0).argmax(-1)
             x[rows, lo + best] = cand[rows, best]
+            for i, b in enumerate(best.tolist()):
+                picks[i].append((blk * BLOCK + b, cand[i, b].item(), round(conf[i, b].item(), 3)))
     texts = [tok.decode([t for t in row.tolist() if t != tok.eos_token_id]) for row in x[:, p:]]
+    return texts, picks
+
+
+def greedy_exact(model, tok, seed: int, n: int, gen_length: int, shape: Shape = DEFAULT) -> dict:
+    """Held-out exact match of `greedy_decode` on documents of `shape` — a cheap training-time probe;
+    embedded/evaluate.py and the benchmarks run the project's engine."""
+    rng = random.Random(seed)
+    exs = [make_example(rng, TASKS[i % len(TASKS)], shape) for i in range(n)]
+    texts, _ = greedy_decode(model, tok, exs, gen_length)
     hits = [exact_match(t, e.answer) for t, e in zip(texts, exs)]
     by_task = {t: sum(h for h, e in zip(hits, exs) if e.task == t) / max(1, sum(e.task == t for e in exs)) for t in TASKS}
     return {"exact": sum(hits) / n, **{f"exact_{t}": v for t, v in by_task.items()}}
@@ -253,6 +264,7 @@ def main() -> None:
                 row.update({f"full_{k}": v for k, v in ev.items()})
             curve.write(json.dumps(row) + "\n")
             curve.flush()
+            save(model, tok, out / "latest", {"params": n_params, **row, "command": " ".join(sys.argv)})
             print(json.dumps(row), flush=True)
             if stage == args.stages - 1 and ev["exact"] >= best:
                 best = ev["exact"]
