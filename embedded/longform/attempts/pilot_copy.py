@@ -1,8 +1,9 @@
 """Pilot: how fast a tiny bidirectional Llama learns to copy 2-12 distinct tokens drawn from a vocabulary of V.
 
-    python embedded/longform/attempts/pilot_copy.py V MINUTES     (1 thread; hidden 128, 4 layers, batch 64)
+    python embedded/longform/attempts/pilot_copy.py V MINUTES [PREFIX]   (1 thread; hidden 128, 4 layers, batch 64)
 
-Prompt `[COPY] w1 .. wk [=]`, answer `w1 .. wk` then [EOS] up to 16 positions; LLaDA masking, unweighted
+Prompt `f1 .. fm [COPY] w1 .. wk [=]` with m ~ U(0, PREFIX) distinct filler tokens (PREFIX 0 by default: no
+filler; with filler, the copied words no longer sit at a fixed distance from the prompt's start), answer `w1 .. wk` then [EOS] up to 16 positions; LLaDA masking, unweighted
 masked CE, AdamW lr 1e-3. Prints the loss and the argmax accuracy at masked content positions every 50
 steps. What it showed (embedded/longform/README.md, "Attempts"): the copy circuit forms at ~1,000 steps
 with V = 48, 256 or 512, and had not started by step 850 with V = 2,000 — the long-form word pool's size.
@@ -20,11 +21,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 PAD, MASK, EOS, COPY, EQ, OFFSET, G = 0, 1, 2, 3, 4, 5, 16
 
 
-def batch(rng: random.Random, vocab: int, n: int = 64):
+def batch(rng: random.Random, vocab: int, prefix: int, n: int = 64):
     prompts, answers = [], []
     for _ in range(n):
-        words = [OFFSET + x for x in rng.sample(range(vocab), rng.randint(2, 12))]
-        prompts.append([COPY, *words, EQ])
+        k, m = rng.randint(2, 12), rng.randint(0, prefix)
+        drawn = [OFFSET + x for x in rng.sample(range(vocab), k + m)]
+        words, filler = drawn[:k], drawn[k:]
+        prompts.append([*filler, COPY, *words, EQ])
         answers.append(words + [EOS] * (G - len(words)))
     width = max(map(len, prompts))
     ids = torch.tensor([[PAD] * (width - len(p)) + p + a for p, a in zip(prompts, answers)])
@@ -33,6 +36,7 @@ def batch(rng: random.Random, vocab: int, n: int = 64):
 
 def main() -> None:
     vocab, minutes = int(sys.argv[1]), float(sys.argv[2])
+    prefix = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=OFFSET + vocab, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
@@ -42,7 +46,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98))
     rng, t0, step, acc_ema = random.Random(0), time.time(), 0, None
     while time.time() - t0 < minutes * 60:
-        ids, attn, ans = batch(rng, vocab)
+        ids, attn, ans = batch(rng, vocab, prefix)
         b, g = ans.shape
         t = torch.rand(b, 1).clamp(min=1 / g)
         masked = torch.rand(b, g) < t
