@@ -1,4 +1,6 @@
-"""Moves to tests/embedded/ together with the first committed long-form model (it needs the model). The committed long-form checkpoint loads with from_pretrained, fits its budget, and solves held-out
+"""Moves to tests/embedded/ together with the first committed long-form model (it needs the model).
+
+The committed long-form checkpoint loads with from_pretrained, fits its budget, and solves held-out
 documents at the full step budget (no early exit, no cache) through the project's engine."""
 from __future__ import annotations
 
