@@ -11,11 +11,15 @@ saw that still are the same processes (pid and start time). Linux only (/proc); 
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
 
-from stages.procs import alive, descendants, sigkill
+from stages.procs import all_procs, alive, descendants, sigkill
+
+#: A Ray session's name as its processes' command lines carry it (`--session-name=session_2026-12-01_...`).
+SESSION = re.compile(r"session_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_\d+_\d+")
 
 
 def start_reaper(every_s: float = 0.5) -> subprocess.Popen | None:
@@ -41,6 +45,12 @@ def watch(driver: int, every_s: float) -> int:
     for p in alive(pid for pid, _ in list(seen)):
         if (p.pid, p.start) in seen:
             seen.update({(c.pid, c.start): c for c in descendants(p.pid) if c.pid != me})
+    # ... or already orphaned, when its raylet exited first: a just-forked worker still shows its command
+    # line (with the session's name) before it renames itself `ray::...`
+    sessions = {m for p in seen.values() for m in SESSION.findall(p.title)}
+    if sessions:
+        seen.update({(p.pid, p.start): p for p in all_procs()
+                     if p.pid != me and any(name in p.title for name in sessions)})
     killed = 0
     for p in alive(pid for pid, _ in seen):
         if (p.pid, p.start) in seen and sigkill(p.pid):

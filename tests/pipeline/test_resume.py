@@ -179,3 +179,11 @@ def test_sigkill_at_a_random_point_then_rerun(ray_cluster, fault_s3, target, see
     manifest = json.loads(fs.cat(f"{bucket}/out/_manifest.json"))
     assert manifest["totals"]["rows"] == N_SHARDS * PER_SHARD
     fs.rm(bucket, recursive=True)
+
+
+def test_reaper_knows_a_ray_session_by_name():
+    from stages.reaper import SESSION
+    worker = ("python default_worker.py --node-ip-address=127.0.0.1 --session-name=session_2026-12-01_17-25-03_482911_3456"
+              " --temp-dir=/tmp/ray --runtime-env-hash=-646481777")
+    assert SESSION.findall(worker) == ["session_2026-12-01_17-25-03_482911_3456"]
+    assert not SESSION.findall("ray::DecodeStage") and not SESSION.findall("python bench/soak.py --session 3")
