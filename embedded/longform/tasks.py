@@ -1,17 +1,20 @@
 """Summarization-shaped tasks for the long-form embedded model: long prompts, multi-block answers, exact checks.
 
-A prompt is a synthetic *document*: 3-8 sections, each opened by a label token (`§1`, `§2`, ...) and made
-of 14-70 words. Words are drawn without replacement from a fixed pool, so every word occurs once per
-document and an answer is a deterministic function of the prompt:
+A prompt is a synthetic *form*: 3-8 sections, each opened by a label token (`§1`, `§2`, ...) and made
+of 14-50 words, then filled up with `_` to a fixed width of SLOT_WORDS words. Words are drawn without
+replacement from a fixed pool, so every word occurs once per document and an answer is a deterministic
+function of the prompt:
 
 - `lead`: every section's label and its first LEAD_WORDS words — the answer depends on content spread
   over the whole prompt (what an approximate KV cache can break);
 - `section §k`: the whole text of section k, named at the start of the prompt, far from the answer.
 
-Prompts run ~40-500 tokens (median ~215), answers ~13-65 tokens (median ~40): most span >= 2 blocks of 32.
-There is no sentence punctuation: a repeated token such as `.` makes "the token after this one" ambiguous,
-and that ambiguity stalled training (embedded/longform/README.md, "Attempts"). Everything is seeded and
-pure: the same seed gives the same examples.
+Prompts run ~150-410 tokens (median ~260), answers 15-57 tokens (median ~35): most span >= 2 blocks of 32.
+Why fixed-width sections: the only copy a small model learned here within the CPU budget reads a word at
+a fixed distance from the prompt's start; a copy that first has to find a section at an arbitrary offset
+did not form (embedded/longform/README.md, "Attempts"). With fixed-width sections every section, and so
+every answer word, sits at a fixed place. There is no sentence punctuation (a repeated `.` makes "the
+token after this one" ambiguous). Everything is seeded and pure: the same seed gives the same examples.
 """
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from dataclasses import dataclass
 TASKS = ("lead", "section")
 MAX_SECTIONS = 8
 LABELS = tuple(f"§{i}" for i in range(1, MAX_SECTIONS + 1))
-#: `.` is no longer written (see above) but keeps its id, so checkpoints and token ids stay stable.
-SYMBOLS = (".", "=", *TASKS, *LABELS)
+#: `_` fills a section up to SLOT_WORDS; it has the id the (no longer written) `.` had, so ids stay stable.
+FILLER = "_"
+SYMBOLS = (FILLER, "=", *TASKS, *LABELS)
 _ONSETS = "b c d f g h j k l m n p r s t v w z".split()
 _VOWELS = "a e i o u".split()
 #: 512 distinct pronounceable words (CV-CV shapes), fixed order: the tokenizer's vocabulary. The pool is
@@ -31,6 +35,8 @@ _VOWELS = "a e i o u".split()
 WORDS = tuple(sorted({o1 + v1 + o2 + v2 for o1 in _ONSETS for v1 in _VOWELS for o2 in _ONSETS for v2 in _VOWELS}))[:512]
 #: Words of each section the `lead` task keeps.
 LEAD_WORDS = 6
+#: Width of every section in words (label not counted); shorter sections are filled up with FILLER.
+SLOT_WORDS = 50
 #: Largest prompt (tokens) a generated example may have; longer draws are redrawn.
 MAX_PROMPT_TOKENS = 500
 
@@ -48,7 +54,7 @@ class Shape:
     A section is `sentences` runs of `words` words, written one after the other (no punctuation)."""
     sections: tuple[int, int] = (3, 8)
     sentences: tuple[int, int] = (1, 1)
-    words: tuple[int, int] = (14, 70)
+    words: tuple[int, int] = (14, 50)
 
 
 DEFAULT = Shape()
@@ -65,9 +71,11 @@ def make_document(rng: random.Random, shape: Shape = DEFAULT) -> list[list[list[
     return [[[next(pool) for _ in range(n)] for n in sec] for sec in counts]
 
 
-def render_section(label: str, sentences: list[list[str]], limit: int | None = None) -> list[str]:
-    """The label, then the section's words (the first `limit` of them when given)."""
-    return [label] + [w for s in sentences for w in s][:limit]
+def render_section(label: str, sentences: list[list[str]], limit: int | None = None, slot: int | None = None) -> list[str]:
+    """The label, then the section's words (the first `limit` of them when given), filled up with FILLER to
+    `slot` words when given (sections longer than `slot` are kept whole)."""
+    words = [w for s in sentences for w in s][:limit]
+    return [label] + words + [FILLER] * max(0, (slot or 0) - len(words))
 
 
 def make_example(rng: random.Random, task: str, shape: Shape = DEFAULT) -> Example:
@@ -76,7 +84,7 @@ def make_example(rng: random.Random, task: str, shape: Shape = DEFAULT) -> Examp
         raise ValueError(f"unknown task {task!r}; known: {TASKS}")
     while True:
         doc = make_document(rng, shape)
-        body = [t for i, sec in enumerate(doc) for t in render_section(LABELS[i], sec)]
+        body = [t for i, sec in enumerate(doc) for t in render_section(LABELS[i], sec, slot=SLOT_WORDS)]
         if task == "lead":
             head = ["lead"]
             answer = [t for i, sec in enumerate(doc) for t in render_section(LABELS[i], sec, LEAD_WORDS)]

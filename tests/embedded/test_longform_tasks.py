@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from embedded.longform.tasks import (LABELS, LEAD_WORDS, TASKS, WORDS, Shape, exact_match, make_document, make_example,
-                                     sample_examples, token_f1)
+from embedded.longform.tasks import (FILLER, LABELS, LEAD_WORDS, SLOT_WORDS, TASKS, WORDS, Shape, exact_match,
+                                     make_document, make_example, sample_examples, token_f1)
 from embedded.longform.tokenizer import build_tokenizer
 
 
@@ -36,7 +36,7 @@ def _sections(body: list[str]) -> dict[str, list[str]]:
         if w in LABELS:
             cur = w
             out[cur] = []
-        elif cur:
+        elif cur and w != FILLER:
             out[cur].append(w)
     return out
 
@@ -48,7 +48,7 @@ def test_answer_is_a_function_of_the_prompt(task):
         e = make_example(rng, task)
         words = e.prompt.split()
         assert words[0] == task and words[-1] == "="
-        body = [w for w in words if w not in LABELS and w not in (".", "=", *TASKS)]
+        body = [w for w in words if w not in LABELS and w not in (FILLER, "=", *TASKS)]
         assert len(body) == len(set(body)) and "." not in words     # every word once, no repeated punctuation
         secs = _sections(words[2 if task == "section" else 1:-1])   # the body: after the instruction, before `=`
         if task == "lead":   # the first words of every section, across the whole prompt
@@ -56,6 +56,17 @@ def test_answer_is_a_function_of_the_prompt(task):
         else:
             want = [words[1], *secs[words[1]]]
         assert e.answer.split() == want
+
+
+def test_sections_have_a_fixed_width_so_every_label_sits_at_a_fixed_place():
+    rng = random.Random(13)
+    for task in TASKS * 20:
+        words = make_example(rng, task).prompt.split()
+        head = 2 if task == "section" else 1
+        labels = [i for i, w in enumerate(words) if w in LABELS and i >= head]
+        assert labels == [head + k * (SLOT_WORDS + 1) for k in range(len(labels))]
+        assert len(words) == head + len(labels) * (SLOT_WORDS + 1) + 1
+        assert FILLER not in make_example(random.Random(len(words)), task).answer.split()
 
 
 def test_documents_never_need_more_words_than_the_pool():

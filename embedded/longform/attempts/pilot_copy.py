@@ -1,6 +1,7 @@
 """Pilot: how fast a tiny bidirectional Llama learns to copy 2-12 distinct tokens drawn from a vocabulary of V.
 
-    python embedded/longform/attempts/pilot_copy.py V MINUTES [PREFIX]   (1 thread; hidden 128, 4 layers, batch 64)
+    python embedded/longform/attempts/pilot_copy.py V MINUTES [PREFIX [HEADS [uniform|cut]]]
+    (1 thread; hidden 128, 4 layers, HEADS heads (4), batch 64)
 
 Prompt `f1 .. fm [COPY] w1 .. wk [=]` with m ~ U(0, PREFIX) distinct filler tokens (PREFIX 0 by default: no
 filler; with filler, the copied words no longer sit at a fixed distance from the prompt's start), answer `w1 .. wk` then [EOS] up to 16 positions; LLaDA masking, unweighted
@@ -37,10 +38,12 @@ def batch(rng: random.Random, vocab: int, prefix: int, n: int = 64):
 def main() -> None:
     vocab, minutes = int(sys.argv[1]), float(sys.argv[2])
     prefix = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    heads = int(sys.argv[4]) if len(sys.argv) > 4 else 4  # head dim = 128 / heads
+    masking = sys.argv[5] if len(sys.argv) > 5 else "uniform"  # or "cut": clean left of a random cut
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=OFFSET + vocab, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=256,
                       tie_word_embeddings=True, is_causal=False, pad_token_id=PAD)
     model = LlamaForCausalLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98))
@@ -50,6 +53,9 @@ def main() -> None:
         b, g = ans.shape
         t = torch.rand(b, 1).clamp(min=1 / g)
         masked = torch.rand(b, g) < t
+        if masking == "cut":
+            pos, cut = torch.arange(g).unsqueeze(0), torch.randint(0, g, (b, 1))
+            masked = (masked & (pos > cut)) | (pos == cut)
         masked[torch.arange(b), torch.randint(0, g, (b,))] = True
         x = ids.clone()
         x[:, -g:][masked] = MASK
