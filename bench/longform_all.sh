@@ -10,14 +10,16 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 LIMIT=${LIMIT:-200}
 OUT=${OUT:-output/longform-tspd}
-export OMP_NUM_THREADS=2
+TSPD_INPUT=${TSPD_INPUT:-embedded/longform/tspd/prompts.jsonl}   # prompts whose traces train the controller
+THREADS=${THREADS:-2}
+export OMP_NUM_THREADS=$THREADS
 rm -rf "$OUT" "$OUT-labels.arrow"
-$PY pipeline.py --config configs/longform.yaml input.url=embedded/longform/tspd/prompts.jsonl output.url="$OUT" \
+$PY pipeline.py --config configs/longform.yaml input.url="$TSPD_INPUT" output.url="$OUT" \
   decode.policy=[none] decode.trace=tokens
 $PY pipeline.py labels "$OUT" --out "$OUT-labels.arrow"
 mkdir -p embedded/longform/controller
 $PY pipeline.py train-tspd "$OUT-labels.arrow" --out embedded/longform/controller/tspd.pt
-$PY bench/policies.py --workload longform --limit "$LIMIT" --batch-size 16
-$PY bench/decode.py --workload longform --limit "$LIMIT" --batch-size 16
-$PY bench/rebatching.py --workload longform --prompts "$LIMIT" --batch-size 16
-$PY bench/cache.py --workload longform --limit "$((LIMIT < 96 ? LIMIT : 96))"
+$PY bench/policies.py --threads "$THREADS" --workload longform --limit "$LIMIT" --batch-size 16
+$PY bench/decode.py --threads "$THREADS" --workload longform --limit "$LIMIT" --batch-size 16
+$PY bench/rebatching.py --threads "$THREADS" --workload longform --prompts "$LIMIT" --batch-size 16
+$PY bench/cache.py --threads "$THREADS" --workload longform --limit "$((LIMIT < 96 ? LIMIT : 96))"

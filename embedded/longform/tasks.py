@@ -1,15 +1,16 @@
 """Summarization-shaped tasks for the long-form embedded model: long prompts, multi-block answers, exact checks.
 
 A prompt is a synthetic *form*: 3-8 sections, each opened by a label token (`§1`, `§2`, ...) and made
-of 14-50 words, then filled up with `_` to a fixed width of SLOT_WORDS words. Words are drawn without
+of 20-50 words, then filled up with `_` to a fixed width of SLOT_WORDS words. Words are drawn without
 replacement from a fixed pool, so every word occurs once per document and an answer is a deterministic
 function of the prompt:
 
-- `lead`: every section's label and its first LEAD_WORDS words — the answer depends on content spread
-  over the whole prompt (what an approximate KV cache can break);
+- `ends`: the first and the last section's label and first LEAD_WORDS words — the answer needs both ends
+  of the prompt, its first section and its last, hundreds of tokens apart (what an approximate KV cache
+  can break);
 - `section §k`: the whole text of section k, named at the start of the prompt, far from the answer.
 
-Prompts run ~150-410 tokens (median ~260), answers 15-57 tokens (median ~35): most span >= 2 blocks of 32.
+Prompts run ~150-410 tokens (median ~260), answers 21-51 tokens (median ~42): most span >= 2 blocks of 32.
 Why fixed-width sections: the only copy a small model learned here within the CPU budget reads a word at
 a fixed distance from the prompt's start; a copy that first has to find a section at an arbitrary offset
 did not form (embedded/longform/README.md, "Attempts"). With fixed-width sections every section, and so
@@ -21,7 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-TASKS = ("lead", "section")
+TASKS = ("ends", "section")
 MAX_SECTIONS = 8
 LABELS = tuple(f"§{i}" for i in range(1, MAX_SECTIONS + 1))
 #: `_` fills a section up to SLOT_WORDS; it has the id the (no longer written) `.` had, so ids stay stable.
@@ -33,8 +34,8 @@ _VOWELS = "a e i o u".split()
 #: small on purpose: with 2,000 words (each seen rarely) a small model's copy circuit did not form within
 #: the CPU budget; with 512 it forms in ~1,100 steps (embedded/longform/README.md, "Attempts").
 WORDS = tuple(sorted({o1 + v1 + o2 + v2 for o1 in _ONSETS for v1 in _VOWELS for o2 in _ONSETS for v2 in _VOWELS}))[:512]
-#: Words of each section the `lead` task keeps.
-LEAD_WORDS = 6
+#: Words of the first and the last section the `ends` task keeps (every section has at least this many).
+LEAD_WORDS = 20
 #: Width of every section in words (label not counted); shorter sections are filled up with FILLER.
 SLOT_WORDS = 50
 #: Largest prompt (tokens) a generated example may have; longer draws are redrawn.
@@ -54,7 +55,7 @@ class Shape:
     A section is `sentences` runs of `words` words, written one after the other (no punctuation)."""
     sections: tuple[int, int] = (3, 8)
     sentences: tuple[int, int] = (1, 1)
-    words: tuple[int, int] = (14, 50)
+    words: tuple[int, int] = (20, 50)
 
 
 DEFAULT = Shape()
@@ -85,9 +86,9 @@ def make_example(rng: random.Random, task: str, shape: Shape = DEFAULT) -> Examp
     while True:
         doc = make_document(rng, shape)
         body = [t for i, sec in enumerate(doc) for t in render_section(LABELS[i], sec, slot=SLOT_WORDS)]
-        if task == "lead":
-            head = ["lead"]
-            answer = [t for i, sec in enumerate(doc) for t in render_section(LABELS[i], sec, LEAD_WORDS)]
+        if task == "ends":
+            head = ["ends"]
+            answer = [t for i in (0, len(doc) - 1) for t in render_section(LABELS[i], doc[i], LEAD_WORDS)]
         else:
             k = rng.randrange(len(doc))
             head = ["section", LABELS[k]]

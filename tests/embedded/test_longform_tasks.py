@@ -51,8 +51,10 @@ def test_answer_is_a_function_of_the_prompt(task):
         body = [w for w in words if w not in LABELS and w not in (FILLER, "=", *TASKS)]
         assert len(body) == len(set(body)) and "." not in words     # every word once, no repeated punctuation
         secs = _sections(words[2 if task == "section" else 1:-1])   # the body: after the instruction, before `=`
-        if task == "lead":   # the first words of every section, across the whole prompt
-            want = [t for lab, ws in secs.items() for t in (lab, *ws[:LEAD_WORDS])]
+        if task == "ends":   # the first words of the first and of the last section: both ends of the prompt
+            (first, ws0), (last, wsn) = list(secs.items())[0], list(secs.items())[-1]
+            want = [first, *ws0[:LEAD_WORDS], last, *wsn[:LEAD_WORDS]]
+            assert first == LABELS[0] and len(secs) >= 3 and len(want) == 2 * (1 + LEAD_WORDS)
         else:
             want = [words[1], *secs[words[1]]]
         assert e.answer.split() == want

@@ -28,6 +28,6 @@ def test_full_budget_decoding_solves_held_out_documents():
     rows = load_heldout(12, "longform")
     cfg = load_config("configs/longform.yaml", ["decode.policy=[none]", "decode.trace=off"]).decode
     run = decode_prompts(load_model(str(MODEL)), load_tokenizer(str(MODEL)), [r["prompt"] for r in rows], cfg, 12)
-    assert {r["task"] for r in rows} == {"lead", "section"}
+    assert {r["task"] for r in rows} == {"ends", "section"}
     assert max(len(r["prompt"].split()) for r in rows) >= 300          # long prompts, multi-block answers
     assert accuracy(run.texts, rows, "longform") >= 0.75
