@@ -14,7 +14,7 @@ so any perturbation flips picks; the quality figure needs a trained model (the l
 yet trained). Writes bench/results/cache.json.
 
 `--workload longform`: the trained long-form model (embedded/longform/model, configs/longform.yaml) on its
-held-out set, batch 16, answer 128 in blocks of 32, 128 steps. The plain loop (no exit, no cache, static
+held-out set, batch 16, the config's answer window and steps (64 and 64: 2 blocks of 32). The plain loop (no exit, no cache, static
 batches, every row all steps) is the reference; then none / prefix / dual at fixed steps (static), and
 with an early-exit policy (`--policy`, stop at EOS on) in static batches and through the rebatching slot
 scheduler. Columns: wall-clock speedup over the plain loop, answer tokens/s, forward tokens per generated

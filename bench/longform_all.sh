@@ -2,8 +2,9 @@
 # Every long-form-workload figure in one run, on quiet cores (nothing else running), from the repo root:
 #   bash bench/longform_all.sh            (LIMIT=200 held-out prompts by default; LIMIT=64 for a quicker run)
 # 1. the TSPD controller from this model's own traces (the project's labels -> train-tspd commands);
-# 2. bench/policies.py (every policy, trace-aware ones included), bench/decode.py (exit policies and the
-#    first-step margins), bench/rebatching.py and bench/cache.py, each --workload longform.
+# 2. bench/policies.py (every policy, trace-aware ones included), bench/cache.py, bench/rebatching.py and
+#    bench/decode.py (exit policies and the first-step margins), each --workload longform.
+# Env: LIMIT (held-out prompts), THREADS (torch threads, 2), TSPD_INPUT (the controller's prompts), OUT.
 # Writes bench/results/{policies,decode,rebatching,cache}_longform.json and embedded/longform/controller/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,6 @@ $PY pipeline.py labels "$OUT" --out "$OUT-labels.arrow"
 mkdir -p embedded/longform/controller
 $PY pipeline.py train-tspd "$OUT-labels.arrow" --out embedded/longform/controller/tspd.pt
 $PY bench/policies.py --threads "$THREADS" --workload longform --limit "$LIMIT" --batch-size 16
-$PY bench/decode.py --threads "$THREADS" --workload longform --limit "$LIMIT" --batch-size 16
-$PY bench/rebatching.py --threads "$THREADS" --workload longform --prompts "$LIMIT" --batch-size 16
 $PY bench/cache.py --threads "$THREADS" --workload longform --limit "$((LIMIT < 96 ? LIMIT : 96))"
+$PY bench/rebatching.py --threads "$THREADS" --workload longform --prompts "$LIMIT" --batch-size 16
+$PY bench/decode.py --threads "$THREADS" --workload longform --limit "$LIMIT" --batch-size 16

@@ -1,6 +1,4 @@
-"""Moves to tests/embedded/ together with the first committed long-form model (it needs the model).
-
-The committed long-form checkpoint loads with from_pretrained, fits its budget, and solves held-out
+"""The committed long-form checkpoint loads with from_pretrained, fits its budget, and solves held-out
 documents at the full step budget (no early exit, no cache) through the project's engine."""
 from __future__ import annotations
 
@@ -29,5 +27,5 @@ def test_full_budget_decoding_solves_held_out_documents():
     cfg = load_config("configs/longform.yaml", ["decode.policy=[none]", "decode.trace=off"]).decode
     run = decode_prompts(load_model(str(MODEL)), load_tokenizer(str(MODEL)), [r["prompt"] for r in rows], cfg, 12)
     assert {r["task"] for r in rows} == {"ends", "section"}
-    assert max(len(r["prompt"].split()) for r in rows) >= 300          # long prompts, multi-block answers
-    assert accuracy(run.texts, rows, "longform") >= 0.75
+    assert min(len(r["prompt"].split()) for r in rows) >= 250          # long prompts, multi-block answers
+    assert accuracy(run.texts, rows, "longform") >= 0.9                 # measured: 64 of the first 64
