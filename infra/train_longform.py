@@ -40,13 +40,15 @@ BLOCK = 32
 BF16 = False
 
 
-FIRST = Shape(sections=(1, 1), sentences=(1, 1), words=(6, 12))
+FIRST = Shape(sections=(1, 1), sentences=(1, 1), words=(6, 12), notes=(0, 0))
 
 
 def parse_shape(text: str) -> Shape:
-    """"1-1,1-2,2-5" -> Shape(sections=(1, 1), sentences=(1, 2), words=(2, 5))."""
-    (a, b), (c, d), (e, f) = (tuple(int(x) for x in part.split("-")) for part in text.split(","))
-    return Shape(sections=(a, b), sentences=(c, d), words=(e, f))
+    """"1-1,1-2,2-5[,0-40]" -> Shape(sections=(1, 1), sentences=(1, 2), words=(2, 5), notes=(0, 40));
+    notes default to none."""
+    parts = [tuple(int(x) for x in part.split("-")) for part in text.split(",")]
+    (a, b), (c, d), (e, f) = parts[:3]
+    return Shape(sections=(a, b), sentences=(c, d), words=(e, f), notes=parts[3] if len(parts) > 3 else (0, 0))
 
 
 def shape_at(frac: float, first: Shape = FIRST) -> Shape:
@@ -54,7 +56,7 @@ def shape_at(frac: float, first: Shape = FIRST) -> Shape:
     f = min(1.0, frac)
     lerp = lambda lo, hi: (lo[0] + round((hi[0] - lo[0]) * f), lo[1] + round((hi[1] - lo[1]) * f))  # noqa: E731
     return Shape(sections=lerp(first.sections, DEFAULT.sections), sentences=lerp(first.sentences, DEFAULT.sentences),
-                 words=lerp(first.words, DEFAULT.words))
+                 words=lerp(first.words, DEFAULT.words), notes=lerp(first.notes, DEFAULT.notes))
 
 
 def make_batch(rng: random.Random, tok, batch_tokens: int, gen_length: int, shape: Shape):
@@ -204,7 +206,7 @@ def main() -> None:
                     help="score only content positions and the first EOS (not the EOS tail)")
     ap.add_argument("--init", default=None, help="start from this checkpoint's weights (same tokenizer and shape)")
     ap.add_argument("--first-shape", default="1-1,1-1,6-12",
-                    help="first stage's sections,sentences,words ranges (e.g. 1-1,1-2,2-5)")
+                    help="first stage's sections,sentences,words[,notes] ranges (e.g. 1-1,1-2,2-5,0-40)")
     ap.add_argument("--advance-at", type=float, default=0.9, help="probe exact match that moves to the next stage")
     ap.add_argument("--decay", type=float, default=0.15, help="final fraction of the budget with a cosine lr decay")
     ap.add_argument("--eval-every", type=int, default=200)

@@ -1,24 +1,25 @@
 """Summarization-shaped tasks for the long-form embedded model: long prompts, multi-block answers, exact checks.
 
-A prompt is a synthetic *form*: 5 sections, each opened by a label token (`§1`, `§2`, ...) and made
-of 20-38 words, then filled up with `_` to a fixed width of SLOT_WORDS words. Words are drawn without
+A prompt is a document: free *notes* of 0-200 words that no answer quotes (what a summary leaves out),
+the instruction, then a *form* of 5 sections, each opened by a label token (`§1`, `§2`, ...) and made of
+20-38 words, filled up with `_` to a fixed width of SLOT_WORDS words. Words are drawn without
 replacement from a fixed pool, so every word occurs once per document and an answer is a deterministic
 function of the prompt:
 
 - `ends`: the first and the last section's label and first LEAD_WORDS words — the answer needs both ends
-  of the prompt, its first section and its last, ~200 tokens apart (what an approximate KV cache
-  can break);
-- `section §k`: the whole text of section k, named at the start of the prompt, far from the answer.
+  of the form, ~200 tokens apart (what an approximate KV cache can break);
+- `section §k`: the whole text of section k, named in the instruction.
 
-Prompts are 257-258 tokens, answers 21-42 tokens (median ~40): ~69 % span >= 2 blocks of 32.
+Prompts are 257-457 tokens (median ~360, ~30 % >= 400), answers 21-42 tokens (median ~40): ~69 % span
+>= 2 blocks of 32.
 Why fixed-width sections: the only copy a small model learned here within the CPU budget reads a word at
-a fixed distance from the prompt's start; a copy that first has to find a section at an arbitrary offset
-did not form (embedded/longform/README.md, "Attempts"). With fixed-width sections every section, and so
-every answer word, sits at a fixed place; with a fixed number of sections the model need not count them
-(with 3-8 sections it learned the places far more slowly), and with 5 of them every source sits within
-~250 tokens of the answer (8 sections, 411-token prompts: the first section, ~360 tokens away, was not
-learned in 1,000 steps). There is no sentence punctuation (a repeated `.` makes "the
-token after this one" ambiguous). Everything is seeded and pure: the same seed gives the same examples.
+a fixed distance from the answer; a copy that first has to find a section at an arbitrary offset did not
+form (embedded/longform/README.md, "Attempts"). With fixed-width sections, a fixed number of them and the
+notes of varying length *before* the instruction, every answer word sits at a fixed distance from the
+answer whatever the prompt's length (with 3-8 sections the model learned the places far more slowly; with
+the first section ~360 tokens from the answer, not within 1,000 steps). There is no sentence punctuation
+(a repeated `.` makes "the token after this one" ambiguous). Everything is seeded and pure: the same seed
+gives the same examples.
 """
 from __future__ import annotations
 
@@ -55,24 +56,28 @@ class Example:
 @dataclass(frozen=True)
 class Shape:
     """Size ranges of a document (inclusive); the training curriculum starts small and grows to DEFAULT.
-    A section is `sentences` runs of `words` words, written one after the other (no punctuation)."""
+    A section is `sentences` runs of `words` words, written one after the other (no punctuation);
+    `notes` is the number of words before the instruction."""
     sections: tuple[int, int] = (5, 5)
     sentences: tuple[int, int] = (1, 1)
     words: tuple[int, int] = (20, 38)
+    notes: tuple[int, int] = (0, 200)
 
 
 DEFAULT = Shape()
 
 
-def make_document(rng: random.Random, shape: Shape = DEFAULT) -> list[list[list[str]]]:
-    """sections -> sentences -> words, every word distinct within the document."""
+def make_document(rng: random.Random, shape: Shape = DEFAULT) -> tuple[list[str], list[list[list[str]]]]:
+    """(notes, sections -> sentences -> words), every word distinct within the document."""
     while True:  # every word distinct: redraw the (rare) shapes that need more words than the pool has
         n_sec = rng.randint(*shape.sections)
         counts = [[rng.randint(*shape.words) for _ in range(rng.randint(*shape.sentences))] for _ in range(n_sec)]
-        if sum(map(sum, counts)) <= len(WORDS):
+        n_notes = rng.randint(*shape.notes)
+        if sum(map(sum, counts)) + n_notes <= len(WORDS):
             break
-    pool = iter(rng.sample(WORDS, sum(map(sum, counts))))
-    return [[[next(pool) for _ in range(n)] for n in sec] for sec in counts]
+    pool = iter(rng.sample(WORDS, sum(map(sum, counts)) + n_notes))
+    notes = [next(pool) for _ in range(n_notes)]
+    return notes, [[[next(pool) for _ in range(n)] for n in sec] for sec in counts]
 
 
 def render_section(label: str, sentences: list[list[str]], limit: int | None = None, slot: int | None = None) -> list[str]:
@@ -87,7 +92,7 @@ def make_example(rng: random.Random, task: str, shape: Shape = DEFAULT) -> Examp
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {TASKS}")
     while True:
-        doc = make_document(rng, shape)
+        notes, doc = make_document(rng, shape)
         body = [t for i, sec in enumerate(doc) for t in render_section(LABELS[i], sec, slot=SLOT_WORDS)]
         if task == "ends":
             head = ["ends"]
@@ -96,7 +101,7 @@ def make_example(rng: random.Random, task: str, shape: Shape = DEFAULT) -> Examp
             k = rng.randrange(len(doc))
             head = ["section", LABELS[k]]
             answer = render_section(LABELS[k], doc[k])
-        prompt = head + body + ["="]
+        prompt = notes + head + body + ["="]
         if len(prompt) <= MAX_PROMPT_TOKENS:
             return Example(task, " ".join(prompt), " ".join(answer))
 

@@ -22,7 +22,8 @@ def test_shapes_are_summarization_shaped():
     ex = sample_examples(3, 400)
     prompt = [len(tok(e.prompt)["input_ids"]) for e in ex]
     answer = [len(tok(e.answer)["input_ids"]) for e in ex]
-    assert statistics.median(prompt) >= 256 and min(prompt) >= 256   # 5 fixed-width sections: 257-258 tokens
+    assert statistics.median(prompt) >= 300 and min(prompt) >= 256   # 0-200 notes + 5 sections: 257-457 tokens
+    assert sum(p >= 400 for p in prompt) / len(prompt) > 0.2 and len(set(prompt)) > 100   # varied, many >= 400
     assert 15 <= min(answer) and max(answer) <= 128 and statistics.median(answer) >= 32
     assert sum(a > 32 for a in answer) / len(answer) > 0.5            # most span >= 2 blocks of 32
     for e in ex:  # word-level, lossless: nothing is unknown and decoding gives the text back
@@ -41,42 +42,54 @@ def _sections(body: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _parts(words: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(notes, instruction, form) of a prompt's words."""
+    at = next(i for i, w in enumerate(words) if w in TASKS)
+    head = 2 if words[at] == "section" else 1
+    return words[:at], words[at:at + head], words[at + head:-1]
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_answer_is_a_function_of_the_prompt(task):
     rng = random.Random(11)
     for _ in range(50):
         e = make_example(rng, task)
         words = e.prompt.split()
-        assert words[0] == task and words[-1] == "="
+        notes, head, form = _parts(words)
+        assert head[0] == task and words[-1] == "="
         body = [w for w in words if w not in LABELS and w not in (FILLER, "=", *TASKS)]
         assert len(body) == len(set(body)) and "." not in words     # every word once, no repeated punctuation
-        secs = _sections(words[2 if task == "section" else 1:-1])   # the body: after the instruction, before `=`
+        assert not set(notes) & set(e.answer.split())               # the notes are what a summary leaves out
+        secs = _sections(form)
         if task == "ends":   # the first words of the first and of the last section: both ends of the prompt
             (first, ws0), (last, wsn) = list(secs.items())[0], list(secs.items())[-1]
             want = [first, *ws0[:LEAD_WORDS], last, *wsn[:LEAD_WORDS]]
-            assert first == LABELS[0] and len(secs) >= 3 and len(want) == 2 * (1 + LEAD_WORDS)
+            assert first == LABELS[0] and len(secs) == 5 and len(want) == 2 * (1 + LEAD_WORDS)
         else:
-            want = [words[1], *secs[words[1]]]
+            want = [head[1], *secs[head[1]]]
         assert e.answer.split() == want
 
 
-def test_sections_have_a_fixed_width_so_every_label_sits_at_a_fixed_place():
+def test_sections_have_a_fixed_width_so_every_label_sits_at_a_fixed_distance_from_the_answer():
     rng = random.Random(13)
-    for task in TASKS * 20:
+    lengths = set()
+    for task in TASKS * 30:
         words = make_example(rng, task).prompt.split()
-        head = 2 if task == "section" else 1
-        labels = [i for i, w in enumerate(words) if w in LABELS and i >= head]
-        assert labels == [head + k * (SLOT_WORDS + 1) for k in range(len(labels))]
-        assert len(words) == head + len(labels) * (SLOT_WORDS + 1) + 1
+        lengths.add(len(words))
+        notes, head, form = _parts(words)
+        labels = [len(words) - i for i, w in enumerate(words) if w in LABELS and i >= len(notes) + len(head)]
+        assert labels == [1 + (5 - k) * (SLOT_WORDS + 1) for k in range(5)]   # counted back from `=`
+        assert len(form) == 5 * (SLOT_WORDS + 1)
         assert FILLER not in make_example(random.Random(len(words)), task).answer.split()
+    assert len(lengths) > 20                                          # while the prompts' lengths vary
 
 
 def test_documents_never_need_more_words_than_the_pool():
     rng = random.Random(5)
     wide = Shape(sections=(8, 8), sentences=(1, 1), words=(60, 70))   # 480-560 words: some draws redrawn
     for _ in range(20):
-        doc = make_document(rng, wide)
-        words = [w for sec in doc for s in sec for w in s]
+        notes, doc = make_document(rng, wide)
+        words = notes + [w for sec in doc for s in sec for w in s]
         assert len(words) <= len(WORDS) and len(set(words)) == len(words)
 
 
