@@ -29,4 +29,4 @@ def test_full_budget_decoding_solves_held_out_documents():
     assert {r["task"] for r in rows} == {"ends", "section"}
     assert min(len(r["prompt"].split()) for r in rows) >= 250          # long prompts, multi-block answers
     assert max(len(r["prompt"].split()) for r in rows) >= 400          # of varying length (notes)
-    assert accuracy(run.texts, rows, "longform") >= 0.9                 # measured: 64 of the first 64
+    assert accuracy(run.texts, rows, "longform") >= 0.9                 # measured: 96 of the first 96
