@@ -90,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "train-tspd":
             from stages.decode.tspd_train import train_controller
-            print(json.dumps(train_controller(args.labels, args.out, seed=args.seed), indent=2))
+            result = train_controller(args.labels, args.out, seed=args.seed)
+            print(json.dumps(result, indent=2))
+            if result["single_class"]:
+                every = bool(result["validation"]["positive_rate"])
+                print(f"warning: every label in {args.labels} is {every}, so the controller is a constant: "
+                      + ("TSPD commits every position at its first step" if every else "TSPD never exits early"),
+                      file=sys.stderr)
             return EXIT_OK
         return run(args)
     except KeyboardInterrupt:

@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--stages", type=int, default=5, help="curriculum stages from short documents to the full shape")
+    ap.add_argument("--stages", type=int, default=5, help="curriculum stages from short documents to the full shape (1: the full shape only)")
     ap.add_argument("--content-loss", action="store_true",
                     help="score only content positions and the first EOS (not the EOS tail)")
     ap.add_argument("--init", default=None, help="start from this checkpoint's weights (same tokenizer and shape)")
@@ -235,7 +235,8 @@ def main() -> None:
     curve = (out / "curve.jsonl").open("w")
     print(f"params {n_params:,}; budget {args.minutes} min; {args.batch_tokens} tokens/batch", flush=True)
     first = parse_shape(args.first_shape)
-    shapes = [shape_at(i / (args.stages - 1), first) for i in range(args.stages)]
+    # one stage = the full shape throughout (a continuation of a run that already reached it)
+    shapes = [shape_at(i / (args.stages - 1), first) for i in range(args.stages)] if args.stages > 1 else [DEFAULT]
     t0, ema, step, tokens, stage, best = time.time(), None, 0, 0, 0, -1.0
     while (elapsed := time.time() - t0) < budget_s:
         frac = elapsed / budget_s

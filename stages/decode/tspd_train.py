@@ -48,11 +48,19 @@ def metrics(logits: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> d
             "positive_rate": float(pos.mean())}
 
 
+def class_weights(y: torch.Tensor, pos_rate: float) -> torch.Tensor:
+    """Per-row loss weights: inverse class frequency, so each class carries half the loss. Uniform when the
+    labels hold one class (a model whose argmax is already final at every step: nothing to balance)."""
+    if not 0.0 < pos_rate < 1.0:
+        return torch.ones_like(y)
+    return torch.where(y > 0.5, 0.5 / pos_rate, 0.5 / (1 - pos_rate))
+
+
 def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
         epochs: int = 60, patience: int = 5, batch: int = 4096, seed: int = 0) -> int:
     torch.manual_seed(seed)
     pos_rate = float(y.mean())
-    weight = lambda t: torch.where(t > 0.5, 0.5 / pos_rate, 0.5 / (1 - pos_rate))  # noqa: E731 inverse frequency
+    weight = lambda t: class_weights(t, pos_rate)  # noqa: E731
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     best, best_state, bad, best_epoch = float("inf"), None, 0, 0
     for epoch in range(epochs):
@@ -86,6 +94,11 @@ class Linear(torch.nn.Module):
 
 def train_controller(labels_path: str, out_path: str, hidden: int = 32, seed: int = 0) -> dict:
     x, y, held = load_labels(labels_path)
+    if len(y) == 0:
+        raise ValueError(f"{labels_path} holds no label rows: run the pipeline with decode.trace=tokens "
+                         "at the full budget (decode.policy=[none]) before `labels`")
+    if held.all() or not held.any():   # tiny label sets: split by row instead of by sequence id
+        held = np.arange(len(y)) % 5 == 0
     xt, yt = torch.from_numpy(x[~held]), torch.from_numpy(y[~held])
     xv, yv = torch.from_numpy(x[held]), torch.from_numpy(y[held])
     torch.manual_seed(seed)
@@ -98,7 +111,10 @@ def train_controller(labels_path: str, out_path: str, hidden: int = 32, seed: in
     with torch.no_grad():
         result = {"validation": metrics(model(xv).numpy(), yv.numpy()),
                   "linear_validation": metrics(linear(xv).numpy(), yv.numpy()),
-                  "constant_auc": 0.5, "epochs": epochs, "train_rows": len(xt), "validation_rows": len(xv),
+                  "constant_auc": 0.5, "epochs": epochs,
+                  # one class (e.g. every argmax already final at every step): the controller learns a
+                  # constant, so TSPD commits every position at once; AUC is undefined (nan)
+                  "single_class": bool(y.min() == y.max()), "train_rows": len(xt), "validation_rows": len(xv),
                   "parameters": sum(p.numel() for p in model.net.parameters())}
     model.save(out_path, result)
     return result

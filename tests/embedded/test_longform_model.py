@@ -27,6 +27,7 @@ def test_full_budget_decoding_solves_held_out_documents():
     cfg = load_config("configs/longform.yaml", ["decode.policy=[none]", "decode.trace=off"]).decode
     run = decode_prompts(load_model(str(MODEL)), load_tokenizer(str(MODEL)), [r["prompt"] for r in rows], cfg, 12)
     assert {r["task"] for r in rows} == {"ends", "section"}
-    assert min(len(r["prompt"].split()) for r in rows) >= 250          # long prompts, multi-block answers
+    assert min(len(r["prompt"].split()) for r in rows) >= 300          # long prompts, multi-block answers
     assert max(len(r["prompt"].split()) for r in rows) >= 400          # of varying length (notes)
-    assert accuracy(run.texts, rows, "longform") >= 0.9                 # measured: 96 of the first 96
+    assert max(len(r["answer"].split()) for r in rows) > 64            # answers of 3 blocks among them
+    assert accuracy(run.texts, rows, "longform") >= 0.9                 # measured: 96 of the first 96 (gen 128)

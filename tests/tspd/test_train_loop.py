@@ -82,3 +82,38 @@ def test_collect_train_decode(ray_cluster, tmp_path):
         # On this easy model fixing everything at step 0 keeps ~0.94 of the baseline's exact match, so the
         # quality bar alone would pass it: the controller must also hold some positions back.
         assert nfe > len(prompts), policy
+
+
+def _write_labels(path, labels: list[bool]):
+    from stages.labels import LABEL_SCHEMA
+    n = len(labels)
+    rng = np.random.default_rng(0)
+    cols = {"id": [f"r{i % 7}" for i in range(n)], "step": np.zeros(n, np.int32), "position": np.arange(n, dtype=np.int32),
+            **{f: rng.random(n, dtype=np.float32) for f in FEATURE_NAMES}, "label": labels}
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, LABEL_SCHEMA) as w:
+        w.write_table(pa.table(cols, schema=LABEL_SCHEMA))
+
+
+def test_class_weights_balance_two_classes_and_are_uniform_for_one():
+    from stages.decode.tspd_train import class_weights
+    y = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    w = class_weights(y, 0.75)
+    assert torch.allclose(w[y > 0.5].sum(), w[y < 0.5].sum())          # each class carries half the loss
+    assert torch.equal(class_weights(torch.ones(4), 1.0), torch.ones(4))
+    assert torch.equal(class_weights(torch.zeros(4), 0.0), torch.ones(4))
+
+
+def test_single_class_labels_train_a_constant_controller_with_a_warning(tmp_path, capsys):
+    """A decisive model (every argmax final at every step) gives only positive labels; train-tspd must not
+    crash on them: the controller commits everything, and the command says so."""
+    _write_labels(tmp_path / "labels.arrow", [True] * 300)
+    assert cli(["train-tspd", str(tmp_path / "labels.arrow"), "--out", str(tmp_path / "tspd.pt")]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["single_class"] is True and "every label" in out.err
+    x = torch.rand(50, len(FEATURE_NAMES))
+    with torch.no_grad():
+        assert (TspdController.load(str(tmp_path / "tspd.pt"))(x) > 0).all()   # commit everywhere
+
+    _write_labels(tmp_path / "empty.arrow", [])
+    assert cli(["train-tspd", str(tmp_path / "empty.arrow"), "--out", str(tmp_path / "e.pt")]) == 2
+    assert "no label rows" in capsys.readouterr().err
