@@ -3,6 +3,7 @@
 Two workloads: `toy` (embedded/model: copy/rev/sort/next of short strings; exact match) and `longform`
 (embedded/longform/model: summarization-shaped documents; exact match plus bag-of-words token F1 for
 partial credit). `WORKLOADS[name]` gives the held-out file, the model and the config of each.
+`python -m embedded.evaluate --workload longform --model <checkpoint> --limit 96` scores a checkpoint.
 """
 from __future__ import annotations
 
@@ -59,3 +60,44 @@ def accuracy_by_task(texts: list[str], rows: list[dict], workload: str = "toy") 
     for t, r in zip(texts, rows):
         tasks.setdefault(r["task"], []).append(match(t, r["answer"]))
     return {k: sum(v) / len(v) for k, v in sorted(tasks.items())}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Evaluate a checkpoint (the workload's committed model by default) on the held-out set through the
+    project's engine at the workload config's full budget (no early exit, no cache); prints one JSON line.
+
+        python -m embedded.evaluate --workload longform --model /tmp/lf/model --limit 96
+    """
+    import argparse
+
+    import torch
+
+    from stages.config import load_config
+    from stages.decode.adapters import load_model
+    from stages.decode.offline import decode_prompts
+    from stages.preprocess import load_tokenizer
+
+    ap = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="longform")
+    ap.add_argument("--model", default=None, help="checkpoint directory (default: the workload's model)")
+    ap.add_argument("--limit", type=int, default=None, help="first N held-out rows (default: all)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    wl = WORKLOADS[args.workload]
+    model = args.model or str(wl.model)
+    rows = load_heldout(args.limit, args.workload)
+    cfg = load_config(wl.config, ["decode.policy=[none]", "decode.trace=off", "decode.cache=none"]).decode
+    run = decode_prompts(load_model(model), load_tokenizer(model), [r["prompt"] for r in rows], cfg,
+                         args.batch_size)
+    result = {"workload": args.workload, "model": model, "rows": len(rows),
+              "exact_match": accuracy(run.texts, rows, args.workload),
+              "by_task": accuracy_by_task(run.texts, rows, args.workload),
+              "token_score": token_score(run.texts, rows, args.workload), "seconds": round(run.seconds, 1)}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,8 @@ from embedded.make_prompts import write_jsonl
 
 HERE = Path(__file__).resolve().parent
 PROMPT_SEED, EVAL_SEED, TSPD_SEED = 1_000_012, 2_000_012, 3_000_012
+#: training seeds whose probe sets must not overlap the held-out set: the trainer's default and train.sh's
+TRAIN_SEEDS = (0, 80)
 
 
 def main(n_shards: int = 4, per_shard: int = 32, n_eval: int = 200, n_tspd: int = 200) -> None:
@@ -32,7 +34,7 @@ def main(n_shards: int = 4, per_shard: int = 32, n_eval: int = 200, n_tspd: int 
                  for i, e in enumerate(heldout)])
     write_jsonl(HERE / "tspd" / "prompts.jsonl",
                 [{"id": f"lf-tspd-{i:04d}", "prompt": e.prompt} for i, e in enumerate(sample_examples(TSPD_SEED, n_tspd))])
-    probe = {e.prompt for e in sample_examples(10_000, 64)}
+    probe = {e.prompt for seed in TRAIN_SEEDS for e in sample_examples(10_000 + seed, 64)}
     assert not probe & {e.prompt for e in heldout}, "held-out prompts overlap the training probe"
 
 

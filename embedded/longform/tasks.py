@@ -1,22 +1,23 @@
 """Summarization-shaped tasks for the long-form embedded model: long prompts, multi-block answers, exact checks.
 
-A prompt is a document: free *notes* of 0-190 words that no answer quotes (what a summary leaves out),
-the instruction, then a *form* of 3 sections, each opened by a label token (`§1`, `§2`, `§3`) and made of
-20-98 words, filled up with `_` to a fixed width of SLOT_WORDS words. Words are drawn without
+A prompt is a document: free *notes* of 0-240 words that no answer quotes (what a summary leaves out),
+the instruction, then a *form* of 2 sections, each opened by a label token (`§1`, `§2`) and made of
+20-126 words, filled up with `_` to a fixed width of SLOT_WORDS words. Words are drawn without
 replacement from a fixed pool, so every word occurs once per document and an answer is a deterministic
 function of the prompt:
 
 - `ends`: the first and the last section's label and first LEAD_WORDS words — the answer needs both ends
-  of the form, ~200 tokens apart (what an approximate KV cache can break);
+  of the form, ~130-250 tokens from the answer (what an approximate KV cache can break);
 - `section §k`: the whole text of section k, named in the instruction.
 
-Prompts are 305-496 tokens (median ~394, ~46 % >= 400), answers 21-99 tokens (median 42): ~91 % span
->= 2 blocks of 32, ~20 % >= 3 and a few 4 (gen_length 128).
+Prompts are 256-497 tokens (median ~374, ~41 % >= 400), answers 21-127 tokens (median 42): ~94 % span
+>= 2 blocks of 32, ~30 % >= 3 and ~14 % all 4 (gen_length 128).
 Why fixed-width sections: the only copy a small model learned here within the CPU budget reads a word at
 a fixed distance from the answer; a copy that first has to find a section at an arbitrary offset did not
 form (embedded/longform/README.md, "Attempts"). With fixed-width sections, a fixed number of them and the
 notes of varying length *before* the instruction, every answer word sits at a fixed distance from the
-answer whatever the prompt's length (with 3-8 sections the model learned the places far more slowly).
+answer whatever the prompt's length (with 3-8 sections the model learned the places far more slowly;
+2 sections of width 126 give `section` answers that fill all 4 blocks of gen_length 128).
 There is no sentence punctuation (a repeated `.` makes "the token after this one" ambiguous). Everything
 is seeded and pure: the same seed gives the same examples.
 """
@@ -40,7 +41,7 @@ WORDS = tuple(sorted({o1 + v1 + o2 + v2 for o1 in _ONSETS for v1 in _VOWELS for 
 #: Words of the first and the last section the `ends` task keeps (every section has at least this many).
 LEAD_WORDS = 20
 #: Width of every section in words (label not counted); shorter sections are filled up with FILLER.
-SLOT_WORDS = 100
+SLOT_WORDS = 126
 #: Largest prompt (tokens) a generated example may have; longer draws are redrawn.
 MAX_PROMPT_TOKENS = 500
 
@@ -57,10 +58,10 @@ class Shape:
     """Size ranges of a document (inclusive); the training curriculum starts small and grows to DEFAULT.
     A section is `sentences` runs of `words` words, written one after the other (no punctuation);
     `notes` is the number of words before the instruction."""
-    sections: tuple[int, int] = (3, 3)
+    sections: tuple[int, int] = (2, 2)
     sentences: tuple[int, int] = (1, 1)
-    words: tuple[int, int] = (20, 98)
-    notes: tuple[int, int] = (0, 190)
+    words: tuple[int, int] = (20, 126)
+    notes: tuple[int, int] = (0, 240)
 
 
 DEFAULT = Shape()

@@ -2,15 +2,13 @@
 documents at the full step budget (no early exit, no cache) through the project's engine."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM
 
-from embedded.evaluate import WORKLOADS, accuracy, load_heldout
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.offline import decode_prompts
-from stages.preprocess import load_tokenizer
+from embedded.evaluate import WORKLOADS, load_heldout
+from embedded.evaluate import main as evaluate
 
 MODEL = WORKLOADS["longform"].model
 
@@ -22,12 +20,13 @@ def test_checkpoint_loads_and_fits_the_budget():
     assert sum(f.stat().st_size for f in Path(MODEL).iterdir()) <= 25 * 2 ** 20
 
 
-def test_full_budget_decoding_solves_held_out_documents():
+def test_full_budget_decoding_solves_held_out_documents(capsys):
     rows = load_heldout(12, "longform")
-    cfg = load_config("configs/longform.yaml", ["decode.policy=[none]", "decode.trace=off"]).decode
-    run = decode_prompts(load_model(str(MODEL)), load_tokenizer(str(MODEL)), [r["prompt"] for r in rows], cfg, 12)
     assert {r["task"] for r in rows} == {"ends", "section"}
-    assert min(len(r["prompt"].split()) for r in rows) >= 300          # long prompts, multi-block answers
+    assert min(len(r["prompt"].split()) for r in rows) >= 250          # long prompts, multi-block answers
     assert max(len(r["prompt"].split()) for r in rows) >= 400          # of varying length (notes)
-    assert max(len(r["answer"].split()) for r in rows) > 64            # answers of 3 blocks among them
-    assert accuracy(run.texts, rows, "longform") >= 0.9                 # measured: 96 of the first 96 (gen 128)
+    assert max(len(r["answer"].split()) for r in rows) > 96            # an answer of 4 blocks among them
+    # through the engine at the full budget, by the evaluation command (python -m embedded.evaluate)
+    result = evaluate(["--workload", "longform", "--limit", "12", "--threads", "1"])
+    assert json.loads(capsys.readouterr().out) == result and result["rows"] == 12
+    assert result["exact_match"] >= 0.9 and result["token_score"] >= 0.9   # measured: 200 of 200 exact

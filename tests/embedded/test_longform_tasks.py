@@ -22,11 +22,12 @@ def test_shapes_are_summarization_shaped():
     ex = sample_examples(3, 400)
     prompt = [len(tok(e.prompt)["input_ids"]) for e in ex]
     answer = [len(tok(e.answer)["input_ids"]) for e in ex]
-    assert statistics.median(prompt) >= 300 and min(prompt) >= 300   # 0-190 notes + 3 sections: 305-496 tokens
+    assert statistics.median(prompt) >= 320 and min(prompt) >= 250   # 0-240 notes + 2 sections: 256-497 tokens
     assert sum(p >= 400 for p in prompt) / len(prompt) > 0.2 and len(set(prompt)) > 100   # varied, many >= 400
     assert 15 <= min(answer) and max(answer) <= 128 and statistics.median(answer) >= 32
     assert sum(a > 32 for a in answer) / len(answer) > 0.5            # most span >= 2 blocks of 32
-    assert sum(a > 64 for a in answer) / len(answer) > 0.1 and max(answer) > 96   # some 3, a few 4 blocks
+    assert sum(a > 64 for a in answer) / len(answer) > 0.2            # some need 3 blocks,
+    assert sum(a > 96 for a in answer) / len(answer) > 0.1 and max(answer) >= 120   # some all 4 (127 tokens)
     for e in ex:  # word-level, lossless: nothing is unknown and decoding gives the text back
         ids = tok(e.answer)["input_ids"]
         assert tok.unk_token_id not in ids and tok.decode(ids) == e.answer
@@ -65,7 +66,7 @@ def test_answer_is_a_function_of_the_prompt(task):
         if task == "ends":   # the first words of the first and of the last section: both ends of the prompt
             (first, ws0), (last, wsn) = list(secs.items())[0], list(secs.items())[-1]
             want = [first, *ws0[:LEAD_WORDS], last, *wsn[:LEAD_WORDS]]
-            assert first == LABELS[0] and len(secs) == 3 and len(want) == 2 * (1 + LEAD_WORDS)
+            assert first == LABELS[0] and len(secs) == 2 and len(want) == 2 * (1 + LEAD_WORDS)
         else:
             want = [head[1], *secs[head[1]]]
         assert e.answer.split() == want
@@ -79,8 +80,8 @@ def test_sections_have_a_fixed_width_so_every_label_sits_at_a_fixed_distance_fro
         lengths.add(len(words))
         notes, head, form = _parts(words)
         labels = [len(words) - i for i, w in enumerate(words) if w in LABELS and i >= len(notes) + len(head)]
-        assert labels == [1 + (3 - k) * (SLOT_WORDS + 1) for k in range(3)]   # counted back from `=`
-        assert len(form) == 3 * (SLOT_WORDS + 1)
+        assert labels == [1 + (2 - k) * (SLOT_WORDS + 1) for k in range(2)]   # counted back from `=`
+        assert len(form) == 2 * (SLOT_WORDS + 1)
         assert FILLER not in make_example(random.Random(len(words)), task).answer.split()
     assert len(lengths) > 20                                          # while the prompts' lengths vary
 
