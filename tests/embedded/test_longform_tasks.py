@@ -7,9 +7,11 @@ import statistics
 
 import pytest
 
-from embedded.longform.tasks import (FILLER, LABELS, LEAD_WORDS, SLOT_WORDS, TASKS, WORDS, Shape, exact_match,
+from embedded.longform.tasks import (DEFAULT, FILLER, LABELS, LEAD_WORDS, SLOT_WORDS, TASKS, WORDS, Shape, exact_match,
                                      make_document, make_example, sample_examples, token_f1)
 from embedded.longform.tokenizer import build_tokenizer
+
+N_SECTIONS = DEFAULT.sections[0]   # the form has a fixed number of sections
 
 
 def test_seeded_and_pure():
@@ -66,7 +68,7 @@ def test_answer_is_a_function_of_the_prompt(task):
         if task == "ends":   # the first words of the first and of the last section: both ends of the prompt
             (first, ws0), (last, wsn) = list(secs.items())[0], list(secs.items())[-1]
             want = [first, *ws0[:LEAD_WORDS], last, *wsn[:LEAD_WORDS]]
-            assert first == LABELS[0] and len(secs) == 2 and len(want) == 2 * (1 + LEAD_WORDS)
+            assert first == LABELS[0] and len(secs) == N_SECTIONS and len(want) == 2 * (1 + LEAD_WORDS)
         else:
             want = [head[1], *secs[head[1]]]
         assert e.answer.split() == want
@@ -80,8 +82,8 @@ def test_sections_have_a_fixed_width_so_every_label_sits_at_a_fixed_distance_fro
         lengths.add(len(words))
         notes, head, form = _parts(words)
         labels = [len(words) - i for i, w in enumerate(words) if w in LABELS and i >= len(notes) + len(head)]
-        assert labels == [1 + (2 - k) * (SLOT_WORDS + 1) for k in range(2)]   # counted back from `=`
-        assert len(form) == 2 * (SLOT_WORDS + 1)
+        assert labels == [1 + (N_SECTIONS - k) * (SLOT_WORDS + 1) for k in range(N_SECTIONS)]   # counted back from `=`
+        assert DEFAULT.sections == (2, 2) and len(form) == N_SECTIONS * (SLOT_WORDS + 1)
         assert FILLER not in make_example(random.Random(len(words)), task).answer.split()
     assert len(lengths) > 20                                          # while the prompts' lengths vary
 
