@@ -36,14 +36,19 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ray', ray.__versi
     && rm /tmp/requirements.txt /tmp/requirements.runtime.txt \
     && mkdir -p /home/ray/app/output
 
-# The project lives in /home/ray/app, the same path on every node (Ray workers import `stages` from it:
-# stages/run.py puts this directory on the workers' PYTHONPATH too).
+# The project lives in /home/ray/app, the same path on every node (Ray workers import the project's packages from it:
+# driver/run.py puts this directory on the workers' PYTHONPATH too).
 WORKDIR /home/ray/app
 ENV PYTHONPATH=/home/ray/app \
     PYTHONUNBUFFERED=1 \
     RAY_USAGE_STATS_ENABLED=0
 COPY --chown=1000:100 pipeline.py ./
+COPY --chown=1000:100 decoder/ decoder/
 COPY --chown=1000:100 stages/ stages/
+COPY --chown=1000:100 driver/ driver/
+COPY --chown=1000:100 report/ report/
+COPY --chown=1000:100 settings/ settings/
+COPY --chown=1000:100 training/ training/
 COPY --chown=1000:100 configs/ configs/
 COPY --chown=1000:100 embedded/ embedded/
 COPY --chown=1000:100 bench/ bench/

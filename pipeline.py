@@ -24,9 +24,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from stages.config import ConfigError, load_config  # noqa: E402
-from stages.redact import scrub_text  # noqa: E402
-from stages.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, from_ray,  # noqa: E402
+from settings.schema import ConfigError, load_config  # noqa: E402
+from driver.redact import scrub_text  # noqa: E402
+from driver.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, from_ray,  # noqa: E402
                             root_cause, run_exit, write_log)
 
 SUBCOMMANDS = ("run", "report", "labels", "train-tspd")
@@ -80,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "report":
-            from stages.report import run_report
+            from report.main import run_report
             run_report(args)
             return EXIT_OK
         if args.command == "labels":
-            from stages.labels import collect_labels
+            from training.labels import collect_labels
             storage = load_config(args.config).storage if args.config else None
             print(json.dumps(collect_labels(args.run_url, args.out, storage)))
             return EXIT_OK
         if args.command == "train-tspd":
-            from stages.decode.tspd_train import train_controller
+            from training.tspd_train import train_controller
             result = train_controller(args.labels, args.out, seed=args.seed)
             print(json.dumps(result, indent=2))
             if result["single_class"]:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, defaults=not args.no_defaults)
     cfg.output.overwrite = cfg.output.overwrite or args.overwrite
     cfg.output.redo_changed = cfg.output.redo_changed or args.redo_changed
-    from stages.run import run_pipeline
+    from driver.run import run_pipeline
     manifest = run_pipeline(cfg)
     code, messages = run_exit(manifest, cfg.run.max_error_fraction)
     for message in messages:

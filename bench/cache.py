@@ -29,9 +29,9 @@ import time
 import torch
 
 from common import print_table, save_result  # noqa: I001
-from stages.decode.adapters import ModelAdapter
-from stages.decode.config import DecodeConfig
-from stages.decode.engine import DecodeEngine, Request
+from decoder.adapters import ModelAdapter
+from decoder.config import DecodeConfig
+from decoder.masked.engine import DecodeEngine, Request
 from transformers import LlamaConfig, LlamaForCausalLM
 
 MASK, EOS, PAD = 5, 4, 3
@@ -59,10 +59,10 @@ def longform(args) -> None:
     import copy
 
     from embedded.evaluate import accuracy, load_heldout, token_score
-    from stages.config import load_config
-    from stages.decode.adapters import load_model
-    from stages.decode.offline import answer_text
-    from stages.decode.scheduler import SlotScheduler
+    from settings.schema import load_config
+    from decoder.adapters import load_model
+    from decoder.offline import answer_text
+    from decoder.scheduler import SlotScheduler
     from stages.preprocess import load_tokenizer
 
     cfg = load_config("configs/longform.yaml", ["decode.trace=off", *([f"model.path={args.model}"] if args.model else [])])

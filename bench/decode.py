@@ -5,7 +5,7 @@
 For each policy (fixed-step baseline, SchED linear/cosine/exp k=4/exp k=16, Fast-dLLM, Prophet) it
 decodes the same prompts through the same slot scheduler and reports NFE (forward passes x rows), step
 speedup and wall-clock speedup against the baseline, exact-match accuracy, quality retention
-(accuracy / baseline accuracy) and QPS_4 = speedup x (exact match / baseline exact match)^4 (stages/qps.py,
+(accuracy / baseline accuracy) and QPS_4 = speedup x (exact match / baseline exact match)^4 (report/qps.py,
 the SchED paper's definition); on the long-form workload also token F1 (partial credit). Writes
 bench/results/decode.json (`--workload longform`: decode_longform.json, on embedded/longform/ with
 configs/longform.yaml).
@@ -19,11 +19,11 @@ import torch
 
 from common import print_table, save_result  # noqa: I001  (bench/ is on sys.path)
 from embedded.evaluate import WORKLOADS, accuracy, accuracy_by_task, load_heldout, token_score
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.offline import decode_prompts
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.offline import decode_prompts
 from stages.preprocess import load_tokenizer
-from stages.qps import qps
+from report.qps import qps
 
 VARIANTS = {
     "none": {"policy": ["none"]},

@@ -27,12 +27,12 @@ import time
 import torch
 
 from common import RESULTS, ROOT, check_invariant, print_table, save_result
-from stages.decode.canvas_signals import bytes_per_position
-from stages.decode.config import DecodeConfig, DGemmaConfig
-from stages.decode.engine import Request
-from stages.decode.families.diffusion_gemma import HF_SAMPLING_DEFAULTS, CanvasAdapter
-from stages.decode.policies import ExitDecision
-from stages.decode.scheduler import SlotScheduler
+from decoder.canvas.signals import bytes_per_position
+from decoder.config import DecodeConfig, DGemmaConfig
+from decoder.masked.engine import Request
+from decoder.families.diffusion_gemma import HF_SAMPLING_DEFAULTS, CanvasAdapter
+from decoder.policies.registry import ExitDecision
+from decoder.scheduler import SlotScheduler
 
 CPU_SHAPE = dict(vocab_size=8192, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, head_dim=32, global_head_dim=32, num_experts=4, top_k_experts=2,
@@ -145,7 +145,7 @@ class ScriptedCanvasExit:
 
 
 def run_engine(ad, reqs, plan, batch: int, steps: int, refill: bool) -> dict:
-    from stages.decode.canvas_engine import CanvasEngine
+    from decoder.canvas.engine import CanvasEngine
     cfg = DecodeConfig(policy=["dgemma"], gen_length=ad.canvas_length, trace="off",
                        dgemma=DGemmaConfig(max_denoising_steps=steps), max_logits_mb=256.0)
     engine = CanvasEngine(ad, cfg)

@@ -8,7 +8,7 @@ scripted per-row exit at a step drawn from the exit-step distribution recorded f
 traces (bench/results/rebatching.json, `exit_fractions`): rows finish at realistic, varied steps while
 everything else (signals, commits, compaction, refill) is the real engine. Modes as in
 bench/rebatching.py plus a plain fixed-step loop; tokens/s counts generated answer positions.
-Imports only stages/decode (torch, transformers, pyarrow): no Ray, no omegaconf needed.
+Imports only decoder (torch, transformers, pyarrow): no Ray, no omegaconf needed.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from stages.decode.adapters import ModelAdapter  # noqa: E402
-from stages.decode.config import DecodeConfig  # noqa: E402
-from stages.decode.engine import DecodeEngine, Request  # noqa: E402
-from stages.decode.policies import ExitDecision  # noqa: E402
-from stages.decode.scheduler import SlotScheduler  # noqa: E402
+from decoder.adapters import ModelAdapter  # noqa: E402
+from decoder.config import DecodeConfig  # noqa: E402
+from decoder.masked.engine import DecodeEngine, Request  # noqa: E402
+from decoder.policies.registry import ExitDecision  # noqa: E402
+from decoder.scheduler import SlotScheduler  # noqa: E402
 
 LLADA_8B = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=32, vocab_size=126464, max_position_embeddings=4096, rope_theta=500000.0)

@@ -25,12 +25,12 @@ import ray
 import torch
 
 from common import print_table, save_result  # noqa: I001
-from embedded.taskmix import EVAL_TASKS, sample_examples
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.offline import decode_prompts
+from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.offline import decode_prompts
 from stages.preprocess import load_tokenizer
-from stages.run import init_ray, run_pipeline
+from driver.run import init_ray, run_pipeline
 
 TARGET = 0.9
 

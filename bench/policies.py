@@ -1,12 +1,12 @@
 """All decode policies on the held-out set in one run: SchED, Fast-dLLM, Prophet, TSPD, TSPD+CE,
 TSPD+CE+SchED against the fixed-step baseline.
 
-    .venv/bin/python bench/policies.py [--limit N] [--controller embedded/controller/tspd.pt]
+    .venv/bin/python bench/policies.py [--limit N] [--controller embedded/taskmix/controller/tspd.pt]
     .venv/bin/python bench/policies.py --workload longform [--controller embedded/longform/controller/tspd.pt]
 
 Reports NFE, step and wall-clock speedup, exact match (the task metric), retention against the
 baseline's accuracy, agreement with the baseline's outputs, and QPS_4 = speedup x (exact match /
-baseline exact match)^4 (stages/qps.py).
+baseline exact match)^4 (report/qps.py).
 Writes bench/results/policies.json (policies_longform.json for the long-form workload).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from common import print_table, save_result  # noqa: I001
 from decode import VARIANTS, run_variants, workload_setup
 from embedded.evaluate import WORKLOADS, load_heldout
-from stages.decode.offline import decode_prompts
+from decoder.offline import decode_prompts
 
 TRACE_AWARE = {
     "tspd": {"policy": ["tspd"]},
@@ -39,10 +39,10 @@ def main() -> None:
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="toy")
     ap.add_argument("--config", default=None, help="base config (default: the workload's)")
     ap.add_argument("--controller", default=None,
-                    help="TSPD controller (default: embedded/controller/tspd.pt; longform: embedded/longform/controller/tspd.pt)")
+                    help="TSPD controller (default: embedded/taskmix/controller/tspd.pt; longform: embedded/longform/controller/tspd.pt)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    controller = args.controller or ("embedded/controller/tspd.pt" if args.workload == "toy"
+    controller = args.controller or ("embedded/taskmix/controller/tspd.pt" if args.workload == "toy"
                                      else f"embedded/{args.workload}/controller/tspd.pt")
     cfg, adapter, tok = workload_setup(args.workload, args.config, controller)
     rows = load_heldout(args.limit, args.workload)

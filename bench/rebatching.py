@@ -5,7 +5,7 @@
 (a) static-keep:    static batches of B; finished rows stay in the forward until the slowest is done
                     (what the SchED, Fast-dLLM and dInfer code do)
 (b) static-compact: static batches of B; finished rows are dropped from the forward (d2Cache style)
-(c) rebatching:     B slots refilled from the queue as soon as a row exits (stages/decode/scheduler.py)
+(c) rebatching:     B slots refilled from the queue as soon as a row exits (decoder/scheduler.py)
 
 Reports sequences/s, slot utilisation (useful row-steps / (forwards x B)) and padding fraction; checks
 that all three produce identical outputs and exits non-zero if not (after writing
@@ -20,10 +20,10 @@ import torch
 
 from common import check_invariant, print_table, save_result  # noqa: I001
 from embedded.evaluate import WORKLOADS, load_heldout
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.scheduler import SlotScheduler
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
 
 

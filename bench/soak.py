@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common import ROOT, check_invariant, print_table, save_result  # noqa: I001
 from soak_monitor import FaultEvent, Progress, Sample, as_dicts, fire, memory, quarter_peaks, throughput
-from embedded.taskmix import EVAL_TASKS, sample_examples
+from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
 from faults.s3_proxy import FaultProxy, S3Server
 
 SCHEDULE = [("actor_kill", 0.15), ("s3_restart", 0.30), ("slowdown_burst", 0.45), ("writer_kill", 0.55),

@@ -1,7 +1,7 @@
 """What bench/soak.py watches while a job runs: progress from the S3 requests the fault proxy saw, memory
 of the driver and the decode actors from /proc, and the fault schedule firing at fractions of the rows.
 
-Progress: a part file's name holds its row count (`<first>-<rows>-<crc>-<total>.rows.arrow`, stages/write.py),
+Progress: a part file's name holds its row count (`<first>-<rows>-<crc>-<total>.rows.arrow`, stages/write/sink.py),
 so the rows processed are summed over part writes (work done: a shard redone after the driver kill counts
 again; memory is judged against it), and a marker `_done/<shard>.json` means its shard's rows are committed. Both are read from the proxy's log of
 successful PUTs, so watching costs the job nothing.
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from stages.procs import descendants, find, sigkill  # noqa: E402
+from driver.procs import descendants, find, sigkill  # noqa: E402
 from faults.s3_proxy import Fault  # noqa: E402
 
 PART = re.compile(r"/_parts/([^/]+)/(\d+)-(\d+)-([0-9a-f]+)-\d+\.rows\.arrow$")

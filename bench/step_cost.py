@@ -10,7 +10,7 @@ greedy low-confidence remasking, no EOS stop): the same decode both ways, checke
 - plain: what LLaDA's reference `generate()` does each step — full forward, full [B, L, V] logits,
   softmax over all of them, argmax, confidence gathered, -inf outside the current block, top-k per row
   (plus the mask token's logit suppressed, as the engine does, so the two decode the same tokens);
-- engine: stages/decode/engine.py with `decode.policy=[none]`, `decode.trace=off`: body over the batch,
+- engine: decoder/masked/engine.py with `decode.policy=[none]`, `decode.trace=off`: body over the batch,
   head and signals only at the current block's still-masked positions, chunked under max_logits_mb.
 
 Columns: tokens/s (answer tokens / wall), forward share (model body + head matmuls / step time; the
@@ -27,10 +27,10 @@ import time
 import torch
 
 from common import check_invariant, print_table, save_result  # noqa: I001
-from stages.decode.adapters import ModelAdapter
-from stages.decode.config import DecodeConfig
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.transfer import num_transfer_tokens
+from decoder.adapters import ModelAdapter
+from decoder.config import DecodeConfig
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.transfer import num_transfer_tokens
 from transformers import LlamaConfig, LlamaForCausalLM
 
 SHAPES = {

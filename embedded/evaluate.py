@@ -1,6 +1,6 @@
 """Task-metric evaluation of an embedded workload's held-out set (used by bench/ and the quality tests).
 
-Two workloads: `toy` (embedded/model: copy/rev/sort/next of short strings; exact match) and `longform`
+Two workloads: `toy` (embedded/taskmix/model: copy/rev/sort/next of short strings; exact match) and `longform`
 (embedded/longform/model: summarization-shaped documents; exact match plus bag-of-words token F1 for
 partial credit). `WORKLOADS[name]` gives the held-out file, the model and the config of each.
 `python -m embedded.evaluate --workload longform --model <checkpoint> --limit 96` scores a checkpoint.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from embedded import taskmix
+from embedded.taskmix import tasks as taskmix
 from embedded.longform import tasks as longform
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +28,7 @@ class Workload:
 
 
 WORKLOADS = {
-    "toy": Workload(HERE / "eval" / "heldout.jsonl", HERE / "model", None, taskmix.exact_match),
+    "toy": Workload(HERE / "taskmix" / "eval" / "heldout.jsonl", HERE / "taskmix" / "model", None, taskmix.exact_match),
     "longform": Workload(HERE / "longform" / "eval" / "heldout.jsonl", HERE / "longform" / "model",
                          "configs/longform.yaml", longform.exact_match, longform.token_f1),
 }
@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from stages.config import load_config
-    from stages.decode.adapters import load_model
-    from stages.decode.offline import decode_prompts
+    from settings.schema import load_config
+    from decoder.adapters import load_model
+    from decoder.offline import decode_prompts
     from stages.preprocess import load_tokenizer
 
     ap = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,7 +3,7 @@
     python infra/longform_errors.py <checkpoint> [--frac 0.2] [--first-shape 1-1,1-1,6-12] [--n 24]
 
 `--frac` is the curriculum position (0 = the first stage's shape, 1 = the full DEFAULT shape) as in
-infra/train_longform.py. For each wrong answer it prints the task, the prompt's start, the wanted and the
+embedded/longform/train.py. For each wrong answer it prints the task, the prompt's start, the wanted and the
 decoded answer, the first mismatching position and the first picks in decode order (position, token,
 confidence): enough to tell a copy that stops at the wrong place from one that looks in the wrong place.
 """

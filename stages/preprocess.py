@@ -14,8 +14,8 @@ import pyarrow as pa
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerFast
 
-from stages.decode.config import DecodeConfig
-from stages.decode.transfer import blocks_of, row_schedule
+from decoder.config import DecodeConfig
+from decoder.transfer import blocks_of, row_schedule
 
 
 #: tokenizer_config classes that are nothing but a tokenizer.json (plus chat template and special tokens)

@@ -3,7 +3,7 @@
 s3:// gets s3fs with the configured endpoint (or AWS_ENDPOINT_URL) and the retry settings of
 `storage.*`: botocore retries every request (`max_attempts`, `retry_mode`: 5xx, SlowDown, dropped and
 refused connections, timeouts, with jittered backoff), s3fs retries a request with its body
-(`transfer_attempts`: a download cut mid-body). A commit's own retry is stages/commit.py. Every other
+(`transfer_attempts`: a download cut mid-body). A commit's own retry is stages/write/commit.py. Every other
 scheme (gs://, file://, memory://, plain paths) uses fsspec's own resolution. Ray readers get the same
 filesystem wrapped as a pyarrow filesystem, so readers and writers see the same bytes.
 """
@@ -16,7 +16,7 @@ import fsspec
 import pyarrow.fs as pafs
 import s3fs
 
-from stages.config import StorageConfig
+from settings.schema import StorageConfig
 
 
 def filesystem(url: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -20,7 +20,7 @@ os.environ.update({
     "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": "300",
 })
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf-home-"))
-EMBEDDED_MODEL = ROOT / "embedded" / "model"
+EMBEDDED_MODEL = ROOT / "embedded" / "taskmix" / "model"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Offline tests for stages.decode.adapters on tiny models (vocab 64, hidden 32, 2 layers, 4 heads).
+"""Offline tests for decoder.adapters on tiny models (vocab 64, hidden 32, 2 layers, 4 heads).
 
 Checkpoints are written in tmp dirs in each family's on-disk layout (native transformers, LLaDA's OLMo names and
 config, Dream's model_type), loaded through the adapters and compared with the stock model they came from.
@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from stages.decode.adapters import ModelAdapter, load_dream, load_llada, load_model
-from stages.decode.padding import left_pad
+from decoder.adapters import ModelAdapter, load_dream, load_llada, load_model
+from decoder.padding import left_pad
 
 V, H, FF, LAYERS, HEADS, CTX = 64, 32, 64, 2, 4, 128
 MASK, EOS = 63, 62

@@ -1,5 +1,5 @@
 """No code from a checkpoint is ever run, and weights load from safetensors unless pickles are allowed
-(stages/decode/checkpoint_safety.py, through load_model and the pre-Ray config check)."""
+(decoder/families/checkpoint_safety.py, through load_model and the pre-Ray config check)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,10 @@ import torch
 from test_adapters import EOS, MASK, tiny_llama
 
 from conftest import ROOT
-from stages.config import ConfigError, load_config
-from stages.config_check import check_files
-from stages.decode.adapters import load_model
-from stages.decode.checkpoint_safety import CheckpointRefused
+from settings.schema import ConfigError, load_config
+from settings.checks import check_files
+from decoder.adapters import load_model
+from decoder.families.checkpoint_safety import CheckpointRefused
 
 #: Remote code that leaves a file behind when it is imported.
 EVIL = "import pathlib\npathlib.Path({sentinel!r}).write_text('ran')\n"
@@ -74,7 +74,7 @@ def test_trust_remote_code_is_never_set_in_the_project() -> None:
     """The one exception is the parity golden generator, which runs the reference code under transformers
     4.57 in its own environment (tests/decode/parity/make_dream_golden.py), never in the pipeline."""
     hits = []
-    for folder in ("stages", "bench", "infra", "embedded", "scripts"):
+    for folder in ("decoder", "stages", "driver", "report", "settings", "training", "bench", "infra", "embedded", "scripts"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             if "trust_remote_code=True" in text or "trust_remote_code = True" in text:

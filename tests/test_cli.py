@@ -66,7 +66,7 @@ BAD_SETTINGS = [
 @pytest.mark.parametrize("overrides, key, allowed", BAD_SETTINGS)
 def test_bad_setting_exits_2_before_ray_starts(tmp_path, overrides, key, allowed):
     out = tmp_path / "out"
-    res = _run(*overrides, f"input.url={ROOT}/embedded/prompts/shard-000.jsonl", f"output.url={out}")
+    res = _run(*overrides, f"input.url={ROOT}/embedded/taskmix/prompts/shard-000.jsonl", f"output.url={out}")
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: config error at {key}:") and allowed in lines[0]
@@ -101,7 +101,7 @@ def test_config_layers_on_defaults_and_no_defaults_is_standalone(tmp_path):
     mine.write_text("decode:\n  sched:\n    k: 8.0\n")
     sys.path.insert(0, str(ROOT))
     from pipeline import parse_args
-    from stages.config import load_config
+    from settings.schema import load_config
     for argv, schedule in (([], "exp"), (["--no-defaults"], "cosine")):
         args = parse_args(["--config", str(mine), *argv, "decode.sched.k=9"])
         cfg = load_config(args.config, args.overrides, defaults=not args.no_defaults)

@@ -1,4 +1,4 @@
-"""Config loading (stages/config.py) and value checks (stages/config_check.py), without Ray."""
+"""Config loading (settings/schema.py) and value checks (settings/checks.py), without Ray."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ import yaml
 from conftest import ROOT
 from omegaconf import OmegaConf
 
-from stages.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config
-from stages.config_check import POLICY_KINDS, check_files
+from settings.schema import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config
+from settings.checks import POLICY_KINDS, check_files
 
 
 def test_config_layers_on_default_yaml_unless_no_defaults(tmp_path) -> None:
@@ -27,8 +27,8 @@ def test_config_layers_on_default_yaml_unless_no_defaults(tmp_path) -> None:
 def test_relative_paths_resolve_per_layer(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     default = load_config(None, defaults=True)
-    assert default.model.path == str(ROOT / "embedded" / "model")                 # project root, not the CWD
-    assert default.input.url == str(ROOT / "embedded" / "prompts" / "*.jsonl")
+    assert default.model.path == str(ROOT / "embedded" / "taskmix" / "model")                 # project root, not the CWD
+    assert default.input.url == str(ROOT / "embedded" / "taskmix" / "prompts" / "*.jsonl")
     (tmp_path / "cfgs").mkdir()
     (tmp_path / "cfgs" / "job.yaml").write_text("input:\n  url: data/*.jsonl\noutput:\n  url: s3://b/out\n")
     job = load_config(str(tmp_path / "cfgs" / "job.yaml"), ["model.path=m"])
@@ -67,7 +67,7 @@ def test_bad_values_name_the_key_and_allowed_values(override: str, key: str, all
 
 
 def test_policy_kinds_match_the_policies_registry() -> None:
-    from stages.decode.policies import POLICIES, build_policies
+    from decoder.policies.registry import POLICIES, build_policies
     assert set(POLICY_KINDS) == set(POLICIES)
     for name, kind in POLICY_KINDS.items():
         family = "diffusion_gemma" if name == "dgemma" else None
@@ -109,7 +109,7 @@ def test_default_yaml_documents_every_key() -> None:
 
 
 def test_family_checks_before_a_job(tmp_path) -> None:
-    from stages.config_check import check_values
+    from settings.checks import check_values
     from tests.decode.tiny_dgemma import save_tiny
     path = save_tiny(str(tmp_path / "dgemma"))
     check_values(load_config(str(ROOT / "configs/diffusion_gemma.yaml"), []))   # no block/steps check for dgemma

@@ -6,7 +6,7 @@ embedded/longform/prompts/shard-00{0..3}.jsonl   the longform config's input: {"
 embedded/longform/eval/heldout.jsonl             {"id", "task", "prompt", "answer"}: the evaluation set
 embedded/longform/tspd/prompts.jsonl             prompts whose traces train its TSPD controller
 
-Training (infra/train_longform.py) draws from seed `--seed` (0 by default) and its probe from 10,000 + seed;
+Training (embedded/longform/train.py) draws from seed `--seed` (0 by default) and its probe from 10,000 + seed;
 these files use their own seeds, and `main` checks that none of their prompts is a training-probe prompt.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedded.longform.tasks import sample_examples
-from embedded.make_prompts import write_jsonl
+from embedded.taskmix.make_data import write_jsonl
 
 HERE = Path(__file__).resolve().parent
 PROMPT_SEED, EVAL_SEED, TSPD_SEED = 1_000_012, 2_000_012, 3_000_012

@@ -11,7 +11,7 @@ OUT=${OUT:-/tmp/lf/model}
 MINUTES=${MINUTES:-35}
 THREADS=${THREADS:-2}
 SEED=${SEED:-80}
-exec .venv/bin/python infra/train_longform.py --out "$OUT" --minutes "$MINUTES" --decay 0.3 \
+exec .venv/bin/python embedded/longform/train.py --out "$OUT" --minutes "$MINUTES" --decay 0.3 \
   --eval-every 250 --eval-n 24 --batch-tokens 6144 --lr 1e-3 --hidden 128 --layers 4 --heads 4 \
   --stages 2 --advance-at 0.85 --first-shape 1-1,1-1,20-30,0-0 --maskings uniform,blockwise \
   --threads "$THREADS" --seed "$SEED"

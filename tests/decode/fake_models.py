@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from stages.decode.adapters import ModelAdapter
+from decoder.adapters import ModelAdapter
 
 V, PAD, MASK, EOS = 64, 0, 1, 2
 SECOND = 3                       # runner-up token of scripted positions (never an answer token)

@@ -17,9 +17,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from embedded.evaluate import load_heldout  # noqa: E402
-from stages.config import load_config  # noqa: E402
-from stages.decode.adapters import load_model  # noqa: E402
-from stages.decode.engine import DecodeEngine, Request  # noqa: E402
+from settings.schema import load_config  # noqa: E402
+from decoder.adapters import load_model  # noqa: E402
+from decoder.masked.engine import DecodeEngine, Request  # noqa: E402
 from stages.preprocess import load_tokenizer  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "data" / "golden_policies.json"
@@ -60,7 +60,7 @@ def decode_case(adapter, overrides: list[str], temperature: float, batch: int, r
 
 def main() -> None:
     torch.set_num_threads(1)
-    model = ROOT / "embedded" / "model"
+    model = ROOT / "embedded" / "taskmix" / "model"
     adapter = load_model(str(model), dtype="float32", device="cpu")
     reqs = requests(load_tokenizer(str(model)))
     golden = {f"{name}|T={t}|B={b}": decode_case(adapter, ov, t, b, reqs)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import EMBEDDED_MODEL
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.offline import answer_text
-from stages.decode.trace_schema import CommitReason
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.offline import answer_text
+from decoder.trace_schema import CommitReason
 from stages.preprocess import load_tokenizer
 
 PROMPTS = ["copy:abcde=", "rev:hello=", "sort:dcba=", "copy:k="]

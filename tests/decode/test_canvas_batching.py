@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from stages.decode.canvas_engine import CanvasEngine
-from stages.decode.config import DecodeConfig, DGemmaConfig
-from stages.decode.engine import Request
-from stages.decode.families import load_model
-from stages.decode.scheduler import RowError, SlotScheduler
+from decoder.canvas.engine import CanvasEngine
+from decoder.config import DecodeConfig, DGemmaConfig
+from decoder.masked.engine import Request
+from decoder.families import load_model
+from decoder.scheduler import RowError, SlotScheduler
 from tests.decode.tiny_dgemma import CANVAS, WINDOW, save_tiny
 
 

@@ -7,9 +7,9 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
 
-from stages.decode.config import DecodeConfig, DGemmaConfig
-from stages.decode.engine import Request
-from stages.decode.families import load_model, make_engine
+from decoder.config import DecodeConfig, DGemmaConfig
+from decoder.masked.engine import Request
+from decoder.families import load_model, make_engine
 from tests.decode.tiny_dgemma import EOS, VOCAB, save_tiny
 
 PROMPT = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]   # longer than the sliding window (8)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from stages.decode.canvas_engine import CanvasEngine
-from stages.decode.config import DecodeConfig, DGemmaConfig, SchedConfig
-from stages.decode.engine import Request
-from stages.decode.families import load_model
-from stages.decode.trace_schema import CommitReason
-from stages.decode.traces import step_table, token_table
+from decoder.canvas.engine import CanvasEngine
+from decoder.config import DecodeConfig, DGemmaConfig, SchedConfig
+from decoder.masked.engine import Request
+from decoder.families import load_model
+from decoder.trace_schema import CommitReason
+from decoder.traces import step_table, token_table
 from tests.decode.tiny_dgemma import CANVAS, save_tiny
 
 

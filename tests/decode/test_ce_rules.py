@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from stages.decode.ce import ConfidenceExtrapolation
-from stages.decode.config import DecodeConfig
-from stages.decode.features import TrajectoryState, trajectory_features
-from stages.decode.policies import StepContext
-from stages.decode.signals import StepSignals
+from decoder.policies.ce import ConfidenceExtrapolation
+from decoder.config import DecodeConfig
+from decoder.features import TrajectoryState, trajectory_features
+from decoder.policies.registry import StepContext
+from decoder.signals import StepSignals
 
 STEADY_HIGH, STEADY_MID, STEADY_LOW = [12.0] * 8, [4.0] * 8, [1.0] * 8
 FALLING = [11.0, 10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0]  # current margin 4, forecast lower bound < 2

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from fake_models import EOS, MASK, peaked, scripted_adapter, tiny_llama_adapter
-from stages.decode.config import DecodeConfig, SchedConfig
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.trace_schema import CommitReason
-from stages.decode.transfer import num_transfer_tokens
+from decoder.config import DecodeConfig, SchedConfig
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.trace_schema import CommitReason
+from decoder.transfer import num_transfer_tokens
 
 A, B = 40, 41        # prompt tags (first prompt token) of scripted rows
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fake_models import peaked, scripted_adapter
-from stages.decode.config import DecodeConfig, SchedConfig
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.trace_schema import CommitReason
+from decoder.config import DecodeConfig, SchedConfig
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.trace_schema import CommitReason
 
 A, G = 10, 16
 WANT = [20 + j for j in range(G)]   # the argmax of every position

@@ -7,11 +7,11 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from conftest import EMBEDDED_MODEL
-from stages.config import load_config
-from stages.decode.adapters import ModelAdapter, load_model
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.kv_cache import RowCache, capture, outside, query_batch, stacked
-from stages.decode.scheduler import SlotScheduler
+from settings.schema import load_config
+from decoder.adapters import ModelAdapter, load_model
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.masked.kv_cache import RowCache, capture, outside, query_batch, stacked
+from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
 from tests.decode.make_golden import ROOT, requests
 

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from stages.decode.adapters import load_model
+from decoder.adapters import load_model
 from stages.preprocess import load_tokenizer
 from tests.decode.make_golden import BATCHES, CASES, OUT, TEMPERATURES, decode_case, requests
 
@@ -47,7 +47,7 @@ def test_matches_pre_refactor_engine(model, case, temperature, batch):
 
 # ----- the parts of the lean step --------------------------------------------------------------------
 def _cfg(*overrides: str):
-    from stages.config import load_config
+    from settings.schema import load_config
     from tests.decode.make_golden import ROOT
     return load_config(str(ROOT / "configs/default.yaml"), ["decode.trace=off", *overrides]).decode
 
@@ -57,7 +57,7 @@ def _cfg(*overrides: str):
                                        ["decode.policy=[sched]", "decode.trace=tokens", "decode.temperature=0.7"]])
 def test_tiny_logits_bound_changes_nothing(model, overrides):
     """A bound of a few KiB (one position per chunk) decodes exactly as the default bound."""
-    from stages.decode.engine import DecodeEngine
+    from decoder.masked.engine import DecodeEngine
     adapter, reqs = model
     big = DecodeEngine(adapter, _cfg(*overrides)).generate(reqs, batch_size=16)
     small_engine = DecodeEngine(adapter, _cfg(*overrides, "decode.max_logits_mb=0.0001"))
@@ -76,7 +76,7 @@ def test_tiny_logits_bound_changes_nothing(model, overrides):
 
 def test_fixed_steps_without_trace_reads_only_block_confidence(model):
     """[none] + trace off: only x0 and confidence, only at the current block's still-masked positions."""
-    from stages.decode.engine import DecodeEngine
+    from decoder.masked.engine import DecodeEngine
     adapter, reqs = model
     eng = DecodeEngine(adapter, _cfg("decode.policy=[none]", "decode.gen_length=16", "decode.block_length=8"))
     assert eng.needs == frozenset({"x0", "confidence"}) and not eng.span
@@ -93,8 +93,8 @@ def test_out_of_memory_halves_the_slots_and_loses_no_row(model):
     """An OOM raised once by the forward of a batch of 8: the slot limit goes 8 -> 4, the 8 rows restart,
     and every row is decoded exactly once, as it would be without the fault."""
     import torch
-    from stages.decode.engine import DecodeEngine
-    from stages.decode.scheduler import RowError, SlotScheduler
+    from decoder.masked.engine import DecodeEngine
+    from decoder.scheduler import RowError, SlotScheduler
     adapter, reqs = model
     cfg = _cfg("decode.policy=[sched]")
     want = {r.id: r.output_ids for r in DecodeEngine(adapter, cfg).generate(reqs, batch_size=1)}
@@ -121,8 +121,8 @@ def test_out_of_memory_halves_the_slots_and_loses_no_row(model):
 
 def test_out_of_memory_alone_is_a_row_error(model):
     import torch
-    from stages.decode.engine import DecodeEngine
-    from stages.decode.scheduler import RowError, SlotScheduler
+    from decoder.masked.engine import DecodeEngine
+    from decoder.scheduler import RowError, SlotScheduler
     adapter, reqs = model
     engine = DecodeEngine(adapter, _cfg())
     engine.projector.adapter = type(adapter)(**{**adapter.__dict__})
@@ -137,7 +137,7 @@ def test_out_of_memory_alone_is_a_row_error(model):
 
 
 def test_all_committed_is_not_a_step_budget_exit(model):
-    from stages.decode.engine import DecodeEngine
+    from decoder.masked.engine import DecodeEngine
     adapter, reqs = model
     res = DecodeEngine(adapter, _cfg("decode.policy=[fastdllm]", "decode.stop_at_eos=false")).generate(reqs)
     assert {r.exit_reason for r in res} == {"all_committed"}
@@ -152,4 +152,4 @@ def test_decoder_library_imports_nothing_from_the_pipeline():
     for path in (ROOT / "stages" / "decode").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
-                assert node.module.startswith("stages.decode"), f"{path.name} imports {node.module}"
+                assert node.module.startswith("decoder"), f"{path.name} imports {node.module}"

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from stages.decode.config import DecodeConfig, SchedConfig
-from stages.decode.policies import (
+from decoder.config import DecodeConfig, SchedConfig
+from decoder.policies.registry import (
     POLICIES, ExitDecision, FastDllmPolicy, MarginExitPolicy, SchedulePolicy, StepContext, build_policies,
     sched_policy, topk_mask,
 )
-from stages.decode.schedules import tau_cosine, tau_linear
-from stages.decode.signals import StepSignals
+from decoder.policies.schedules import tau_cosine, tau_linear
+from decoder.signals import StepSignals
 
 
 def make_ctx(margin=None, confidence=None, masked=None, in_block=None, k=None, progress=None) -> StepContext:
@@ -170,7 +170,7 @@ def random_ctx(seed: int, b: int = 3, g: int = 8) -> StepContext:
 
 def with_features(ctx: StepContext, pol) -> StepContext:
     """Give the context trajectory features and the policy's per-position state (as the engine does)."""
-    from stages.decode.features import TrajectoryState, trajectory_features
+    from decoder.features import TrajectoryState, trajectory_features
     b, g = ctx.masked.shape
     s = ctx.signals
     ctx.features, _ = trajectory_features(s.confidence, s.entropy, s.margin, s.x0, TrajectoryState.empty((b, g)),
@@ -182,7 +182,7 @@ def with_features(ctx: StepContext, pol) -> StepContext:
 
 @pytest.fixture
 def controller_path(tmp_path) -> str:
-    from stages.decode.tspd import TspdController
+    from decoder.policies.tspd import TspdController
     path = str(tmp_path / "tspd.pt")
     torch.manual_seed(0)
     TspdController().save(path, {})
@@ -200,7 +200,7 @@ VARIANTS = {"dream-origin": ("dream", {"dream.alg": "origin"}), "dream-maskgit":
 
 def canvas_conformance(pol, seed: int) -> None:
     """A canvas sampler (DiffusionGemma's): accepted samples kept, the rest noise, done on stop or last step."""
-    from stages.decode.dgemma import DGemmaSettings
+    from decoder.policies.dgemma import DGemmaSettings
     pol.settings = DGemmaSettings(4, 0.4, 0.8, 1.0 + seed, 1, 0.5)
     g = torch.Generator().manual_seed(seed)
     b, c = 4, 6

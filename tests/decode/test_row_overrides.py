@@ -1,4 +1,4 @@
-"""Per-row settings in the engine (stages/decode/engine.py Request fields): temperature, step budget and
+"""Per-row settings in the engine (decoder/masked/engine.py Request fields): temperature, step budget and
 SchED's tau_low per row, and per-sample seeds. Each row decodes the same alone and in a mixed batch, and a
 row without overrides decodes exactly as in a batch where no row has any (embedded model, float64)."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import torch
 
 from conftest import EMBEDDED_MODEL
 from embedded.evaluate import load_heldout
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.scheduler import SlotScheduler
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import EMBEDDED_MODEL
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.projection import Projector, Sampling, StepInputs
-from stages.decode.signals import filter_logits, sampling_probs
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.masked.projection import Projector, Sampling, StepInputs
+from decoder.signals import filter_logits, sampling_probs
 from stages.preprocess import load_tokenizer
 
 PROMPTS = ["copy:abcde=", "rev:hello=", "sort:dcba=", "next:abz=", "copy:zz=", "rev:ab=", "sort:qwer=", "copy:k="]
@@ -58,7 +58,7 @@ def test_top_p_keeps_the_smallest_prefix_over_the_mass() -> None:
 @pytest.mark.parametrize("top_p, top_k", [(1.0, 3), (0.6, 0), (0.9, 5)])
 def test_samples_stay_inside_the_filter(adapter, reqs, kind, top_p, top_k):
     """At temperature 3 unfiltered samples often leave the top-3 / the nucleus; filtered ones never do."""
-    from stages.decode.padding import left_pad
+    from decoder.padding import left_pad
     seqs = [r.prompt_ids + [adapter.mask_token_id] * 16 for r in reqs]
     ids, attn = left_pad(seqs, adapter.pad_token_id)
     where = torch.ones(len(reqs), 16, dtype=torch.bool)
@@ -103,7 +103,7 @@ def test_filtered_sampling_is_seeded_per_row(adapter, reqs, policy):
 
 
 def test_filters_are_checked_at_load() -> None:
-    from stages.config import ConfigError
+    from settings.schema import ConfigError
     for bad, key in (("decode.top_p=0", "decode.top_p"), ("decode.top_k=-1", "decode.top_k")):
         with pytest.raises((ConfigError, ValueError), match=key):
             load_config(None, [bad])

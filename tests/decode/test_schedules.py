@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from stages.decode.schedules import SCHEDULES, progress, tau_cosine, tau_exp, tau_linear, tau_prophet
+from decoder.policies.schedules import SCHEDULES, progress, tau_cosine, tau_exp, tau_linear, tau_prophet
 
 HIGH, LOW, K = 7.5, 2.5, 4.0
 SMOOTH = {"linear": tau_linear, "cosine": tau_cosine, "exp": tau_exp}

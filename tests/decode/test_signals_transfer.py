@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from stages.decode.signals import aggregate, gumbel_argmax, step_signals
-from stages.decode.transfer import num_transfer_tokens, validate_schedule
+from decoder.signals import aggregate, gumbel_argmax, step_signals
+from decoder.transfer import num_transfer_tokens, validate_schedule
 
 
 def hand_logits() -> torch.Tensor:
@@ -118,7 +118,7 @@ def test_validate_schedule_errors() -> None:
 
 
 def test_dream_transfer_tokens() -> None:
-    from stages.decode.transfer import dream_transfer_tokens
+    from decoder.transfer import dream_transfer_tokens
     # 16 masks over 8 steps, eps 1e-3: the per-step counts Dream's own loop committed on the tiny parity
     # checkpoint (its output_history, tests/decode/parity/make_dream_golden.py)
     assert dream_transfer_tokens(16, 8, 1e-3) == [1, 2, 2, 2, 2, 2, 2, 3]

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from fake_models import EOS, MASK, peaked, scripted_adapter
-from stages.decode.config import DecodeConfig
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.schedules import tau_cosine
-from stages.decode.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA, CommitReason
-from stages.decode.traces import step_table, token_table
+from decoder.config import DecodeConfig
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.policies.schedules import tau_cosine
+from decoder.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA, CommitReason
+from decoder.traces import step_table, token_table
 
 A, B, C = 40, 41, 42    # A exits by SchED at its third step, B runs its budget, C stops at EOS
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.decode.config import DecodeConfig
-from stages.decode.policies import StepContext
-from stages.decode.signals import StepSignals
-from stages.decode.tspd import TspdController, TspdPolicy
+from decoder.config import DecodeConfig
+from decoder.policies.registry import StepContext
+from decoder.signals import StepSignals
+from decoder.policies.tspd import TspdController, TspdPolicy
 
 # Row 0: every position a candidate. Row 1: position 0 already committed, position 3 outside the block
 # (both with a high P that must never be fixed). Row 2: nothing reaches 0.5; the remasking score prefers

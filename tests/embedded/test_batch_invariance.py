@@ -3,7 +3,7 @@ exit reason and per-position commit steps and reasons alone, in a static padded 
 slot scheduler with rows joining and leaving (6 slots, 32 prompts of varied prompt and answer lengths:
 `max_new_tokens` 8 or 16 with 8-position blocks, so rows finish at different steps).
 
-Model: the embedded model (embedded/model) cast to float64. In float32 a different batch shape may move
+Model: the embedded model (embedded/taskmix/model) cast to float64. In float32 a different batch shape may move
 a logit by an ULP, which can flip a threshold decision sitting on a tie (Fast-dLLM's 0.9, TSPD's
 P >= 0.5, CE's Kalman bounds); in float64 such a tie is out of reach, so a mismatch here is a state bug
 (per-row or per-position state lost or misaligned on admission or compaction), not rounding.
@@ -16,10 +16,10 @@ import torch
 
 from conftest import EMBEDDED_MODEL, ROOT
 from embedded.evaluate import load_heldout
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.scheduler import SlotScheduler
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
 
 #: name -> config overrides; each entry is one registered combination (sched once per aggregate).
@@ -62,7 +62,7 @@ def _key(res) -> tuple:
 def test_alone_static_and_slot_scheduler_agree(model, combo):
     adapter, requests = model
     cfg = load_config("configs/default.yaml", COMBOS[combo] + [
-        "decode.trace=off", "decode.block_length=8", f"decode.tspd.controller_path={ROOT / 'embedded/controller/tspd.pt'}"]).decode
+        "decode.trace=off", "decode.block_length=8", f"decode.tspd.controller_path={ROOT / 'embedded/taskmix/controller/tspd.pt'}"]).decode
     alone = {r.id: _key(DecodeEngine(adapter, cfg).generate([r])[0]) for r in requests}
     static = {res.id: _key(res) for res in DecodeEngine(adapter, cfg).generate(requests, batch_size=16)}
     sched = SlotScheduler(DecodeEngine(adapter, cfg), SLOTS, cfg.max_batch_tokens, bucket=True)

@@ -5,9 +5,9 @@ from transformers import AutoModelForCausalLM
 
 from conftest import EMBEDDED_MODEL
 from embedded.evaluate import accuracy, load_heldout
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.offline import decode_prompts
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.offline import decode_prompts
 from stages.preprocess import load_tokenizer
 
 

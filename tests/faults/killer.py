@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from stages.procs import Proc, all_procs, descendants, find, sigkill
+from driver.procs import Proc, all_procs, descendants, find, sigkill
 
 #: Ray's process title of each kind of worker (`ray::<what it runs>`).
 TITLES = {"actor": ("ray::", "DecodeStage"), "reader": ("ray::", "read_shards"), "writer": ("ray::Write",)}

@@ -41,8 +41,8 @@ def main(workdir: pathlib.Path) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from stages.config import load_config
-    from stages.run import run_pipeline
+    from settings.schema import load_config
+    from driver.run import run_pipeline
 
     src = write_prompts(workdir)
     t0 = time.time()

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from stages.config import load_config
-from stages.report import run_report
-from stages.run import run_pipeline
+from settings.schema import load_config
+from report.main import run_report
+from driver.run import run_pipeline
 from tests.decode.tiny_dgemma import CANVAS, save_tiny
 
 ROWS = [{"id": f"p{i}", "prompt": p} for i, p in enumerate(["copy:abc=", "rev:hello=", "sort:dcba=", "next:ab="])]

@@ -8,7 +8,7 @@ import re
 import pytest
 
 import pipeline
-import stages.run as run_module
+import driver.run as run_module
 
 
 def _shard(path, tag: str) -> None:

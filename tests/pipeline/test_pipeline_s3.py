@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from stages.config import load_config
-from stages.run import run_pipeline
+from settings.schema import load_config
+from driver.run import run_pipeline
 
 GOOD = [{"id": f"a{i}", "prompt": p} for i, p in enumerate(
     ["copy:abc=", "rev:hello=", "sort:dcba=", "next:abz=", "find:b|a1,b22=", "copy:zz=", "rev:ab="])]

@@ -116,7 +116,7 @@ def test_exit_codes_error_rows_blank_lines_and_line_numbers(ray_cluster, tmp_pat
 def test_model_that_fails_inside_ray_is_one_line_with_a_log(ray_cluster, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
-    for f in (ROOT / "embedded" / "model").iterdir():
+    for f in (ROOT / "embedded" / "taskmix" / "model").iterdir():
         (model / f.name).write_bytes(f.read_bytes())
     cfg = json.loads((model / "config.json").read_text())
     del cfg["mask_token_id"]                                            # passes the file checks, fails to load

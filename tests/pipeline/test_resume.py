@@ -20,7 +20,7 @@ import pytest
 import s3fs
 from faults.accounting import written_ids
 from faults.killer import KillPlan, kill_at
-from stages.procs import alive, descendants, find, sigkill
+from driver.procs import alive, descendants, find, sigkill
 from faults.s3_proxy import Fault
 
 from conftest import EMBEDDED_MODEL, ROOT
@@ -112,7 +112,7 @@ def test_crash_between_merge_and_marker(ray_cluster, tmp_path):
 
 def test_driver_kill_takes_its_ray_along_and_rerun_completes(tmp_path):
     """A driver with its own local Ray, SIGKILLed mid-decode: every process it started is gone within 15 s
-    (no raylet, GCS, agent or decode actor keeps running: stages/reaper.py; without it Ray's agents linger
+    (no raylet, GCS, agent or decode actor keeps running: driver/reaper.py; without it Ray's agents linger
     for a minute), and rerunning the same command completes."""
     inp, out = tmp_path / "in", tmp_path / "out"
     _write_shards(inp, 3)
@@ -182,7 +182,7 @@ def test_sigkill_at_a_random_point_then_rerun(ray_cluster, fault_s3, target, see
 
 
 def test_reaper_knows_a_ray_session_by_name():
-    from stages.reaper import SESSION
+    from driver.reaper import SESSION
     worker = ("python default_worker.py --node-ip-address=127.0.0.1 --session-name=session_2026-12-01_17-25-03_482911_3456"
               " --temp-dir=/tmp/ray --runtime-env-hash=-646481777")
     assert SESSION.findall(worker) == ["session_2026-12-01_17-25-03_482911_3456"]

@@ -15,9 +15,9 @@ from faults.accounting import written_ids
 from faults.s3_proxy import Fault
 
 from conftest import EMBEDDED_MODEL
-from stages.config import load_config
-from stages.outcome import root_cause
-from stages.run import run_pipeline
+from settings.schema import load_config
+from driver.outcome import root_cause
+from driver.run import run_pipeline
 
 N_SHARDS, PER_SHARD = 3, 8
 

@@ -12,16 +12,16 @@ import tempfile
 import pytest
 
 from conftest import EMBEDDED_MODEL, ROOT
-from stages.config import load_config
-from stages.run import run_pipeline
+from settings.schema import load_config
+from driver.run import run_pipeline
 
 #: Starts Ray the way the pipeline does, *after* importing Ray without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 #: (as a library caller would), and prints every socket Ray's processes listen on.
 LISTENERS = r"""
 import glob, json, os, sys, time
 import ray
-from stages.config import load_config
-from stages.run import init_ray
+from settings.schema import load_config
+from driver.run import init_ray
 init_ray(load_config(None, ["progress=false", "ray.num_cpus=2"]))
 time.sleep(2)
 def family(root):

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from embedded.taskmix import EVAL_TASKS, sample_examples
-from stages.config import load_config
-from stages.report import RUN_ROW, run_report
-from stages.run import run_pipeline
-from stages.summary import ProgressWatcher
-from stages.write import ShardDatasink
+from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
+from settings.schema import load_config
+from report.main import RUN_ROW, run_report
+from driver.run import run_pipeline
+from driver.summary import ProgressWatcher
+from stages.write.sink import ShardDatasink
 
 N_ROWS = 600
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from stages.config import load_config
-from stages.run import run_pipeline
+from settings.schema import load_config
+from driver.run import run_pipeline
 
 TASKS = ["abc", "hello", "dcba", "abz", "zz", "ab", "xyq", "mno"]
 

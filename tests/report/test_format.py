@@ -1,7 +1,7 @@
 """Numbers on the report page are for people: percentages, 4 significant digits, mappings as text."""
 from __future__ import annotations
 
-from stages.report_plots import _cell, fmt_mapping, fmt_number
+from report.plots import _cell, fmt_mapping, fmt_number
 
 
 def test_fmt_number():

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EMBEDDED_MODEL, ROOT
-from stages.config import load_config
-from stages.report import RUN_ROW, run_report
-from stages.run import run_pipeline
+from settings.schema import load_config
+from report.main import RUN_ROW, run_report
+from driver.run import run_pipeline
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PRICE = 3.5
@@ -44,7 +44,7 @@ def runs(ray_cluster, tmp_path_factory):
     """Two shards (6 prompts + 1 bad row, 6 prompts) decoded twice: default SchED on a CPU actor, and
     the fixed-step baseline (decode.policy=[none]) on an actor holding one (fake) GPU."""
     base = tmp_path_factory.mktemp("report-runs")
-    lines = (ROOT / "embedded" / "prompts" / "shard-000.jsonl").read_text().splitlines()
+    lines = (ROOT / "embedded" / "taskmix" / "prompts" / "shard-000.jsonl").read_text().splitlines()
     shards = base / "in"
     shards.mkdir()
     (shards / "part-a.jsonl").write_text("\n".join(lines[:6] + [json.dumps({"id": "bad", "prompt": ""})]) + "\n")
@@ -66,7 +66,7 @@ def report(runs):
 
 
 def _independent(run) -> dict:
-    """Per shard name: counts computed directly from the run's files (not through stages.report)."""
+    """Per shard name: counts computed directly from the run's files (not through report.main)."""
     shards = {}
     for path in sorted((run / "outputs").glob("*.arrow")):
         name = path.stem

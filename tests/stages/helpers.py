@@ -8,7 +8,7 @@ import pathlib
 import pyarrow as pa
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODEL = str(ROOT / "embedded" / "model")
+MODEL = str(ROOT / "embedded" / "taskmix" / "model")
 SHARD_PATH = "/in/shard-000.jsonl"
 SHARD_NAME = "shard-000"
 
@@ -19,7 +19,7 @@ def jsonl(*rows) -> bytes:
 
 
 def parse(data: bytes, path: str = SHARD_PATH, name: str = SHARD_NAME, fmt: str = "auto") -> list[dict]:
-    from stages.read import parse_shard
+    from stages.read.stage import parse_shard
     return parse_shard({"bytes": data, "path": path}, {path: name}, fmt)
 
 
@@ -30,7 +30,7 @@ def pipeline_table(data: bytes, decode_cfg, path: str = SHARD_PATH, name: str = 
 
 
 def stage_config(*overrides: str):
-    from stages.config import load_config
+    from settings.schema import load_config
     return load_config(None, [f"model.path={MODEL}", "decode.trace=tokens", *overrides])
 
 
@@ -43,5 +43,5 @@ def run_stage(stage, *parts: pa.Table) -> list[pa.Table]:
 
 def good_prompts(n: int) -> list[dict]:
     """The first `n` prompts of the shipped shard-000."""
-    lines = (ROOT / "embedded" / "prompts" / "shard-000.jsonl").read_text().splitlines()
+    lines = (ROOT / "embedded" / "taskmix" / "prompts" / "shard-000.jsonl").read_text().splitlines()
     return [json.loads(x) for x in lines[:n]]

@@ -1,4 +1,4 @@
-"""DecodeStage (stages/decode_stage.py) without Ray: the async actor callable on pipeline-shaped batches."""
+"""DecodeStage (stages/decode.py) without Ray: the async actor callable on pipeline-shaped batches."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 from helpers import SHARD_PATH, good_prompts, jsonl, pipeline_table, run_stage, stage_config
 
-from stages.decode_stage import DECODE_FIELDS, DecodeStage
+from stages.decode import DECODE_FIELDS, DecodeStage
 
 BAD = ['{"id": "broken"', {"id": "empty", "prompt": ""}, {"id": "long", "prompt": "a" * 60},
        {"id": "odd", "prompt": "copy:ab=", "max_new_tokens": 8.5}]

@@ -12,7 +12,7 @@ import pytest
 from helpers import MODEL, jsonl, parse
 from transformers import AutoTokenizer
 
-from stages.decode.config import DecodeConfig
+from decoder.config import DecodeConfig
 from stages.preprocess import check_row, context_length, load_tokenizer, preprocess_batch
 
 DECODE = DecodeConfig()                               # gen_length 16, block_length 16
@@ -150,7 +150,7 @@ def test_preprocess_batch_uses_the_model_dirs_chat_template(tmp_path, templated)
 
 def test_host_stages_load_the_tokenizer_without_torch() -> None:
     """Read/preprocess/write workers start without importing torch (seconds per worker on a cold start)."""
-    code = ("import sys; import stages.read, stages.preprocess, stages.write; "
+    code = ("import sys; import stages.read.stage, stages.preprocess, stages.write.sink; "
             f"tok = stages.preprocess.load_tokenizer({MODEL!r}); "
             "assert tok('ab=', add_special_tokens=False)['input_ids'] == [4, 5, 41]; "
             "assert 'torch' not in sys.modules, 'torch was imported'")

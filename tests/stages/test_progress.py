@@ -1,4 +1,4 @@
-"""Row-level progress (stages/summary.py): counts from committed shards and in-flight part files."""
+"""Row-level progress (driver/summary.py): counts from committed shards and in-flight part files."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import json
 import fsspec
 import pyarrow as pa
 
-from stages.summary import PartScanner, PartStats, progress_counts
-from stages.write import write_ipc
+from driver.summary import PartScanner, PartStats, progress_counts
+from stages.write.sink import write_ipc
 
 
 def marker(rows: int, outputs: int, nfe: int, budget: int) -> dict:
@@ -53,7 +53,7 @@ def test_scanner_reads_each_part_once(tmp_path) -> None:
 
 
 def test_committed_markers_are_read_once(tmp_path) -> None:
-    from stages.resume import committed_shards
+    from driver.resume import committed_shards
     fs = fsspec.filesystem("file")
     (tmp_path / "_done").mkdir()
     (tmp_path / "_done" / "a.json").write_text(json.dumps(marker(5, 5, 20, 80)))

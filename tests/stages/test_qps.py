@@ -1,4 +1,4 @@
-"""QPS_4, one definition (stages/qps.py): the SchED paper's speedup x (score / baseline score)^4; the report
+"""QPS_4, one definition (report/qps.py): the SchED paper's speedup x (score / baseline score)^4; the report
 uses it with agreement as the score; benchmarks fail on a broken invariant."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from stages.qps import qps
-from stages.report_scan import Agreement
+from report.qps import qps
+from report.scan import Agreement
 
 
 def test_qps_is_the_sched_papers_definition() -> None:

@@ -1,4 +1,4 @@
-"""Read stage (stages/read.py) and shard listing/naming (stages/storage.py), without Ray."""
+"""Read stage (stages/read/stage.py) and shard listing/naming (stages/storage.py), without Ray."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import SHARD_NAME, SHARD_PATH, jsonl, parse
 
-from stages.config import StorageConfig
-from stages.read import ROW_FIELDS, parse_shard, shard_format
+from settings.schema import StorageConfig
+from stages.read.stage import ROW_FIELDS, parse_shard, shard_format
 from stages.storage import check_shard_name, check_unique_names, filesystem, list_shards, shard_name
 
 

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import jsonl, parse
 
-from stages.read import FAILED_LINE, ReadOptions, parse_shard, read_shards
-from stages.text_lines import Overlong, bounded_lines
+from stages.read.stage import FAILED_LINE, ReadOptions, parse_shard, read_shards
+from stages.read.text_lines import Overlong, bounded_lines
 
 GOOD = [{"id": f"r{i}", "prompt": f"copy:{i}="} for i in range(3)]
 

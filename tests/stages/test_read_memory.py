@@ -1,4 +1,4 @@
-"""A read task's peak memory does not grow with the shard (stages/read.py streams it in bounded chunks).
+"""A read task's peak memory does not grow with the shard (stages/read/stage.py streams it in bounded chunks).
 
 Each measurement runs `read_shards` over one JSONL shard in a fresh process and reports its peak RSS
 (ru_maxrss); the blocks are dropped as they come, as Ray moves them to the object store. The 1 GB shard
@@ -14,7 +14,7 @@ from conftest import ROOT
 
 MEASURE = """
 import resource, sys, fsspec, pyarrow as pa
-from stages.read import ReadOptions, read_shards
+from stages.read.stage import ReadOptions, read_shards
 path = sys.argv[1]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows, errors = 0, []

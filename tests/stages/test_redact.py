@@ -1,14 +1,14 @@
-"""Credentials never reach what the pipeline writes (stages/redact.py): the manifest, markers' fingerprints,
+"""Credentials never reach what the pipeline writes (driver/redact.py): the manifest, markers' fingerprints,
 the failure log and the one-line error."""
 from __future__ import annotations
 
 import json
 
 import pipeline
-from stages.config import StorageConfig
-from stages.outcome import write_log
-from stages.redact import scrub, scrub_text, secret_values
-from stages.resume import write_manifest
+from settings.schema import StorageConfig
+from driver.outcome import write_log
+from driver.redact import scrub, scrub_text, secret_values
+from driver.resume import write_manifest
 from stages.storage import filesystem
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"

@@ -1,16 +1,16 @@
-"""Fingerprints (stages/fingerprint.py), the resume plan (stages/resume.py), failure lines
-(stages/outcome.py) and the end-of-run examples (stages/summary.py), without Ray."""
+"""Fingerprints (driver/fingerprint.py), the resume plan (driver/resume.py), failure lines
+(driver/outcome.py) and the end-of-run examples (driver/summary.py), without Ray."""
 from __future__ import annotations
 
 import pyarrow as pa
 
-from stages.config import StorageConfig, load_config
-from stages.fingerprint import changes, config_fingerprint, shard_fingerprint
-from stages.outcome import EXIT_OK, EXIT_ROW_ERRORS, root_cause, row_error_exit
-from stages.resume import conflict_message, plan_resume, shared_settings
+from settings.schema import StorageConfig, load_config
+from driver.fingerprint import changes, config_fingerprint, shard_fingerprint
+from driver.outcome import EXIT_OK, EXIT_ROW_ERRORS, root_cause, row_error_exit
+from driver.resume import conflict_message, plan_resume, shared_settings
 from stages.storage import filesystem
-from stages.summary import print_examples
-from stages.write import write_ipc
+from driver.summary import print_examples
+from stages.write.sink import write_ipc
 
 
 def test_config_fingerprint_holds_decode_settings_and_only_active_policy_parameters() -> None:
@@ -94,8 +94,8 @@ def test_examples_come_from_the_first_shard_with_outputs(tmp_path, capsys) -> No
 
 
 def test_failed_shards_exit_4_and_the_summary_names_them(capsys) -> None:
-    from stages.outcome import EXIT_FAILED_SHARDS, run_exit
-    from stages.summary import print_summary
+    from driver.outcome import EXIT_FAILED_SHARDS, run_exit
+    from driver.summary import print_summary
     totals = {"rows": 6, "outputs": 5, "errors": 1, "prompt_tokens": 1, "generated_tokens": 1, "nfe": 2,
               "step_budget": 4, "steps_saved": 2, "step_speedup": 2.0, "exit_reasons": {"sched": 5}}
     manifest = {"totals": totals, "wall_s": 1.0, "input_shards": ["a", "b", "c"], "resumed_shards": [],

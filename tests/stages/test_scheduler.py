@@ -1,4 +1,4 @@
-"""SlotScheduler (stages/decode/scheduler.py) over a DecodeEngine: continuous batching, refill, isolation."""
+"""SlotScheduler (decoder/scheduler.py) over a DecodeEngine: continuous batching, refill, isolation."""
 from __future__ import annotations
 
 import sys
@@ -11,9 +11,9 @@ from helpers import ROOT
 sys.path.insert(0, str(ROOT / "tests" / "decode"))
 from fake_models import peaked, scripted_adapter, tiny_llama_adapter  # noqa: E402
 
-from stages.decode.config import DecodeConfig  # noqa: E402
-from stages.decode.engine import DecodeEngine, Request, SequenceResult  # noqa: E402
-from stages.decode.scheduler import RowError, SlotScheduler  # noqa: E402
+from decoder.config import DecodeConfig  # noqa: E402
+from decoder.masked.engine import DecodeEngine, Request, SequenceResult  # noqa: E402
+from decoder.scheduler import RowError, SlotScheduler  # noqa: E402
 
 CFG = DecodeConfig(gen_length=8, block_length=8, steps=8, policy=["sched"])   # one commit per step
 TAGS = list(range(4, 64))                                                     # 60 prompts, one tag each

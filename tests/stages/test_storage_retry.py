@@ -1,7 +1,7 @@
 """Object-store faults against the real S3 server (moto) behind the fault proxy, without Ray: the retry
 settings of `storage.*` (stages/storage.py) ride out throttling, 500s, dropped and lost requests, a
 download cut mid-body and a server restart; with the retries turned off the same faults fail. The
-whole-operation retry (stages/commit.py) retries storage errors only, with a doubling backoff."""
+whole-operation retry (stages/write/commit.py) retries storage errors only, with a doubling backoff."""
 from __future__ import annotations
 
 import pickle
@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 from faults.s3_proxy import Fault
 
-from stages.commit import CommitError, with_retries, write_json
-from stages.config import StorageConfig
+from stages.write.commit import CommitError, with_retries, write_json
+from settings.schema import StorageConfig
 from stages.storage import filesystem
-from stages.write import read_ipc, write_ipc
+from stages.write.sink import read_ipc, write_ipc
 
 TABLE = pa.table({"id": [f"r{i}" for i in range(500)], "x": list(range(500))})
 

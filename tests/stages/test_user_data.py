@@ -1,4 +1,4 @@
-"""Users' data as it is (stages/row_mapping.py, stages/read.py streaming, stages/output_files.py), no Ray."""
+"""Users' data as it is (stages/read/row_mapping.py, stages/read/stage.py streaming, stages/write/formats.py), no Ray."""
 from __future__ import annotations
 
 import gzip
@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import MODEL, jsonl
 
-from stages.config import ConfigError, load_config
-from stages.output_files import write_formats
+from settings.schema import ConfigError, load_config
+from stages.write.formats import write_formats
 from stages.preprocess import preprocess_batch
-from stages.read import ReadOptions, ShardReader, parse_shard, read_shards
-from stages.row_mapping import RowMapping
+from stages.read.stage import ReadOptions, ShardReader, parse_shard, read_shards
+from stages.read.row_mapping import RowMapping
 
 PATH = "/in/docs.jsonl"
 

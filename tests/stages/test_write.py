@@ -1,4 +1,4 @@
-"""ShardDatasink (stages/write.py) and resume helpers (stages/resume.py), called directly without Ray."""
+"""ShardDatasink (stages/write/sink.py) and resume helpers (driver/resume.py), called directly without Ray."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ import pyarrow.compute as pc
 import pytest
 from helpers import good_prompts, jsonl, pipeline_table, run_stage, stage_config
 
-from stages.config import StorageConfig
-from stages.decode_stage import DecodeStage
-from stages.resume import committed_shards, prepare_output
+from settings.schema import StorageConfig
+from stages.decode import DecodeStage
+from driver.resume import committed_shards, prepare_output
 from stages.storage import filesystem
-from stages.write import ERROR_COLUMNS, OUTPUT_COLUMNS, ShardDatasink, read_ipc
+from stages.write.sink import ERROR_COLUMNS, OUTPUT_COLUMNS, ShardDatasink, read_ipc
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +143,8 @@ def test_a_failed_shard_is_recorded_not_committed(sink, decoded, tmp_path) -> No
     nothing in outputs/ or errors/; the other shard in the same block commits; the next run clears the record."""
     import fsspec
     from stages.preprocess import preprocess_batch
-    from stages.read import ReadOptions, read_shards
-    from stages.resume import failed_shards
+    from stages.read.stage import ReadOptions, read_shards
+    from driver.resume import failed_shards
     from helpers import MODEL
     cfg = stage_config()
     gone = str(tmp_path / "gone.jsonl")

@@ -7,11 +7,11 @@ import pytest
 from faults.s3_proxy import Fault
 from test_write import check_committed, decoded, lines  # noqa: F401  (decoded is a fixture)
 
-from stages.commit import CommitError
-from stages.config import StorageConfig
-from stages.resume import committed_shards, drop_uncommitted
+from stages.write.commit import CommitError
+from settings.schema import StorageConfig
+from driver.resume import committed_shards, drop_uncommitted
 from stages.storage import filesystem
-from stages.write import ShardDatasink
+from stages.write.sink import ShardDatasink
 
 #: Few request attempts, quick whole-commit retries: a fault outlasts the request retries at once.
 FAST = {"max_attempts": 2, "transfer_attempts": 1, "commit_attempts": 3, "commit_backoff_s": 0.0}

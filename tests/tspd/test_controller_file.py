@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from stages.decode.tspd import TspdController
+from decoder.policies.tspd import TspdController
 
 
 class _Payload:
@@ -52,5 +52,5 @@ def test_a_controller_round_trips_with_plain_metrics(tmp_path) -> None:
 
 
 def test_the_shipped_controller_loads_weights_only() -> None:
-    ctl = TspdController.load(str(ROOT / "embedded" / "controller" / "tspd.pt"))
+    ctl = TspdController.load(str(ROOT / "embedded" / "taskmix" / "controller" / "tspd.pt"))
     assert ctl.metrics["parameters"] == sum(p.numel() for p in ctl.net.parameters())

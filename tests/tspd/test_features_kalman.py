@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.decode.features import FEATURE_NAMES, TrajectoryState, relative_positions, trajectory_features
-from stages.decode.kalman import kalman_forecast, kalman_init, kalman_step
+from decoder.features import FEATURE_NAMES, TrajectoryState, relative_positions, trajectory_features
+from decoder.policies.kalman import kalman_forecast, kalman_init, kalman_step
 
 
 def test_features_by_hand():

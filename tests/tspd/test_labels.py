@@ -9,9 +9,9 @@ import random
 import fsspec
 import pyarrow as pa
 
-from stages.decode.trace_schema import TOKEN_SCHEMA
-from stages.labels import collect_labels
-from stages.write import write_ipc
+from decoder.trace_schema import TOKEN_SCHEMA
+from training.labels import collect_labels
+from stages.write.sink import write_ipc
 
 # seq "a": 3 positions, final tokens [5, 6, 2], committed at steps [1, 0, 2], budget 4.
 # Position 1 changes its argmax after its commit (step 1: 3, step 2: 3) and position 0's last argmax is

@@ -19,16 +19,16 @@ import torch
 
 from conftest import EMBEDDED_MODEL
 from pipeline import main as cli
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.features import FEATURE_NAMES
-from stages.decode.offline import decode_prompts
-from stages.decode.tspd import TspdController
-from stages.decode.tspd_train import auc, metrics
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.features import FEATURE_NAMES
+from decoder.offline import decode_prompts
+from decoder.policies.tspd import TspdController
+from training.tspd_train import auc, metrics
 from embedded.evaluate import accuracy
-from stages.labels import collect_labels
+from training.labels import collect_labels
 from stages.preprocess import load_tokenizer
-from stages.run import run_pipeline
+from driver.run import run_pipeline
 
 
 def _jsonl(path, rows):
@@ -36,8 +36,8 @@ def _jsonl(path, rows):
 
 
 def test_collect_train_decode(ray_cluster, tmp_path):
-    train = [json.loads(line) for line in open("embedded/tspd/prompts.jsonl")][:64]
-    test = [json.loads(line) for line in open("embedded/eval/heldout.jsonl")][:64]
+    train = [json.loads(line) for line in open("embedded/taskmix/tspd/prompts.jsonl")][:64]
+    test = [json.loads(line) for line in open("embedded/taskmix/eval/heldout.jsonl")][:64]
     (tmp_path / "in").mkdir()
     _jsonl(tmp_path / "in" / "train.jsonl", train)
     _jsonl(tmp_path / "in" / "test.jsonl", test)
@@ -85,7 +85,7 @@ def test_collect_train_decode(ray_cluster, tmp_path):
 
 
 def _write_labels(path, labels: list[bool]):
-    from stages.labels import LABEL_SCHEMA
+    from training.labels import LABEL_SCHEMA
     n = len(labels)
     rng = np.random.default_rng(0)
     cols = {"id": [f"r{i % 7}" for i in range(n)], "step": np.zeros(n, np.int32), "position": np.arange(n, dtype=np.int32),
@@ -95,7 +95,7 @@ def _write_labels(path, labels: list[bool]):
 
 
 def test_class_weights_balance_two_classes_and_are_uniform_for_one():
-    from stages.decode.tspd_train import class_weights
+    from training.tspd_train import class_weights
     y = torch.tensor([1.0, 1.0, 1.0, 0.0])
     w = class_weights(y, 0.75)
     assert torch.allclose(w[y > 0.5].sum(), w[y < 0.5].sum())          # each class carries half the loss

@@ -141,7 +141,7 @@ def prompts() -> list[dict]:
 
 
 def row_seed(rid: str, seed: int = SEED) -> int:
-    """The engine's per-row generator seed (stages/decode/engine.py DecodeEngine.add)."""
+    """The engine's per-row generator seed (decoder/masked/engine.py DecodeEngine.add)."""
     return zlib.crc32(f"{seed}:{rid}".encode())
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import load_config
-from stages.decode.adapters import load_model
-from stages.decode.engine import DecodeEngine, Request
-from stages.decode.scheduler import SlotScheduler
+from settings.schema import load_config
+from decoder.adapters import load_model
+from decoder.masked.engine import DecodeEngine, Request
+from decoder.scheduler import SlotScheduler
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = json.loads((HERE / "golden.json").read_text())

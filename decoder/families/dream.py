@@ -1,0 +1,50 @@
+"""Dream as a bidirectional `Qwen2ForCausalLM` (its weight names already match); logits shift right by one.
+Mask id 151666, pad 151643, EoT 151645 when its config omits them."""
+from __future__ import annotations
+
+import torch
+
+from decoder.families.base import ModelAdapter, as_ids, check_loaded, eos_ids, read_config, weights_kwargs
+
+
+def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+         allow_pickle_weights: bool = False) -> ModelAdapter:
+    """Dream as a bidirectional `Qwen2ForCausalLM` (its weight names already match); logits shift right by one."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    raw = read_config(path)
+    if raw.get("rope_scaling"):
+        raise ValueError(f"{path}: Dream config rope_scaling={raw['rope_scaling']!r} is not supported")
+    vocab = int(raw["vocab_size"])
+    mask_id = int(raw.get("mask_token_id", 151666))  # Dream's <|mask|> when the config omits it
+    pad = int(raw.get("pad_token_id", 151643))  # Qwen2.5's <|endoftext|>
+    # <|im_end|> (151645) ends an Instruct turn; only meaningful with the real Qwen2.5 vocabulary.
+    eot = raw.get("eot_token_id", 151645 if vocab >= 151646 else None)
+    cfg = Qwen2Config(
+        hidden_size=int(raw["hidden_size"]),
+        intermediate_size=int(raw["intermediate_size"]),
+        num_hidden_layers=int(raw["num_hidden_layers"]),
+        num_attention_heads=int(raw["num_attention_heads"]),
+        num_key_value_heads=int(raw.get("num_key_value_heads") or raw["num_attention_heads"]),
+        max_position_embeddings=int(raw["max_position_embeddings"]),
+        rope_theta=float(raw.get("rope_theta", 10000.0)),
+        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        vocab_size=vocab,
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        is_causal=False,
+        use_sliding_window=False,
+        mask_token_id=mask_id,
+        pad_token_id=pad,
+    )
+    model, info = Qwen2ForCausalLM.from_pretrained(path, config=cfg, dtype=dtype, output_loading_info=True,
+                                                   **weights_kwargs(allow_pickle_weights))
+    check_loaded(info, path)
+    return ModelAdapter(
+        model=model.to(device).eval(),
+        mask_token_id=mask_id,
+        eos_token_ids=eos_ids(path, raw.get("eos_token_id", pad), as_ids(eot)),
+        pad_token_id=pad,
+        context_length=cfg.max_position_embeddings,
+        shift_logits=True,
+        family="dream",
+    )

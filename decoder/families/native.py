@@ -1,0 +1,54 @@
+"""Any bidirectional transformers model whose config names `mask_token_id` (e.g. the embedded model)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from decoder.families.base import ModelAdapter, check_loaded, eos_ids, weights_kwargs
+
+
+def _context_length(config: Any, path: str) -> int:
+    for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+        value = getattr(config, key, None)
+        if value:
+            return int(value)
+    raise ValueError(f"{path}: config has no max_position_embeddings / max_sequence_length / n_positions")
+
+
+def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+         allow_pickle_weights: bool = False) -> ModelAdapter:
+    """Any bidirectional transformers model whose config names `mask_token_id` (e.g. the embedded model).
+
+    Encoder architectures load as masked LMs; decoder-only ones must say `is_causal: false`, since a causal model
+    cannot denoise a span it attends to only from the left.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    if getattr(config, "mask_token_id", None) is None:
+        raise ValueError(f"{path}: config has no mask_token_id, so it is not a masked diffusion LM")
+    encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if not encoder and getattr(config, "is_causal", True):
+        raise ValueError(f"{path}: decoder-only config without is_causal=false is a causal LM, not a diffusion LM")
+    auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+    weights = weights_kwargs(allow_pickle_weights)
+    try:
+        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **weights)
+    except ValueError as e:  # the causal-LM auto class does not know this config
+        if encoder or "Unrecognized configuration class" not in str(e):
+            raise
+        model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype, output_loading_info=True, **weights)
+    check_loaded(info, path)
+    eos = eos_ids(path, config.eos_token_id, [])
+    pad = config.pad_token_id
+    return ModelAdapter(
+        model=model.to(device).eval(),
+        mask_token_id=int(config.mask_token_id),
+        eos_token_ids=eos,
+        pad_token_id=int(pad) if pad is not None else eos[0],
+        context_length=_context_length(config, path),
+        shift_logits=False,
+        family="native",
+    )

@@ -1,0 +1,198 @@
+"""Terminal progress and the end-of-run summary table.
+
+Progress is polled in a background thread from what the datasink writes: the part files of shards in
+flight (`_parts/<shard>/*.rows.arrow`, read once each, a few columns) and the completion markers of
+committed shards (`_done/*.json`). So it moves row by row even when the job is one big shard: rows done /
+total, shards committed, sequences/s, mean steps and steps saved so far. The total is exact for shards
+already seen (each row carries its shard's row count) and extrapolated for shards not yet started.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from report.scan import iter_batches
+from driver.resume import committed_shards
+from stages.storage import join
+
+PART_COLUMNS = ["shard_rows", "error", "nfe", "step_budget"]
+
+
+@dataclass
+class PartStats:
+    """What one part file adds to the progress: rows (outputs + errors), outputs, NFE, step budget."""
+    shard_rows: int
+    rows: int
+    outputs: int
+    nfe: int
+    step_budget: int
+
+
+@dataclass
+class Progress:
+    rows_done: int = 0
+    rows_total: int | None = None     # None until at least one shard's size is known
+    shards_done: int = 0
+    outputs: int = 0
+    nfe: int = 0
+    step_budget: int = 0
+
+
+def progress_counts(committed: dict[str, dict], parts: dict[str, list[PartStats]], n_shards: int,
+                    already: set[str]) -> Progress:
+    """Combine committed-shard summaries and in-flight parts into one `Progress` (pure: unit-tested).
+    Shards in `already` were committed by an earlier run: they count toward rows done and total, but not
+    toward this run's outputs/NFE. A shard's in-flight rows are capped at its size (a retried task may
+    have written a part twice)."""
+    prog = Progress(shards_done=len(committed))
+    sizes = []
+    for name, s in committed.items():
+        prog.rows_done += s["rows"]
+        sizes.append(s["rows"])
+        if name not in already:
+            prog.outputs += s["outputs"]
+            prog.nfe += s["nfe"]
+            prog.step_budget += s["step_budget"]
+    for name, ps in parts.items():
+        if name in committed or not ps:
+            continue
+        size = max(p.shard_rows for p in ps) or sum(p.rows for p in ps)   # 0 until the shard's end is read
+        sizes.append(size)
+        prog.rows_done += min(sum(p.rows for p in ps), size)
+        prog.outputs += sum(p.outputs for p in ps)
+        prog.nfe += sum(p.nfe for p in ps)
+        prog.step_budget += sum(p.step_budget for p in ps)
+    if sizes:
+        unseen = max(n_shards - len(sizes), 0)
+        prog.rows_total = sum(sizes) + round(unseen * sum(sizes) / len(sizes))
+    return prog
+
+
+class PartScanner:
+    """Reads each in-flight part file once (its few progress columns) and remembers what it held."""
+
+    def __init__(self, fs, root: str) -> None:
+        self.fs, self.root = fs, root
+        self.seen: dict[str, tuple[str, PartStats]] = {}
+
+    def scan(self, skip: set[str]) -> dict[str, list[PartStats]]:
+        parts_root = join(self.root, "_parts")
+        if self.fs.exists(parts_root):
+            for folder in self.fs.ls(parts_root, detail=False):
+                name = folder.rstrip("/").rsplit("/", 1)[-1]
+                if name in skip:
+                    continue
+                for path in self.fs.ls(folder, detail=False):
+                    if path.endswith(".rows.arrow") and path not in self.seen:
+                        t = pa.Table.from_batches(list(iter_batches(self.fs, path, PART_COLUMNS)))
+                        ok = pc.equal(t["error"], "")
+                        self.seen[path] = (name, PartStats(
+                            int(pc.max(t["shard_rows"]).as_py() or 0) if t.num_rows else 0, t.num_rows,
+                            int(pc.sum(ok.cast("int64")).as_py() or 0),
+                            int(pc.sum(pc.if_else(ok, t["nfe"], 0)).as_py() or 0),
+                            int(pc.sum(pc.if_else(ok, t["step_budget"], 0)).as_py() or 0)))
+        out: dict[str, list[PartStats]] = {}
+        for name, stats in self.seen.values():
+            out.setdefault(name, []).append(stats)
+        return out
+
+
+class ProgressWatcher:
+    def __init__(self, fs, root: str, n_shards: int, already: set[str], enabled: bool, every_s: float = 2.0):
+        self.fs, self.root, self.n_shards, self.already, self.every_s = fs, root, n_shards, already, every_s
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=None, unit="row", desc="decoding", file=sys.stderr,
+                        mininterval=0.5 if tty else 30.0, dynamic_ncols=tty) if enabled else None
+        self.parts = PartScanner(fs, root)
+        self.committed: dict[str, dict] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.started = time.time()
+
+    def start(self) -> None:
+        if self.bar is not None:
+            self._thread.start()
+
+    def _poll(self) -> None:
+        done = self.committed = committed_shards(self.fs, self.root, self.committed)
+        p = progress_counts(done, self.parts.scan(set(done)), self.n_shards, self.already)
+        self.bar.total = p.rows_total
+        self.bar.n = max(self.bar.n, p.rows_done)   # never backwards (a shard between merge and marker)
+        postfix = {"shards": f"{p.shards_done}/{self.n_shards}"}
+        if p.outputs:
+            postfix["seq_s"] = f"{p.outputs / (time.time() - self.started):.1f}"
+            postfix["mean_steps"] = f"{p.nfe / p.outputs:.1f}"
+            postfix["saved"] = f"{1 - p.nfe / max(p.step_budget, 1):.0%}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self._poll()
+            except Exception:  # progress must never break the run (e.g. a part removed while listed)
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.bar is not None:
+            if self._thread.is_alive():
+                self._thread.join()
+            try:
+                self._poll()
+            except Exception:
+                pass
+            self.bar.close()
+
+
+def print_summary(manifest: dict) -> None:
+    t, wall = manifest["totals"], manifest["wall_s"]
+    lines = [
+        ("shards", _shard_line(manifest)),
+        ("rows", t["rows"]), ("outputs", t["outputs"]), ("errors", t["errors"]),
+        ("blank lines skipped", t.get("blank_lines", 0)),
+        ("prompt tokens", t["prompt_tokens"]), ("generated tokens", t["generated_tokens"]),
+        ("NFE (forward passes x rows)", t["nfe"]), ("step budget", t["step_budget"]),
+        ("steps saved", f"{t['steps_saved']} ({t['steps_saved'] / max(t['step_budget'], 1):.1%}, "
+                        f"{t['step_speedup']:.2f}x fewer steps)"),
+        ("exit reasons", ", ".join(f"{k}={v}" for k, v in sorted(t["exit_reasons"].items()))),
+        ("wall time", f"{wall:.1f} s"), ("sequences/s", f"{t['outputs'] / wall:.2f}" if wall else "-"),
+    ]
+    for i, (name, why) in enumerate((manifest.get("failed_shards") or {}).items()):
+        lines.insert(1 + i, ("  failed shard", f"{name}: {why}"))
+    width = max(len(k) for k, _ in lines)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
+
+
+def _shard_line(manifest: dict) -> str:
+    notes = [f"{len(manifest['resumed_shards'])} already done"]
+    if manifest.get("redone_shards"):
+        notes.append(f"{len(manifest['redone_shards'])} redone (config or input changed)")
+    if manifest.get("failed_shards"):
+        notes.append(f"{len(manifest['failed_shards'])} FAILED (unreadable, not committed)")
+    if manifest.get("dropped_shards"):
+        notes.append(f"{len(manifest['dropped_shards'])} dropped (not in the input)")
+    return f"{len(manifest['input_shards'])} ({', '.join(notes)})"
+
+
+def print_examples(fs, root: str, shards: list[str], n: int = 5) -> None:
+    """A few decoded rows of the first of `shards` that has outputs, with the steps each took."""
+    from stages.write.sink import read_ipc
+    for shard in shards:
+        try:
+            rows = read_ipc(fs, f"{root.rstrip('/')}/outputs/{shard}.arrow").slice(0, n).to_pylist()
+        except FileNotFoundError:
+            continue
+        if rows:
+            break
+    else:
+        return
+    print(f"examples from {shard}:")
+    for r in rows:
+        print(f"  {r['prompt']!r:28} -> {r['output']!r:16} {r['steps_taken']:>3}/{r['step_budget']} steps ({r['exit_reason']})")

@@ -1,0 +1,303 @@
+"""Reading and aggregating a run's files for the cost and step report (report/main.py).
+
+Everything streams: Arrow IPC files are read record batch by record batch, only the needed columns
+(`included_fields`), and folded into per-shard counters (`ShardStats`) and bounded-size plot
+accumulators (`PlotData`). At most one shard's outputs (or, for the baseline comparison, one shard of
+each run) is held in memory at a time.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from report.qps import qps
+from stages.storage import join
+
+RUN_ROW = "__run__"
+
+# ----- reading --------------------------------------------------------------------------------------
+def iter_batches(fs, path: str, columns: list[str] | None = None):
+    """Record batches of an Arrow IPC file, reading only `columns` (those present) from storage."""
+    with fs.open(path, "rb") as f:
+        reader = pa.ipc.open_file(f)
+        if columns is not None:
+            names = reader.schema.names
+            idx = [names.index(c) for c in columns if c in names]
+            reader = pa.ipc.open_file(f, options=pa.ipc.IpcReadOptions(included_fields=idx))
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
+def read_columns(fs, path: str, columns: list[str]) -> pa.Table:
+    batches = list(iter_batches(fs, path, columns))
+    if batches:
+        return pa.Table.from_batches(batches)
+    with fs.open(path, "rb") as f:
+        schema = pa.ipc.open_file(f).schema
+    return pa.schema([schema.field(c) for c in columns if c in schema.names]).empty_table()
+
+
+def run_settings(manifest: dict) -> tuple[dict, list[str]]:
+    """(config, warnings): the manifest's command config with its decode-relevant keys replaced by the
+    shards' own fingerprints (`shards.<name>.fingerprint.config`), which describe the outputs that exist;
+    a warning names the keys when shards were decoded with different settings (the first shard's are shown)."""
+    config = json.loads(json.dumps(manifest.get("config", {}) or {}))
+    fps = [(s.get("fingerprint") or {}).get("config") for s in (manifest.get("shards") or {}).values()]
+    fps = [f for f in fps if f]
+    if not fps:
+        return config, []
+    differ = sorted(k for k in set().union(*fps) if len({json.dumps(f.get(k)) for f in fps}) > 1)
+    warnings = [f"shards were decoded with different settings ({', '.join(differ)}); the first shard's are shown"] \
+        if differ else []
+    for key, value in fps[0].items():
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return config, warnings
+
+
+def load_run(fs, root: str) -> tuple[dict, list[str]]:
+    """(manifest or {} when the run has none yet, sorted shard names)."""
+    path = join(root, "_manifest.json")
+    manifest: dict = {}
+    if fs.exists(path):
+        with fs.open(path) as f:
+            manifest = json.load(f)
+    names = sorted(manifest.get("shards", {}))
+    if not names:
+        folder = join(root, "outputs")
+        if not fs.exists(folder):
+            raise FileNotFoundError(f"no run at {root}: neither _manifest.json nor outputs/ found")
+        names = sorted(p.rsplit("/", 1)[-1][: -len(".arrow")] for p in fs.ls(folder, detail=False)
+                       if p.endswith(".arrow"))
+    return manifest, names
+
+
+# ----- aggregation ----------------------------------------------------------------------------------
+@dataclass
+class ShardStats:
+    name: str
+    sequences: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    nfe_outputs: int = 0
+    nfe_traced: int | None = None
+    step_budget: int = 0
+    steps_taken: int = 0
+    slot_s: float = 0.0
+    refreshes: int = 0
+    forward_tokens: int = 0
+    encoder_passes: int = 0            # canvas families: encoder passes, not among the nfe
+    exits: Counter = field(default_factory=Counter)
+    slot_by_actor: dict = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def nfe(self) -> int:
+        return self.nfe_traced if self.nfe_traced is not None else self.nfe_outputs
+
+
+class PlotData:
+    """Run-wide, bounded-size accumulators behind the plots."""
+
+    def __init__(self) -> None:
+        self.exit_hist: Counter = Counter()      # (exit_reason, steps_taken) -> rows
+        self.budgets: Counter = Counter()        # step_budget -> rows
+        self.commit = np.zeros((0, 0), np.int64)  # [step, position] -> tokens committed there
+        self.margin: dict = defaultdict(lambda: np.zeros(5))  # p -> sum g, sum g^2, n, sum tau, n tau
+        self.margin_source = "gbar"
+        self.curve: dict = {}
+
+    def add_commits(self, steps: np.ndarray, positions: np.ndarray) -> None:
+        ok = steps >= 0
+        steps, positions = steps[ok], positions[ok]
+        if not len(steps):
+            return
+        need = (int(steps.max()) + 1, int(positions.max()) + 1)
+        if need[0] > self.commit.shape[0] or need[1] > self.commit.shape[1]:
+            grid = np.zeros((max(need[0], self.commit.shape[0]), max(need[1], self.commit.shape[1])), np.int64)
+            grid[: self.commit.shape[0], : self.commit.shape[1]] = self.commit
+            self.commit = grid
+        np.add.at(self.commit, (steps, positions), 1)
+
+    def add_margin(self, p: np.ndarray, g: np.ndarray, tau: np.ndarray | None) -> None:
+        p = np.round(p.astype(np.float64), 4)
+        keys, inv = np.unique(p, return_inverse=True)
+        fin = np.isfinite(g)
+        sums = [np.bincount(inv, np.where(fin, g, 0.0), len(keys)),
+                np.bincount(inv, np.where(fin, g, 0.0) ** 2, len(keys)), np.bincount(inv, fin, len(keys))]
+        if tau is not None:
+            tfin = np.isfinite(tau)
+            sums += [np.bincount(inv, np.where(tfin, tau, 0.0), len(keys)), np.bincount(inv, tfin, len(keys))]
+        else:
+            sums += [np.zeros(len(keys)), np.zeros(len(keys))]
+        for j, k in enumerate(keys):
+            self.margin[float(k)] += np.array([s[j] for s in sums])
+
+    def has_margin(self) -> bool:
+        return any(v[2] > 0 for v in self.margin.values())
+
+
+def _list_positions(arr: pa.ListArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flattened values, position within its list, row index) of a list column."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy()
+    values = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
+    starts = np.cumsum(lengths) - lengths
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    return values, np.arange(len(values)) - np.repeat(starts, lengths), rows
+
+
+OUT_COLS = ["id", "steps_taken", "step_budget", "nfe", "exit_reason", "prompt_tokens", "generated_tokens",
+            "slot_s", "actor", "commit_step", "refreshes", "forward_tokens",
+            "encoder_passes"]
+
+
+def _sum(batch, col) -> float:
+    if col not in batch.schema.names or not batch.num_rows:
+        return 0
+    return pc.sum(batch.column(col)).as_py() or 0
+
+
+def scan_outputs(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> None:
+    path = join(root, "outputs", f"{name}.arrow")
+    if not fs.exists(path):
+        return
+    for b in iter_batches(fs, path, OUT_COLS):
+        st.sequences += b.num_rows
+        st.prompt_tokens += int(_sum(b, "prompt_tokens"))
+        st.generated_tokens += int(_sum(b, "generated_tokens"))
+        st.nfe_outputs += int(_sum(b, "nfe"))
+        st.step_budget += int(_sum(b, "step_budget"))
+        st.steps_taken += int(_sum(b, "steps_taken"))
+        st.slot_s += float(_sum(b, "slot_s"))
+        st.refreshes += int(_sum(b, "refreshes"))
+        st.forward_tokens += int(_sum(b, "forward_tokens"))
+        st.encoder_passes += int(_sum(b, "encoder_passes"))
+        t = pa.Table.from_batches([b])
+        for r in t.group_by(["exit_reason", "steps_taken"]).aggregate([("id", "count")]).to_pylist():
+            st.exits[r["exit_reason"]] += r["id_count"]
+            plots.exit_hist[(r["exit_reason"], r["steps_taken"])] += r["id_count"]
+        for r in t.group_by("step_budget").aggregate([("id", "count")]).to_pylist():
+            plots.budgets[r["step_budget"]] += r["id_count"]
+        if "actor" in t.column_names and "slot_s" in t.column_names:
+            for r in t.group_by("actor").aggregate([("slot_s", "sum")]).to_pylist():
+                st.slot_by_actor[r["actor"] or ""] += r["slot_s_sum"] or 0.0
+        if "commit_step" in t.column_names:
+            values, positions, _ = _list_positions(b.column("commit_step"))
+            plots.add_commits(values.astype(np.int64), positions)
+
+
+def count_rows(fs, path: str) -> int:
+    if not fs.exists(path):
+        return 0
+    with fs.open(path, "rb") as f:
+        reader = pa.ipc.open_file(f, options=pa.ipc.IpcReadOptions(included_fields=[0]))
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+
+
+def scan_steps(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> None:
+    path = join(root, "traces", f"{name}.steps.arrow")
+    if not fs.exists(path):
+        return
+    st.nfe_traced = 0
+    for b in iter_batches(fs, path, ["step", "progress", "tau", "gbar"]):
+        st.nfe_traced += b.num_rows
+        if b.num_rows:
+            plots.add_margin(b.column("progress").to_numpy(zero_copy_only=False),
+                             b.column("gbar").to_numpy(zero_copy_only=False),
+                             b.column("tau").to_numpy(zero_copy_only=False))
+
+
+def scan_token_margins(fs, root: str, name: str, progress_mode: str, plots: PlotData) -> None:
+    """Fallback when no exit policy recorded gbar: mean top-2 margin over the still-masked positions
+    (commit_step >= step) from the token trace, at progress step / budget (t/T or t/(T-1))."""
+    path = join(root, "traces", f"{name}.tokens.arrow")
+    out_path = join(root, "outputs", f"{name}.arrow")
+    if not (fs.exists(path) and fs.exists(out_path)):
+        return
+    out = read_columns(fs, out_path, ["id", "step_budget", "commit_step"])
+    if not out.num_rows:
+        return
+    values, positions, rows = _list_positions(out["commit_step"])
+    commit = np.full((out.num_rows, int(positions.max()) + 1 if len(positions) else 1), -1, np.int64)
+    commit[rows, positions] = values
+    budget = out["step_budget"].to_numpy().astype(np.float64)
+    if progress_mode == "t_over_T_minus_1":
+        budget = np.maximum(budget - 1, 1)
+    for b in iter_batches(fs, path, ["id", "step", "position", "margin"]):
+        found = pc.index_in(b.column("id"), value_set=out["id"])
+        ok = pc.is_valid(found).to_numpy(zero_copy_only=False)
+        idx = pc.fill_null(found, 0).to_numpy().astype(np.int64)
+        step = b.column("step").to_numpy().astype(np.int64)
+        pos = b.column("position").to_numpy().astype(np.int64)
+        masked = ok & (pos < commit.shape[1]) & (commit[idx, np.minimum(pos, commit.shape[1] - 1)] >= step)
+        if masked.any():
+            p = np.minimum(step[masked] / budget[idx[masked]], 1.0)
+            plots.add_margin(p, b.column("margin").to_numpy()[masked].astype(np.float64), None)
+
+
+# ----- baseline ---------------------------------------------------------------------------------------
+@dataclass
+class Agreement:
+    matched: int = 0
+    agree: int = 0
+    nfe_run: int = 0
+    nfe_baseline: int = 0
+
+    def add(self, other: "Agreement") -> None:
+        for k in ("matched", "agree", "nfe_run", "nfe_baseline"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def columns(self) -> dict:
+        agreement = self.agree / self.matched if self.matched else float("nan")
+        speedup = self.nfe_baseline / self.nfe_run if self.nfe_run else float("nan")
+        return {"baseline_matched": self.matched, "agreement": agreement, "baseline_nfe": self.nfe_baseline,
+                "nfe_matched": self.nfe_run, "step_speedup_vs_baseline": speedup,
+                "qps4": qps(speedup, agreement, 1.0) if self.matched and self.nfe_run else float("nan")}
+
+
+def _compare(run: pa.Table, base: pa.Table) -> Agreement:
+    base = base.rename_columns([f"b_{c}" if c != "id" else c for c in base.column_names])
+    j = run.join(base, keys="id", join_type="inner")
+    if not j.num_rows:
+        return Agreement()
+    same = pc.fill_null(pc.equal(j["output"], j["b_output"]), False)
+    return Agreement(j.num_rows, int(pc.sum(same).as_py() or 0), int(pc.sum(j["nfe"]).as_py() or 0),
+                     int(pc.sum(j["b_nfe"]).as_py() or 0))
+
+
+def compare_baseline(fs, root: str, names: list[str], bfs, broot: str) -> dict[str, Agreement]:
+    """Per shard name, agreement with the baseline over the ids in both. Shards are matched by name
+    (one shard of each run in memory); when no name matches, all baseline outputs (id, output, nfe) are
+    loaded once and joined on id."""
+    cols = ["id", "output", "nfe"]
+    _, bnames = load_run(bfs, broot)
+    common = set(names) & set(bnames)
+    whole = None
+    if not common:
+        parts = [read_columns(bfs, join(broot, "outputs", f"{n}.arrow"), cols) for n in bnames
+                 if bfs.exists(join(broot, "outputs", f"{n}.arrow"))]
+        whole = pa.concat_tables(parts) if parts else None
+    out = {}
+    for n in names:
+        path = join(root, "outputs", f"{n}.arrow")
+        if not fs.exists(path):
+            out[n] = Agreement()
+            continue
+        if n in common:
+            base = read_columns(bfs, join(broot, "outputs", f"{n}.arrow"), cols)
+        elif whole is not None:
+            base = whole
+        else:
+            out[n] = Agreement()
+            continue
+        out[n] = _compare(read_columns(fs, path, cols), base)
+    return out

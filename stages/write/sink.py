@@ -1,0 +1,270 @@
+"""Write stage: one Ray Data datasink that commits each input shard's outputs, errors and traces atomically.
+
+Every write task splits its rows by input shard and writes them as a *part* under `_parts/<shard>/`,
+named deterministically from the rows' line numbers, so a retried task overwrites its own part. When a
+shard's parts cover all its rows (the read stage counted them), the task that notices merges the parts
+into the final files (written under a temporary name, then renamed) and writes `_done/<shard>.json`
+last: a shard with a marker is complete, one without is redone by the next run (see driver/resume.py).
+
+Layout under the output root, for input shard <name>:
+  outputs/<name>.arrow         one row per decoded prompt (text, token ids, steps, NFE, exit, timings)
+  errors/<name>.arrow          one row per rejected or failed prompt (id, line, reason)
+  traces/<name>.steps.arrow    STEP_SCHEMA rows   traces/<name>.tokens.arrow   TOKEN_SCHEMA rows
+  _done/<name>.json            completion marker with the shard's counts and its fingerprint (driver/fingerprint.py)
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import uuid
+import zlib
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data.block import Block, BlockAccessor
+from ray.data.datasource import Datasink
+
+from stages.write.commit import with_retries, write_json
+from settings.schema import StorageConfig
+from decoder.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
+from stages.write.formats import write_formats
+from stages.read.stage import FAILED_LINE, RESERVED
+from stages.storage import check_shard_name, filesystem, join
+
+OUTPUT_COLUMNS = ["id", "shard", "line", "sample", "prompt", "prompt_tokens", "output", "output_ids",
+                  "generated_tokens", "steps_taken", "step_budget", "temperature", "tau_low_logit", "top_p", "top_k",
+                  "nfe", "refreshes", "forward_tokens", "encoder_passes", "exit_reason", "commit_step", "queue_s",
+                  "slot_s", "latency_s", "actor"]
+ERROR_COLUMNS = ["id", "shard", "line", "sample", "error"]
+
+
+def passthrough_columns(table: pa.Table) -> list[str]:
+    """The source's own columns a table carries (stages/read/stage.py), in their order."""
+    return [c for c in table.column_names if c not in RESERVED]
+
+
+def read_ipc(fs, path: str) -> pa.Table:
+    with fs.open(path, "rb") as f:
+        return pa.ipc.open_file(f).read_all()
+
+
+def write_ipc(fs, path: str, table: pa.Table, parquet: bool = False) -> None:
+    """Write `table` to `path` via a temporary name and a rename, so readers never see half a file."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wb") as f:
+        with pa.ipc.new_file(f, table.schema) as writer:
+            writer.write_table(table)
+    fs.mv(tmp, path)
+    if parquet:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        with fs.open(path.rsplit(".arrow", 1)[0] + ".parquet", "wb") as f:
+            f.write(buf.getvalue())
+
+
+def _concat_ipc_blobs(blobs: Iterable[bytes | None], schema: pa.Schema) -> pa.Table:
+    tables = [pa.ipc.open_stream(b).read_all() for b in blobs if b]
+    return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+
+
+def _merge_traces(fs, parts: list[str], kind: str) -> pa.Table:
+    """The parts' `kind` traces, each row id's trace taken from the first part that has it (parts that
+    overlap after a regrouped retry hold the same, deterministic, trace twice)."""
+    tables, seen = [], set()
+    for p in parts:
+        table = read_ipc(fs, p.replace(".rows.", f".{kind}."))
+        ids = set(table["id"].to_pylist())
+        if ids & seen:
+            table = table.filter(pc.invert(pc.is_in(table["id"], pa.array(sorted(ids & seen), pa.string()))))
+        seen |= ids
+        tables.append(table)
+    return pa.concat_tables(tables)
+
+
+class JobKill:
+    """Test-only fault injection (config `testing.kill_*`): SIGKILL the driver process `driver_pid`, then the
+    writing worker, at a chosen point of the commit: after `after_commits` shards are committed under the
+    output root, or between shard `before_marker`'s merge and its marker. Needs the driver on this machine."""
+
+    def __init__(self, driver_pid: int, after_commits: int = 0, before_marker: str = "") -> None:
+        self.driver_pid, self.after_commits, self.before_marker = driver_pid, after_commits, before_marker
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.driver_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os._exit(1)
+
+    def merged(self, name: str) -> None:
+        if name == self.before_marker:
+            self.kill()
+
+    def committed(self, fs, root: str) -> None:
+        if self.after_commits and len(fs.ls(join(root, "_done"), detail=False)) >= self.after_commits:
+            self.kill()
+
+
+class ShardDatasink(Datasink):
+    def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False,
+                 fingerprints: dict[str, dict] | None = None, kill: JobKill | None = None,
+                 formats: list[str] | None = None) -> None:
+        self.out_url, self.storage, self.kill = out_url, storage, kill
+        self.formats = list(dict.fromkeys([*(formats or ["arrow"]), *(["parquet"] if parquet else [])]))
+        self.fingerprints = fingerprints or {}   # shard name -> fingerprint, recorded in its marker
+
+    def _fs(self):
+        return filesystem(self.out_url, self.storage)
+
+    def write(self, blocks: Iterable[Block], ctx) -> list[str]:
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="default")
+        fs, root = self._fs()
+        completed = []
+        for name in map(check_shard_name, pc.unique(table["shard_name"]).to_pylist()):
+            rows = table.filter(pc.equal(table["shard_name"], name))
+            failed = rows.filter(pc.equal(rows["line"], FAILED_LINE))
+            if failed.num_rows:   # the shard could not be read: record why; it stays uncommitted
+                record_failure(fs, root, name, failed["shard"][0].as_py(), failed["error"][0].as_py())
+                continue
+            self._retry(f"shard {name}: part write", lambda: self._write_part(fs, root, name, rows))
+            if self._retry(f"shard {name}: commit", lambda: self._complete(fs, root, name)):
+                completed.append(name)
+        return completed
+
+    def _retry(self, what: str, fn):
+        return with_retries(what, fn, self.storage.commit_attempts, self.storage.commit_backoff_s)
+
+    def _write_part(self, fs, root: str, name: str, rows: pa.Table) -> None:
+        keys = sorted(zip(rows["line"].to_pylist(), _samples(rows)))
+        total = pc.max(rows["shard_rows"]).as_py() or 0   # known on the shard's last block only
+        part = f"{keys[0][0]:09d}-{len(keys)}-{zlib.crc32(json.dumps(keys).encode()):08x}-{total}"
+        folder = join(root, "_parts", name)
+        fs.makedirs(folder, exist_ok=True)
+        write_ipc(fs, join(folder, f"{part}.steps.arrow"), _concat_ipc_blobs(rows["trace_steps"].to_pylist(), STEP_SCHEMA))
+        write_ipc(fs, join(folder, f"{part}.tokens.arrow"), _concat_ipc_blobs(rows["trace_tokens"].to_pylist(), TOKEN_SCHEMA))
+        write_ipc(fs, join(folder, f"{part}.rows.arrow"), rows.drop_columns(["trace_steps", "trace_tokens"]))
+
+    def _complete(self, fs, root: str, name: str) -> bool:
+        """Merge a shard whose parts cover all its rows; True if it is (now) committed. The total comes
+        from the part holding the shard's last block (0 in the names of the others)."""
+        marker = join(root, "_done", f"{name}.json")
+        if fs.exists(marker):
+            return True
+        folder = join(root, "_parts", name)
+        parts = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".rows.arrow"))
+        fields = [p.rsplit("/", 1)[-1].split(".")[0].split("-") for p in parts]
+        total = max((int(f[3]) for f in fields if len(f) > 3), default=0)
+        if not total or sum(int(f[1]) for f in fields) < total:  # the end not seen yet, or not all rows yet
+            return False
+        rows = pa.concat_tables([read_ipc(fs, p) for p in parts], promote_options="permissive")
+        if "sample" not in rows.column_names:
+            rows = rows.append_column("sample", pa.array([0] * rows.num_rows, pa.int32()))
+        rows = rows.sort_by([("line", "ascending"), ("sample", "ascending")])
+        keys = list(zip(rows["line"].to_pylist(), rows["sample"].to_pylist()))
+        rows = rows.take(pa.array([i for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]], pa.int64()))  # retries
+        if rows.num_rows < total:  # overlapping parts (a retry regrouped its rows) over-counted: lines missing
+            return False
+        rows = restore_input_types(rows)
+        ok = pc.equal(rows["error"], "")
+        outputs, errors = rows.filter(ok), _one_per_problem(rows.filter(pc.invert(ok)))
+        outputs = outputs.append_column("prompt_tokens", pc.list_value_length(outputs["prompt_ids"]).cast(pa.int32()))
+        extra = passthrough_columns(rows)
+        outputs = outputs.select([c for c in OUTPUT_COLUMNS if c in outputs.column_names] + extra)
+        steps, tokens = _merge_traces(fs, parts, "steps"), _merge_traces(fs, parts, "tokens")
+        for sub in ("outputs", "errors", "traces"):
+            fs.makedirs(join(root, sub), exist_ok=True)
+        write_formats(fs, join(root, "outputs", name), outputs, self.formats)
+        write_formats(fs, join(root, "errors", name), errors.select(ERROR_COLUMNS + extra), self.formats)
+        write_ipc(fs, join(root, "traces", f"{name}.steps.arrow"), steps)
+        write_ipc(fs, join(root, "traces", f"{name}.tokens.arrow"), tokens)
+        summary = shard_summary(name, rows["shard"][0].as_py(), outputs, errors)
+        summary["actors"] = latest_actor_stats(rows)
+        if "shard_blank_lines" in rows.column_names:
+            summary["blank_lines"] = int(pc.max(rows["shard_blank_lines"]).as_py())
+        summary["fingerprint"] = self.fingerprints.get(name)
+        if self.kill:
+            self.kill.merged(name)
+        fs.makedirs(join(root, "_done"), exist_ok=True)
+        write_json(fs, marker, summary)
+        if self.kill:
+            self.kill.committed(fs, root)
+        return True
+
+    def on_write_complete(self, write_result) -> None:
+        """Sweep: commit any shard whose last parts landed in two racing tasks; then drop the parts."""
+        fs, root = self._fs()
+        parts_root = join(root, "_parts")
+        if not fs.exists(parts_root):
+            return
+        for folder in self._retry("listing parts", lambda: fs.ls(parts_root, detail=False)):
+            name = folder.rstrip("/").rsplit("/", 1)[-1]
+            self._retry(f"shard {name}: commit", lambda: self._complete(fs, root, name))
+        self._retry("removing parts", lambda: fs.rm(parts_root, recursive=True))
+
+
+def record_failure(fs, root: str, name: str, shard: str, reason: str) -> None:
+    """`_failed/<name>.json`: a shard the read stage could not read (it has no marker; a rerun retries it)."""
+    fs.makedirs(join(root, "_failed"), exist_ok=True)
+    with fs.open(join(root, "_failed", f"{name}.json"), "w") as f:
+        json.dump({"shard": shard, "name": name, "error": reason}, f)
+
+
+def restore_input_types(rows: pa.Table) -> pa.Table:
+    """Cast one shard's pass-through columns back to the types its read stage recorded (`input_schema`)."""
+    if "input_schema" not in rows.column_names:
+        return rows
+    blobs = pc.unique(rows["input_schema"]).to_pylist()
+    target = pa.unify_schemas([pa.ipc.read_schema(pa.py_buffer(b)) for b in blobs if b],
+                              promote_options="permissive")
+    for f in target:
+        if f.name in rows.column_names and rows.schema.field(f.name).type != f.type:
+            rows = rows.set_column(rows.schema.get_field_index(f.name), f.name, rows[f.name].cast(f.type))
+    return rows.drop_columns(["input_schema"])
+
+
+def _samples(rows: pa.Table) -> list[int]:
+    return rows["sample"].to_pylist() if "sample" in rows.column_names else [0] * rows.num_rows
+
+
+def _one_per_problem(errors: pa.Table) -> pa.Table:
+    """Error rows, one per (line, reason): a prompt-level problem is reported once, not once per sample."""
+    seen, keep = set(), []
+    for i, key in enumerate(zip(errors["line"].to_pylist(), errors["error"].to_pylist())):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return errors.take(pa.array(keep, pa.int64()))
+
+
+def shard_summary(name: str, shard: str, outputs: pa.Table, errors: pa.Table) -> dict:
+    """Counts for a shard's completion marker (and, summed, the run manifest)."""
+    def total(col: str) -> int:
+        return int(pc.sum(outputs[col]).as_py() or 0) if outputs.num_rows else 0
+    exits = pc.value_counts(outputs["exit_reason"]).to_pylist() if outputs.num_rows else []
+    return {
+        "shard": shard, "name": name, "rows": outputs.num_rows + errors.num_rows, "outputs": outputs.num_rows,
+        "errors": errors.num_rows, "prompt_tokens": total("prompt_tokens"),
+        "generated_tokens": total("generated_tokens"), "nfe": total("nfe"), "step_budget": total("step_budget"),
+        "exit_reasons": {e["values"]: e["counts"] for e in exits},
+    }
+
+
+def latest_actor_stats(rows: pa.Table) -> dict[str, dict]:
+    """Per decode actor, its most recent scheduler stats snapshot seen in these rows."""
+    latest: dict[str, dict] = {}
+    if "actor_stats" not in rows.column_names:
+        return latest
+    for actor, blob in zip(rows["actor"].to_pylist(), rows["actor_stats"].to_pylist()):
+        if actor and blob:
+            stats = json.loads(blob)
+            if actor not in latest or stats["row_steps"] >= latest[actor]["row_steps"]:
+                latest[actor] = stats
+    return latest
