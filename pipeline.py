@@ -24,10 +24,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from settings.schema import ConfigError, load_config  # noqa: E402
-from driver.redact import scrub_text  # noqa: E402
 from driver.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, from_ray,  # noqa: E402
                             root_cause, run_exit, write_log)
+from driver.redact import scrub_text  # noqa: E402
+from driver.stderr_filter import filtered_stderr  # noqa: E402
+from settings.loader import load_config  # noqa: E402
+from settings.schema import ConfigError  # noqa: E402
 
 SUBCOMMANDS = ("run", "report", "labels", "train-tspd")
 
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
-        if isinstance(e, (ConfigError, FileNotFoundError, ValueError)) and not from_ray(e):
+        if isinstance(e, ConfigError) and not from_ray(e):   # a user's mistake: one line, exit 2
             print(f"error: {scrub_text(str(e))}", file=sys.stderr)
             return EXIT_CONFIG
         # one line for users, the root cause without Ray's wrapping; the traceback goes to a log file
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.output.overwrite = cfg.output.overwrite or args.overwrite
     cfg.output.redo_changed = cfg.output.redo_changed or args.redo_changed
     from driver.run import run_pipeline
-    manifest = run_pipeline(cfg)
+    with filtered_stderr():   # Ray's C++ core logs one harmless "error" line per run (driver/stderr_filter.py)
+        manifest = run_pipeline(cfg)
     code, messages = run_exit(manifest, cfg.run.max_error_fraction)
     for message in messages:
         print(f"error: {scrub_text(message)}", file=sys.stderr)

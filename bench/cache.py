@@ -29,9 +29,10 @@ import time
 import torch
 
 from common import print_table, save_result  # noqa: I001
-from decoder.adapters import ModelAdapter
+from decoder.families.base import ModelAdapter
 from decoder.config import DecodeConfig
-from decoder.masked.engine import DecodeEngine, Request
+from decoder.masked.engine import DecodeEngine
+from decoder.types import Request
 from transformers import LlamaConfig, LlamaForCausalLM
 
 MASK, EOS, PAD = 5, 4, 3
@@ -59,8 +60,8 @@ def longform(args) -> None:
     import copy
 
     from embedded.evaluate import accuracy, load_heldout, token_score
-    from settings.schema import load_config
-    from decoder.adapters import load_model
+    from settings.loader import load_config
+    from decoder.build import load_model
     from decoder.offline import answer_text
     from decoder.scheduler import SlotScheduler
     from stages.preprocess import load_tokenizer

@@ -19,8 +19,8 @@ import torch
 
 from common import print_table, save_result  # noqa: I001  (bench/ is on sys.path)
 from embedded.evaluate import WORKLOADS, accuracy, accuracy_by_task, load_heldout, token_score
-from settings.schema import load_config
-from decoder.adapters import load_model
+from settings.loader import load_config
+from decoder.build import load_model
 from decoder.offline import decode_prompts
 from stages.preprocess import load_tokenizer
 from report.qps import qps

@@ -29,9 +29,9 @@ import torch
 from common import RESULTS, ROOT, check_invariant, print_table, save_result
 from decoder.canvas.signals import bytes_per_position
 from decoder.config import DecodeConfig, DGemmaConfig
-from decoder.masked.engine import Request
+from decoder.types import Request
 from decoder.families.diffusion_gemma import HF_SAMPLING_DEFAULTS, CanvasAdapter
-from decoder.policies.registry import ExitDecision
+from decoder.policies.base import ExitDecision
 from decoder.scheduler import SlotScheduler
 
 CPU_SHAPE = dict(vocab_size=8192, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,

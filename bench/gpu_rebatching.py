@@ -23,10 +23,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from decoder.adapters import ModelAdapter  # noqa: E402
+from decoder.families.base import ModelAdapter  # noqa: E402
 from decoder.config import DecodeConfig  # noqa: E402
-from decoder.masked.engine import DecodeEngine, Request  # noqa: E402
-from decoder.policies.registry import ExitDecision  # noqa: E402
+from decoder.masked.engine import DecodeEngine  # noqa: E402
+from decoder.types import Request
+from decoder.policies.base import ExitDecision  # noqa: E402
 from decoder.scheduler import SlotScheduler  # noqa: E402
 
 LLADA_8B = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=32,

@@ -26,8 +26,8 @@ import torch
 
 from common import print_table, save_result  # noqa: I001
 from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
-from settings.schema import load_config
-from decoder.adapters import load_model
+from settings.loader import load_config
+from decoder.build import load_model
 from decoder.offline import decode_prompts
 from stages.preprocess import load_tokenizer
 from driver.run import init_ray, run_pipeline

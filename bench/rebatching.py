@@ -20,9 +20,10 @@ import torch
 
 from common import check_invariant, print_table, save_result  # noqa: I001
 from embedded.evaluate import WORKLOADS, load_heldout
-from settings.schema import load_config
-from decoder.adapters import load_model
-from decoder.masked.engine import DecodeEngine, Request
+from settings.loader import load_config
+from decoder.build import load_model
+from decoder.masked.engine import DecodeEngine
+from decoder.types import Request
 from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
 

@@ -27,9 +27,10 @@ import time
 import torch
 
 from common import check_invariant, print_table, save_result  # noqa: I001
-from decoder.adapters import ModelAdapter
+from decoder.families.base import ModelAdapter
 from decoder.config import DecodeConfig
-from decoder.masked.engine import DecodeEngine, Request
+from decoder.masked.engine import DecodeEngine
+from decoder.types import Request
 from decoder.transfer import num_transfer_tokens
 from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -14,10 +14,10 @@ import torch
 from common import print_table, save_result  # noqa: I001
 from decode import variant_config
 from embedded.evaluate import load_heldout
-from settings.schema import load_config
-from decoder.adapters import load_model
+from settings.loader import load_config
+from decoder.build import load_model
 from decoder.offline import decode_prompts
-from decoder.traces import step_table, token_table
+from stages.write.trace_tables import step_table, token_table
 from stages.preprocess import load_tokenizer
 
 

@@ -8,6 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: field metadata read by the run fingerprint (driver/fingerprint.py): "speed" = changes how fast rows decode,
+#: never what they decode (left out); "when_set" = added after fingerprints were first written, recorded only
+#: when set away from its default (which decodes as before it existed), so shards committed earlier still match
+SPEED_ONLY, WHEN_SET = {"fingerprint": "speed"}, {"fingerprint": "when_set"}
+
+
+def speed_only(default):
+    return field(default=default, metadata=SPEED_ONLY)
+
+
+def when_set(default):
+    return field(default=default, metadata=WHEN_SET)
+
+
 DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 
 
@@ -22,14 +36,14 @@ class SchedConfig:
                                         # quantile_linear (interpolated, torch.quantile: SchED's `q` stat)
     progress_mode: str = "t_over_T"     # t_over_T (paper) | t_over_T_minus_1 (released code)
     # SchED's released exit gates (defaults: off, i.e. exit as soon as gbar >= tau(p)):
-    min_progress: float = 0.0           # exit only once this fraction of the region is committed (0..1)
-    patience_steps: int = 0             # exit only after more than this many consecutive gated steps
-    max_change_ratio: float = 1.0       # a step counts towards patience only when at most this fraction of
+    min_progress: float = when_set(0.0)           # exit only once this fraction of the region is committed (0..1)
+    patience_steps: int = when_set(0)             # exit only after more than this many consecutive gated steps
+    max_change_ratio: float = when_set(1.0)       # a step counts towards patience only when at most this fraction of
                                         # the region's masked argmaxes changed since the last step (0..1;
                                         # the released code's default is 0.0: no change at all)
-    region: str = "all"                 # all | tail | custom: positions the gates and gbar look at
-    region_start: int = 0               # custom region: first answer position (0-based)
-    region_end: int = -1                # custom region: one past its last answer position (-1 = answer end)
+    region: str = when_set("all")                 # all | tail | custom: positions the gates and gbar look at
+    region_start: int = when_set(0)               # custom region: first answer position (0-based)
+    region_end: int = when_set(-1)                # custom region: one past its last answer position (-1 = answer end)
 
 
 @dataclass
@@ -91,13 +105,13 @@ class DecodeConfig:
     steps: int = 16                     # step budget T for gen_length; steps % ceil(gen_length/block_length) == 0
     remasking: str = "low_confidence"   # low_confidence | margin | entropy | random
     temperature: float = 0.0            # 0 = greedy; > 0 adds Gumbel noise in float64
-    top_p: float = 1.0                  # nucleus filter before sampling (probability mass kept; 1 = off)
-    top_k: int = 0                      # keep only the k most likely tokens before sampling (0 = off)
+    top_p: float = when_set(1.0)                  # nucleus filter before sampling (probability mass kept; 1 = off)
+    top_k: int = when_set(0)                      # keep only the k most likely tokens before sampling (0 = off)
     seed: int = 0                       # per-row generators are seeded from (seed, request id)
     samples_per_prompt: int = 1         # n: rows decoded per prompt, seeded from (seed, id, sample index)
     policy: list[str] = field(default_factory=lambda: ["sched"])  # see policies.POLICIES, e.g. [tspd, ce, sched]
     stop_at_eos: bool = True            # stop a row once EOS is committed with everything before it decoded
-    exit_fill: str = "sample"           # sample | argmax: what fills a row's remaining masks when an exit
+    exit_fill: str = when_set("sample")           # sample | argmax: what fills a row's remaining masks when an exit
                                         # policy fires (differs only when sampling; SchED's release: argmax)
     trace: str = "tokens"               # off | steps | tokens
     sched: SchedConfig = field(default_factory=SchedConfig)
@@ -107,13 +121,13 @@ class DecodeConfig:
     tspd: TspdConfig = field(default_factory=TspdConfig)
     ce: CeConfig = field(default_factory=CeConfig)
     dgemma: DGemmaConfig = field(default_factory=DGemmaConfig)
-    max_batch_size: int = 16            # slots: rows in one forward
-    max_batch_tokens: int = 16384       # token budget of one forward (rows x padded width)
-    cache: str = "none"                 # none | prefix | dual: per-row approximate KV cache (decoder/masked/kv_cache.py)
-    cache_refresh_steps: int = 0        # refresh a row's cache every N steps within a block too (0 = only at
+    max_batch_size: int = speed_only(16)            # slots: rows in one forward
+    max_batch_tokens: int = speed_only(16384)       # token budget of one forward (rows x padded width)
+    cache: str = when_set("none")                 # none | prefix | dual: per-row approximate KV cache (decoder/masked/kv_cache.py)
+    cache_refresh_steps: int = when_set(0)        # refresh a row's cache every N steps within a block too (0 = only at
                                         # each block start, the Fast-dLLM rule; 1 = every step = exact)
-    max_cache_mb: float = 0.0           # bound on the slots' cached K/V (MiB) the scheduler respects; 0 = none
-    max_logits_mb: float = 256.0        # bound on one step's logits + signal temporaries (MiB): the head
+    max_cache_mb: float = speed_only(0.0)           # bound on the slots' cached K/V (MiB) the scheduler respects; 0 = none
+    max_logits_mb: float = speed_only(256.0)        # bound on one step's logits + signal temporaries (MiB): the head
                                         # and the reductions run in chunks of positions that fit it
 
     def __post_init__(self) -> None:

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 
 from decoder.config import DecodeConfig
-from decoder.masked.engine import Request, SequenceResult
-from decoder.families import make_engine
-from decoder.scheduler import RowError, SlotScheduler
+from decoder.types import Request, RowError, SequenceResult
+from decoder.build import make_engine
+from decoder.scheduler import SlotScheduler
 
 
 def answer_text(tokenizer, output_ids: list[int], eos_ids) -> tuple[str, int]:

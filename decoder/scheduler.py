@@ -1,4 +1,4 @@
-"""Slot scheduler: continuous batching of diffusion rows over one DecodeEngine.
+"""Slot scheduler: continuous batching of diffusion rows over one engine (decoder/engine.py: either kind).
 
 The engine exits rows per sequence and compacts them out of the forward; this scheduler refills the
 freed slots from a waiting queue before the next step, so the forward stays full while work remains
@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import torch
 
-from decoder.masked.engine import DecodeEngine, Request, SequenceResult
-
-
-@dataclass
-class RowError:
-    """A request that could not be decoded; `reason` goes to the errors output."""
-    id: str
-    reason: str
+from decoder.engine import Engine
+from decoder.types import Request, RowError, SequenceResult
 
 
 class SlotScheduler:
-    def __init__(self, engine: DecodeEngine, max_batch_size: int, max_batch_tokens: int,
+    def __init__(self, engine: Engine, max_batch_size: int, max_batch_tokens: int,
                  bucket: bool = False, lookahead: int = 64,
                  before_step: Callable[[list[str]], None] | None = None) -> None:
         """`before_step(ids)` is a fault-injection hook for tests (called with the ids in each forward)."""

@@ -1,36 +1,31 @@
 """Run fingerprints: what made a committed shard, so a rerun can tell whether its outputs still hold.
 
 A shard's fingerprint (stored in `_done/<shard>.json` by stages/write/sink.py) has two parts:
-  config  the decode-relevant settings as flat dotted keys: model identity (path, family, dtype, a hash of
-          its config.json), prompt formatting, decode settings, the policies and only the parameters of the
-          policies in use, the TSPD controller's file hash;
+  config  every model/input/decode setting of the schema as flat dotted keys (settings/schema.py,
+          decoder/config.py), read from the schema itself so no setting can be forgotten: fields marked speed
+          only are left out, a policy's parameters are kept only while it runs; plus hashes of the model's
+          config.json and of the TSPD controller;
   input   the input shard's identity: size, modification time or ETag, and a SHA-256 of its bytes when it
           is a local file (cheap); `changes` compares the hash when both sides have one.
-Batch sizes, actors, Ray and device settings are left out: they change speed, not what is decoded.
+Batch sizes, actors, Ray, storage and device settings are left out: they change speed, not what is decoded.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+from typing import Iterator
 
 from fsspec.implementations.local import LocalFileSystem
 
+from decoder.families import resolve_family
+from decoder.policies.registry import POLICIES, in_use
 from settings.schema import PipelineConfig
 from driver.redact import scrub
 
-#: DecodeConfig keys that change what is decoded (batching limits do not); per-policy sections are added
-#: only for the policies in use.
-DECODE_KEYS = ("gen_length", "block_length", "steps", "remasking", "temperature", "seed", "policy",
-               "stop_at_eos", "trace", "allow_longer", "samples_per_prompt")
-#: InputConfig keys that change which rows and prompts are decoded.
-INPUT_KEYS = ("format", "id_field", "prompt_field", "messages_field", "prompt_template", "keep_fields")
-POLICY_SECTIONS = {"sched": "sched", "dream": "dream", "fastdllm": "fastdllm", "prophet": "prophet", "tspd": "tspd",
-                   "ce": "ce", "dgemma": "dgemma"}
-#: Settings added after fingerprints were first written: recorded only when set away from these values (which
-#: decode as before they existed), so shards committed earlier still match.
-LATER_KEYS = {"decode.top_p": 1.0, "decode.top_k": 0, "decode.sched.min_progress": 0.0,
-              "decode.sched.patience_steps": 0, "decode.sched.max_change_ratio": 1.0, "decode.sched.region": "all",
-              "decode.sched.region_start": 0, "decode.sched.region_end": -1, "decode.exit_fill": "sample"}
+#: the config sections whose settings decide what a shard decodes (output, storage, actors, ray, run: how and
+#: where a job runs, never what it decodes)
+FINGERPRINTED_SECTIONS = ("model", "input", "decode")
 HASH_LIMIT_BYTES = 256 * 1024 * 1024   # local shards up to this size get a content hash
 
 
@@ -46,44 +41,61 @@ def file_sha256(path: str) -> str | None:
     return h.hexdigest()
 
 
+def schema_fields(cfg: PipelineConfig) -> Iterator[tuple[str, object, dataclasses.Field, str | None]]:
+    """(dotted key, value, field, policy section) of every model/input/decode setting, nested sections walked;
+    `policy section` names the policy a decode sub-config belongs to (decoder/policies/registry.py)."""
+    sections = {spec.section: name for name, spec in POLICIES.items() if spec.section}
+
+    def walk(prefix: str, node, policy: str | None):
+        for f in dataclasses.fields(node):
+            value, key = getattr(node, f.name), f"{prefix}.{f.name}"
+            if dataclasses.is_dataclass(value):
+                yield from walk(key, value, sections.get(f.name) if prefix == "decode" else policy)
+            else:
+                yield key, value, f, policy
+
+    for name in FINGERPRINTED_SECTIONS:
+        yield from walk(name, getattr(cfg, name), None)
+
+
 def config_fingerprint(cfg: PipelineConfig) -> dict:
-    """Flat {dotted key: value} of the settings that change a shard's outputs."""
+    """Flat {dotted key: value} of the settings that change a shard's outputs: every model/input/decode field
+    but those the schema marks speed only (or the input's URL: the shard's identity stands for it), a policy's
+    parameters only while that policy runs, `when_set` fields only away from their defaults; plus the hash of the
+    model's config.json and of the TSPD controller in use."""
     m, d = cfg.model, cfg.decode
-    fp = {"model.path": m.path, "model.family": m.family, "model.dtype": m.dtype,
-          "model.config_sha256": file_sha256(os.path.join(m.path, "config.json")),
-          "model.chat_template": m.chat_template}
-    fp.update({f"input.{k}": getattr(cfg.input, k) for k in INPUT_KEYS})
-    fp["input.keep_fields"] = list(cfg.input.keep_fields)
-    fp.update({f"decode.{k}": getattr(d, k) for k in DECODE_KEYS + ("top_p", "top_k")})
-    fp["decode.policy"] = list(d.policy)
-    for name in [*d.policy, *_default_commit(cfg)]:
-        section = POLICY_SECTIONS.get(name)
-        if section:
-            fp.update({f"decode.{section}.{k}": v for k, v in vars(getattr(d, section)).items()})
-    for key, value in LATER_KEYS.items():
-        if key in fp and fp[key] == value:
-            del fp[key]
-    if "tspd" in d.policy:
+    running = set(in_use(list(d.policy), _family(cfg)))
+    fp = {}
+    for key, value, f, policy in schema_fields(cfg):
+        how = f.metadata.get("fingerprint")
+        if how in ("speed", "identity") or (policy is not None and policy not in running):
+            continue
+        if how == "when_set" and value == f.default:
+            continue
+        fp[key] = list(value) if isinstance(value, list) else value
+    fp["model.config_sha256"] = file_sha256(os.path.join(m.path, "config.json"))
+    if "tspd" in running:
         fp["decode.tspd.controller_sha256"] = file_sha256(d.tspd.controller_path)
-    if d.cache != "none":  # recorded only when on, so shards committed before the cache existed still match
-        fp.update({"decode.cache": d.cache, "decode.cache_refresh_steps": d.cache_refresh_steps})
     return fp
 
 
-def _default_commit(cfg: PipelineConfig) -> list[str]:
-    """The commit policy the model's family brings when decode.policy names none (Dream checkpoints: dream)."""
-    from settings.checks import POLICY_KINDS
-    from decoder.policies.registry import FAMILY_COMMIT
-    if any(POLICY_KINDS.get(n) == "commit" for n in cfg.decode.policy):
-        return []
-    family = cfg.model.family
-    if family == "auto":
-        try:
-            from decoder.adapters import resolve_family
-            family = resolve_family(cfg.model.path.removeprefix("file://"), "auto")
-        except (OSError, ValueError):   # a remote checkpoint: its family is not known here
-            return []
-    return [FAMILY_COMMIT[family]] if family in FAMILY_COMMIT else []
+def _family(cfg: PipelineConfig) -> str | None:
+    """The model's family, for its default commit policy (None for a remote checkpoint: not known here)."""
+    if cfg.model.family != "auto":
+        return cfg.model.family
+    try:
+        return resolve_family(cfg.model.path.removeprefix("file://"), "auto")
+    except (OSError, ValueError):
+        return None
+
+
+WHEN_SET_DEFAULTS = {key: f.default for key, _, f, _ in schema_fields(PipelineConfig())
+                     if f.metadata.get("fingerprint") == "when_set"}
+
+
+def recorded(config: dict, key: str):
+    """A setting as a stored fingerprint's config records it: a `when_set` key it lacks was at its default."""
+    return config.get(key, WHEN_SET_DEFAULTS.get(key))
 
 
 def input_identity(fs, path: str) -> dict:
@@ -113,7 +125,7 @@ def changes(old: dict | None, new: dict) -> list[str]:
     if not old:
         return ["fingerprint (none recorded: made by an older version)"]
     oc, nc = old.get("config", {}), new["config"]
-    diff = sorted(k for k in set(oc) | set(nc) if oc.get(k) != nc.get(k))
+    diff = sorted(k for k in set(oc) | set(nc) if recorded(oc, k) != recorded(nc, k))
     oi, ni = old.get("input", {}), new["input"]
     if oi.get("sha256") and ni.get("sha256"):
         same = oi["sha256"] == ni["sha256"]

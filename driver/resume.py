@@ -17,7 +17,7 @@ from importlib.metadata import version
 
 from stages.write.commit import write_json
 from settings.schema import ConfigError
-from driver.fingerprint import changes
+from driver.fingerprint import changes, recorded
 from driver.redact import scrub
 from stages.storage import join
 
@@ -75,7 +75,7 @@ def conflict_message(plan: ResumePlan, out_url: str, done: dict[str, dict], fing
     for k, shards in sorted(keys.items()):
         old = ((done[shards[0]].get("fingerprint") or {}).get("config") or {})
         new = fingerprints[shards[0]]["config"]
-        how = f" {_value(old.get(k))} -> {_value(new.get(k))}" if k in new or k in old else ""
+        how = f" {_value(recorded(old, k))} -> {_value(recorded(new, k))}" if k in new or k in old else ""
         parts.append(f"{k}{how} ({_names(shards)})")
     if plan.stale:
         parts.append(f"not in this input: {_names(plan.stale)}")

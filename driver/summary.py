@@ -20,6 +20,7 @@ from tqdm import tqdm
 from report.scan import iter_batches
 from driver.resume import committed_shards
 from stages.storage import join
+from stages.write.sink import read_ipc
 
 PART_COLUMNS = ["shard_rows", "error", "nfe", "step_budget"]
 
@@ -183,7 +184,6 @@ def _shard_line(manifest: dict) -> str:
 
 def print_examples(fs, root: str, shards: list[str], n: int = 5) -> None:
     """A few decoded rows of the first of `shards` that has outputs, with the steps each took."""
-    from stages.write.sink import read_ipc
     for shard in shards:
         try:
             rows = read_ipc(fs, f"{root.rstrip('/')}/outputs/{shard}.arrow").slice(0, n).to_pylist()

@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from settings.schema import load_config
-    from decoder.adapters import load_model
+    from settings.loader import load_config
+    from decoder.build import load_model
     from decoder.offline import decode_prompts
     from stages.preprocess import load_tokenizer
 

@@ -43,6 +43,7 @@ from settings.schema import StorageConfig
 from report.scan import (RUN_ROW, Agreement, PlotData, ShardStats, compare_baseline, count_rows,
                                 iter_batches, load_run, run_settings, scan_outputs, scan_steps, scan_token_margins)
 from stages.storage import filesystem, join
+from settings.schema import ConfigError
 
 N_CURVE_POINTS = 2000
 
@@ -257,12 +258,12 @@ def run_report(args) -> dict:
     """Entry point of `pipeline.py report`: args.run_url, out, baseline, price_per_gpu_hour, config."""
     storage = StorageConfig()
     if getattr(args, "config", None):
-        from settings.schema import load_config
+        from settings.loader import load_config
         storage = load_config(args.config).storage
     out = args.out or default_out(args.run_url)
     price = float(getattr(args, "price_per_gpu_hour", 2.0))
     if price < 0:
-        raise ValueError("--price-per-gpu-hour must be >= 0")
+        raise ConfigError("--price-per-gpu-hour must be >= 0")
     if _is_local(out):
         result = build_report(args.run_url, out, args.baseline, price, storage)
     else:  # an object-store --out: build locally, then upload the files

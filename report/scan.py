@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from report.qps import qps
 from stages.storage import join
+from settings.schema import MissingInputError
 
 RUN_ROW = "__run__"
 
@@ -74,7 +75,7 @@ def load_run(fs, root: str) -> tuple[dict, list[str]]:
     if not names:
         folder = join(root, "outputs")
         if not fs.exists(folder):
-            raise FileNotFoundError(f"no run at {root}: neither _manifest.json nor outputs/ found")
+            raise MissingInputError(f"no run at {root}: neither _manifest.json nor outputs/ found")
         names = sorted(p.rsplit("/", 1)[-1][: -len(".arrow")] for p in fs.ls(folder, detail=False)
                        if p.endswith(".arrow"))
     return manifest, names

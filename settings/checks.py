@@ -10,11 +10,16 @@ import os
 import re
 import string
 
+from decoder.config import DREAM_ALGS
+from decoder.families import DTYPES, FAMILIES, resolve_family
+from decoder.families.checkpoint_safety import CheckpointRefused, check_checkpoint
+from decoder.policies.registry import POLICIES, composition_error
+from decoder.policies.schedules import SCHEDULES
+from decoder.transfer import validate_schedule
 from settings.schema import ConfigError, PipelineConfig
 
-#: Kind of every decode policy (decoder/policies/registry.POLICIES; tests check the two agree).
-POLICY_KINDS = {"none": "commit", "dream": "commit", "fastdllm": "commit", "tspd": "commit", "sched": "exit",
-                "prophet": "exit", "ce": "modifier", "dgemma": "commit"}
+#: Kind of every decode policy, read from the one registry (decoder/policies/registry.py).
+POLICY_KINDS = {name: spec.kind for name, spec in POLICIES.items()}
 AGGREGATES = ("mean", "median", "min", "quantile", "quantile_linear")
 PROGRESS_MODES = ("t_over_T", "t_over_T_minus_1")
 OUTPUT_FORMATS = ("arrow", "jsonl", "parquet")
@@ -48,9 +53,6 @@ def check_storage(st) -> None:
 
 def check_values(cfg: PipelineConfig) -> None:
     """Names, ranges and policy composition; raises ConfigError on the first bad key."""
-    from decoder.adapters import DTYPES, FAMILIES
-    from decoder.policies.schedules import SCHEDULES
-    from decoder.transfer import validate_schedule
     m, d, a = cfg.model, cfg.decode, cfg.actors
     _one_of("model.family", m.family, FAMILIES)
     _one_of("model.dtype", m.dtype, tuple(DTYPES))
@@ -95,7 +97,6 @@ def check_values(cfg: PipelineConfig) -> None:
     _one_of("decode.sched.region", d.sched.region, ("all", "tail", "custom"))
     _at_least("decode.sched.patience_steps", d.sched.patience_steps, 0)
     _at_least("decode.sched.region_start", d.sched.region_start, 0)
-    from decoder.config import DREAM_ALGS
     _one_of("decode.dream.alg", d.dream.alg, DREAM_ALGS)
     _at_least("decode.dream.alg_temp", d.dream.alg_temp, 0)
     _at_least("decode.top_k", d.top_k, 0)
@@ -114,10 +115,9 @@ def check_values(cfg: PipelineConfig) -> None:
 
 def check_template(template: str) -> None:
     """input.prompt_template: a str.format template with named {field} placeholders only."""
-    from stages.read.row_mapping import template_fields
     try:
-        names = template_fields(template)
         parts = list(string.Formatter().parse(template))
+        names = [name for _, name, _, _ in parts if name]
     except ValueError as e:
         _fail("input.prompt_template", f"not a valid template: {e}")
     if template and not names:
@@ -138,34 +138,22 @@ def check_formats(formats: list[str]) -> None:
 
 def check_policy(names: list[str]) -> None:
     """decode.policy: known names, no repeats, at most one commit policy (exit policies and CE compose)."""
-    key = "decode.policy"
     if not names:
-        _fail(key, "empty; use [none] for fixed steps, or e.g. [sched] / [fastdllm, sched]")
-    unknown = [n for n in names if n not in POLICY_KINDS]
-    if unknown:
-        _fail(key, f"unknown {unknown}; known: {', '.join(sorted(POLICY_KINDS))}")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        _fail(key, f"{repeated} named more than once")
-    commits = [n for n in names if POLICY_KINDS[n] == "commit"]
-    if len(commits) > 1:
-        _fail(key, f"{commits} are all commit policies; name at most one "
-                   f"(commit: none, dream, fastdllm, tspd, dgemma; exit: sched, prophet; modifier: ce)")
+        _fail("decode.policy", "empty; use [none] for fixed steps, or e.g. [sched] / [fastdllm, sched]")
+    error = composition_error(names)
+    if error and "needs model.family" not in error:   # what the family can run: check_family, with the model
+        _fail("decode.policy", error)
 
 
 def check_family(cfg: PipelineConfig, path: str) -> None:
     """What the model's family can run: a canvas family (DiffusionGemma) takes dgemma + sched/prophet and no
     decode.cache / temperature / top-p / top-k; dgemma needs that family."""
-    from decoder.adapters import resolve_family
-    from decoder.policies.registry import CANVAS_POLICIES
     family, d = resolve_family(path, cfg.model.family), cfg.decode
+    error = composition_error(list(d.policy), family)
+    if error:
+        _fail("decode.policy", f"{error}; this model's family is {family}")
     if family != "diffusion_gemma":
-        if "dgemma" in d.policy:
-            _fail("decode.policy", f"dgemma is DiffusionGemma's sampler; this model's family is {family}")
         return
-    bad = sorted(set(d.policy) - CANVAS_POLICIES)
-    if bad:
-        _fail("decode.policy", f"{bad} cannot run on DiffusionGemma (no mask token); use {sorted(CANVAS_POLICIES)}")
     if d.cache != "none":
         _fail("decode.cache", f"{d.cache!r}: DiffusionGemma's encoder cache is exact and always on; use none")
     if d.temperature > 0 or d.top_p < 1.0 or d.top_k > 0:
@@ -188,7 +176,6 @@ def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
                                 f"against the project root, on the command line against the current folder)")
         if not os.path.isfile(os.path.join(path, "config.json")):
             _fail("model.path", f"{path} has no config.json (not a transformers checkpoint)")
-        from decoder.families.checkpoint_safety import CheckpointRefused, check_checkpoint
         try:
             check_checkpoint(path, cfg.model.family, cfg.model.allow_pickle_weights)
         except (CheckpointRefused, ValueError) as e:

@@ -1,20 +1,17 @@
-"""The pipeline's configuration schema and loader (omegaconf structured config).
+"""The pipeline's configuration schema: typed dataclasses omegaconf validates YAML and CLI overrides against.
 
-`PipelineConfig` is the schema. Layers merge onto it in order: configs/default.yaml (unless
-`defaults=False`), the `--config` file, then dotted CLI overrides, so an unknown key or a wrong type fails
-at load time with the key named, before Ray starts. Value checks live in settings/checks.py.
-Relative paths are resolved per layer (see `resolve_paths`). Every key is documented in configs/default.yaml.
+Loading (layers, paths) lives in settings/loader.py, value checks in settings/checks.py. Every key is
+documented in configs/default.yaml. A field whose metadata says `speed_only` changes how fast a job runs, never
+what it decodes: the run fingerprint (driver/fingerprint.py) leaves exactly those out.
 """
 from __future__ import annotations
 
-import os
-import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from decoder.config import DecodeConfig, speed_only
 
-from decoder.config import DecodeConfig
+#: input.url is left out of the run fingerprint: each shard's own identity (size, ETag/mtime, hash) stands for it
+INPUT_IDENTITY = {"fingerprint": "identity"}
 
 
 @dataclass
@@ -22,18 +19,18 @@ class ModelConfig:
     path: str = "embedded/taskmix/model"        # checkpoint directory (local path or a URL already synced locally)
     family: str = "auto"                # auto | llada | dream | native | diffusion_gemma (auto reads config.json's model_type)
     dtype: str = "float32"              # float32 | bfloat16 | float16
-    device: str = "auto"                # auto (cuda when available) | cpu | cuda
+    device: str = speed_only("auto")                # auto (cuda when available) | cpu | cuda
     chat_template: bool = True          # apply the tokenizer's chat template when it has one
-    allow_pickle_weights: bool = False  # load pickle weights (pytorch_model.bin) when there are no safetensors
+    allow_pickle_weights: bool = speed_only(False)  # load pickle weights (pytorch_model.bin) when there are no safetensors
 
 
 @dataclass
 class InputConfig:
-    url: str = "embedded/taskmix/prompts/*.jsonl"   # fsspec URL, directory or glob: s3://, gs://, file://, memory://, path
+    url: str = field(default="embedded/taskmix/prompts/*.jsonl", metadata=INPUT_IDENTITY)   # fsspec URL, directory or glob: s3://, gs://, file://, memory://, path
     format: str = "auto"                # auto (by extension; .json: array or JSONL) | jsonl | json | parquet
-    block_rows: int = 256               # rows per Ray Data block after parsing (0 = blocks as read)
-    read_chunk_mb: float = 16.0         # a read task parses at most this much JSONL at a time (bounded memory)
-    max_line_mb: float = 16.0           # a longer JSONL line is that line's error (read past in bounded memory)
+    block_rows: int = speed_only(256)               # rows per Ray Data block after parsing (0 = blocks as read)
+    read_chunk_mb: float = speed_only(16.0)         # a read task parses at most this much JSONL at a time (bounded memory)
+    max_line_mb: float = speed_only(16.0)           # a longer JSONL line is that line's error (read past in bounded memory)
     id_field: str = "id"                # source field holding the row id (int or string)
     prompt_field: str = "prompt"        # source field holding the prompt text
     messages_field: str = "messages"    # source field holding chat messages (used when present)
@@ -119,99 +116,9 @@ class PipelineConfig:
 
 
 class ConfigError(ValueError):
-    """A bad config file, key, type or value; the message names the key."""
+    """A user's mistake found before any work: a bad config file, key, type or value (the message names the
+    key), a resume conflict, an argument that names nothing. The only errors that exit 2."""
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIG = os.path.join(ROOT, "configs", "default.yaml")
-#: Keys holding a local path or URL; relative ones are resolved when a layer is read.
-PATH_KEYS = ("model.path", "input.url", "output.url", "decode.tspd.controller_path")
-
-
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-                defaults: bool = False) -> PipelineConfig:
-    """Schema <- configs/default.yaml (if `defaults`) <- YAML file <- dotted `key=value` overrides,
-    validated into real dataclasses (types here, values in settings/checks.py)."""
-    from settings.checks import check_values
-    try:
-        layers = [resolve_paths(_plain(OmegaConf.structured(PipelineConfig)), ROOT)]
-        files = ([DEFAULT_CONFIG] if defaults else []) + ([path] if path else [])
-        for f in dict.fromkeys(os.path.abspath(f) for f in files):   # the default file once, even if named
-            layers.append(resolve_paths(_plain(OmegaConf.load(f)), config_base(f)))
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-        if overrides:
-            layers.append(resolve_paths(_plain(OmegaConf.from_dotlist(list(overrides))), os.getcwd()))
-        merged = OmegaConf.structured(PipelineConfig)
-        for layer in layers:
-            merged = OmegaConf.merge(merged, OmegaConf.create(normalise(layer, PipelineConfig)))
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        msg = str(e.msg).splitlines()[0]
-        raise ConfigError(f"config error at {key}: {msg}" if key else f"config error: {msg}") from None
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (ValueError, TypeError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"config error: {e}") from None
-    check_values(cfg)
-    return cfg
-
-
-def _plain(node) -> dict:
-    out = OmegaConf.to_container(node, resolve=True)
-    if out is None:
-        return {}
-    if not isinstance(out, dict):
-        raise ConfigError(f"config error: a config file must hold a mapping, got {type(out).__name__}")
-    return out
-
-
-def config_base(path: str) -> str:
-    """Folder that relative paths of a config file are resolved against: the project root for files in the
-    project's configs/ folder (they are written relative to it), else the file's own folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    return ROOT if folder == os.path.join(ROOT, "configs") else folder
-
-
-def resolve_paths(layer: dict, base: str) -> dict:
-    """Make the relative local paths of PATH_KEYS in one layer absolute against `base` (URLs untouched)."""
-    for key in PATH_KEYS:
-        *parents, leaf = key.split(".")
-        node = layer
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(leaf), str):
-            value = node[leaf]
-            if value and "://" not in value and not os.path.isabs(os.path.expanduser(value)):
-                node[leaf] = os.path.normpath(os.path.join(base, value))
-            elif value.startswith("~"):
-                node[leaf] = os.path.expanduser(value)
-    return layer
-
-
-def normalise(layer, schema) -> dict:
-    """Lenient spellings of one layer, against the schema's field types: an integral float (16.0) for an
-    int field becomes an int; a bare string for a list field (`decode.policy=sched`, `tspd,ce`) a list."""
-    if not isinstance(layer, dict) or not is_dataclass(schema):
-        return layer
-    hints = typing.get_type_hints(schema)
-    out = dict(layer)
-    for f in fields(schema):
-        if f.name not in out:
-            continue
-        value, kind = out[f.name], hints[f.name]
-        if is_dataclass(kind):
-            out[f.name] = normalise(value, kind)
-        elif kind is int and isinstance(value, float) and value.is_integer():
-            out[f.name] = int(value)
-        elif typing.get_origin(kind) is list and isinstance(value, str):
-            out[f.name] = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
-    return out
-
-
-def to_yaml(cfg: PipelineConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+class MissingInputError(FileNotFoundError, ConfigError):
+    """A path the config or the command line names holds nothing to read (no input shards, no run)."""

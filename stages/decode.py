@@ -19,11 +19,11 @@ import pyarrow as pa
 import torch
 
 from settings.schema import PipelineConfig
-from decoder.families import load_model, make_engine
-from decoder.masked.engine import Request, SequenceResult
+from decoder.build import load_model, make_engine
+from decoder.types import Request, RowError, SequenceResult
 from decoder.offline import answer_text
-from decoder.scheduler import RowError, SlotScheduler
-from decoder.traces import step_table, token_table
+from decoder.scheduler import SlotScheduler
+from stages.write.trace_tables import step_table, token_table
 from stages.preprocess import load_tokenizer
 
 #: Columns the decode stage adds to every row.

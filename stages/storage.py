@@ -16,7 +16,7 @@ import fsspec
 import pyarrow.fs as pafs
 import s3fs
 
-from settings.schema import StorageConfig
+from settings.schema import ConfigError, MissingInputError, StorageConfig
 
 
 def filesystem(url: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -76,7 +76,7 @@ def check_shard_name(name: str) -> str:
     """`name` if it is one path component that stays inside the folder it is joined to; else ValueError
     (shard files are written under the output root, never beside or above it)."""
     if not name or not name.strip(".") or any(c in name for c in "/\\\0") or posixpath.isabs(name):
-        raise ValueError(f"unsafe shard name {name!r}: it would write outside the output root")
+        raise ConfigError(f"unsafe shard name {name!r}: it would write outside the output root")
     return name
 
 
@@ -85,7 +85,7 @@ def check_unique_names(names: dict[str, str]) -> None:
     seen: dict[str, str] = {}
     for path, name in names.items():
         if name in seen:
-            raise ValueError(f"input shards {seen[name]} and {path} would both be written as {name!r}; "
+            raise ConfigError(f"input shards {seen[name]} and {path} would both be written as {name!r}; "
                              f"rename one (names are paths under the input root with '/' -> '__')")
         seen[name] = path
 
@@ -101,7 +101,7 @@ def list_shards(fs: fsspec.AbstractFileSystem, path: str) -> tuple[list[str], st
     elif fs.exists(path):
         files, root = [path], posixpath.dirname(path)
     else:
-        raise FileNotFoundError(f"no input shards at {path}")
+        raise MissingInputError(f"no input shards at {path}")
     if not files:
-        raise FileNotFoundError(f"no input shards match {path}")
+        raise MissingInputError(f"no input shards match {path}")
     return sorted(files), root

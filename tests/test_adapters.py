@@ -1,4 +1,4 @@
-"""Offline tests for decoder.adapters on tiny models (vocab 64, hidden 32, 2 layers, 4 heads).
+"""Offline tests for the model families (decoder/families) on tiny models (vocab 64, hidden 32, 2 layers, 4 heads).
 
 Checkpoints are written in tmp dirs in each family's on-disk layout (native transformers, LLaDA's OLMo names and
 config, Dream's model_type), loaded through the adapters and compared with the stock model they came from.
@@ -14,7 +14,10 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from decoder.adapters import ModelAdapter, load_dream, load_llada, load_model
+from decoder.families.base import ModelAdapter
+from decoder.families.dream import load as load_dream
+from decoder.families.llada import load as load_llada
+from decoder.build import load_model
 from decoder.padding import left_pad
 
 V, H, FF, LAYERS, HEADS, CTX = 64, 32, 64, 2, 4, 128

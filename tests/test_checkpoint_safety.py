@@ -10,9 +10,10 @@ import torch
 from test_adapters import EOS, MASK, tiny_llama
 
 from conftest import ROOT
-from settings.schema import ConfigError, load_config
+from settings.schema import ConfigError
+from settings.loader import load_config
 from settings.checks import check_files
-from decoder.adapters import load_model
+from decoder.build import load_model
 from decoder.families.checkpoint_safety import CheckpointRefused
 
 #: Remote code that leaves a file behind when it is imported.

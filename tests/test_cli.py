@@ -101,7 +101,7 @@ def test_config_layers_on_defaults_and_no_defaults_is_standalone(tmp_path):
     mine.write_text("decode:\n  sched:\n    k: 8.0\n")
     sys.path.insert(0, str(ROOT))
     from pipeline import parse_args
-    from settings.schema import load_config
+    from settings.loader import load_config
     for argv, schedule in (([], "exp"), (["--no-defaults"], "cosine")):
         args = parse_args(["--config", str(mine), *argv, "decode.sched.k=9"])
         cfg = load_config(args.config, args.overrides, defaults=not args.no_defaults)

@@ -8,7 +8,8 @@ import yaml
 from conftest import ROOT
 from omegaconf import OmegaConf
 
-from settings.schema import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config
+from settings.schema import ConfigError, PipelineConfig
+from settings.loader import DEFAULT_CONFIG, load_config
 from settings.checks import POLICY_KINDS, check_files
 
 

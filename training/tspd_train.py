@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from decoder.features import FEATURE_NAMES
 from decoder.policies.tspd import TspdController
+from settings.schema import ConfigError
 
 
 def load_labels(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +96,7 @@ class Linear(torch.nn.Module):
 def train_controller(labels_path: str, out_path: str, hidden: int = 32, seed: int = 0) -> dict:
     x, y, held = load_labels(labels_path)
     if len(y) == 0:
-        raise ValueError(f"{labels_path} holds no label rows: run the pipeline with decode.trace=tokens "
+        raise ConfigError(f"{labels_path} holds no label rows: run the pipeline with decode.trace=tokens "
                          "at the full budget (decode.policy=[none]) before `labels`")
     if held.all() or not held.any():   # tiny label sets: split by row instead of by sequence id
         held = np.arange(len(y)) % 5 == 0

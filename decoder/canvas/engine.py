@@ -21,12 +21,13 @@ from decoder.canvas.rows import CanvasRow, to_result
 from decoder.canvas.signals import CanvasSignals, canvas_signals, chunk_positions
 from decoder.config import DecodeConfig
 from decoder.policies.dgemma import DGemmaPolicy, resolve_settings
-from decoder.masked.engine import Request, SequenceResult, static_batches
+from decoder.types import CommitReason, ExitReason, Request, SequenceResult, StepRecord
+from decoder.engine import static_batches
 from decoder.families.base import CanvasFamily
-from decoder.policies.registry import StepContext, build_policies
+from decoder.policies.registry import build_policies
+from decoder.policies.base import StepContext
 from decoder.policies.schedules import progress
 from decoder.signals import StepSignals
-from decoder.trace_schema import CommitReason
 
 
 class CanvasEngine:
@@ -233,11 +234,12 @@ class CanvasEngine:
         r.commit_step += [r.step - 1] * self.c
         r.commit_reason += [reason] * self.c
         r.canvas_settled.append(r.settled.numpy().copy())
-        how = self.policies.exits[by].name if by_exit else ("dgemma" if host["stopped"][i] else "steps")
+        how = (ExitReason(self.policies.exits[by].name) if by_exit
+               else ExitReason.DGEMMA if host["stopped"][i] else ExitReason.STEPS)
         eos = bool(self.eos.intersection(tokens))
         if eos or r.canvas_index + 1 >= r.canvases:
             r.done = True
-            r.exit_reason = "eos" if eos else how
+            r.exit_reason = ExitReason.EOS if eos else how
             return [to_result(r, self.eos, self.adapter.pad_token_id)]
         r.canvas_index += 1
         r.pending = tokens
@@ -248,8 +250,10 @@ class CanvasEngine:
         if self.cfg.trace == "off":
             return
         p = r.canvas_step / r.steps_per_canvas
-        step_row = np.array([r.step, p, host["tau"][i], host["gbar"][i], self.c if ends else 0, float(by_exit),
-                             float(r.encoded_now > 0), self.c + r.encoded_now], dtype=np.float32)
+        step_row = np.array(StepRecord(step=r.step, progress=p, tau=host["tau"][i], gbar=host["gbar"][i],
+                                       n_committed=self.c if ends else 0, exit=float(by_exit),
+                                       refresh=float(r.encoded_now > 0), forward_tokens=self.c + r.encoded_now),
+                            dtype=np.float32)
         r.step_records.append((step_row, {"canvas": r.canvas_index, "accepted": host["acc"][i],
                                           "entropy_mean": host["ent"][i]}))
         if self.cfg.trace == "tokens":

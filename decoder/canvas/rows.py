@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from decoder.masked.engine import Request, SequenceResult
+from decoder.types import Request, SequenceResult, SequenceTrace
 from decoder.families.canvas_kv import RowKV
-from decoder.traces import SequenceTrace
 
 
 @dataclass

@@ -1,32 +1,43 @@
 """Model families, one module each behind one loader contract: `load(path, dtype, device, allow_pickle_weights)
--> adapter` (never remote code; safetensors only unless pickle weights are allowed).
+-> adapter` (never remote code; safetensors only unless pickle weights are allowed). `FAMILY_SPECS` is the one
+table of them: which engine kind drives a family's rows and which commit policy it runs by default.
 
-| family            | module              | adapter         | engine                          |
-|-------------------|---------------------|-----------------|---------------------------------|
-| `llada`           | `llada.py`          | ModelAdapter    | DecodeEngine (masked diffusion) |
-| `dream`           | `dream.py`          | ModelAdapter    | DecodeEngine                    |
-| `native`          | `native.py`         | ModelAdapter    | DecodeEngine                    |
-| `diffusion_gemma` | `diffusion_gemma.py`| CanvasAdapter   | CanvasEngine (block diffusion)  |
+| family            | module              | adapter         | engine                              |
+|-------------------|---------------------|-----------------|-------------------------------------|
+| `llada`           | `llada.py`          | ModelAdapter    | masked (decoder/masked)             |
+| `dream`           | `dream.py`          | ModelAdapter    | masked                              |
+| `native`          | `native.py`         | ModelAdapter    | masked                              |
+| `diffusion_gemma` | `diffusion_gemma.py`| CanvasAdapter   | canvas (decoder/canvas)             |
 
 `model.family: auto` reads config.json's model_type (`llada`, `dream`, `diffusion_gemma`; anything else with a
-`mask_token_id` is `native`). `make_engine` picks the engine the adapter's shape needs, so callers (the decode
-actor, benchmarks) stay family-agnostic.
+`mask_token_id` is `native`). Engines are built above this package (decoder/build.py), so families never import
+an engine.
 """
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass
 
 import torch
-from transformers.utils import logging as hf_logging
 
-from decoder.families.checkpoint_safety import check_checkpoint
 from decoder.families.base import read_config
 
-FAMILIES = ("auto", "llada", "dream", "native", "diffusion_gemma")
-#: families whose rows are canvases over an encoder cache (no mask token): the canvas engine drives them
-CANVAS_FAMILIES = frozenset({"diffusion_gemma"})
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str
+    engine: str                        # masked | canvas: the engine kind that drives its rows
+    default_commit: str = "none"       # commit policy when decode.policy names none
+    model_types: tuple[str, ...] = ()  # config.json model_type values `auto` resolves to this family
+
+
+FAMILY_SPECS: dict[str, FamilySpec] = {s.name: s for s in (
+    FamilySpec("llada", "masked", "none", ("llada",)),
+    FamilySpec("dream", "masked", "dream", ("dream",)),
+    FamilySpec("native", "masked", "none"),
+    FamilySpec("diffusion_gemma", "canvas", "dgemma", ("diffusion_gemma",)),
+)}
+FAMILIES = ("auto", *FAMILY_SPECS)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_MODEL_TYPES = {"llada": "llada", "dream": "dream", "diffusion_gemma": "diffusion_gemma"}
 
 
 def resolve_family(path: str, family: str = "auto") -> str:
@@ -36,28 +47,4 @@ def resolve_family(path: str, family: str = "auto") -> str:
     if family != "auto":
         return family
     model_type = str(read_config(path).get("model_type", "")).lower()
-    return _MODEL_TYPES.get(model_type, "native")
-
-
-def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto",
-               allow_pickle_weights: bool = False):
-    """Load a model by family ("auto" reads config.json), dtype name and device ("auto": cuda when present).
-    Refuses checkpoints that need remote code or hold only pickle weights (decoder/families/checkpoint_safety.py)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = resolve_family(path, family)
-    check_checkpoint(path, resolved, allow_pickle_weights)
-    module = importlib.import_module(f"decoder.families.{resolved}")
-    hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would break into the job's progress line
-    return module.load(path, dtype=DTYPES[dtype], device=device, allow_pickle_weights=allow_pickle_weights)
-
-
-def make_engine(adapter, cfg, **kwargs):
-    """The engine for an adapter: the canvas engine for canvas families, the masked-diffusion engine otherwise."""
-    if adapter.family in CANVAS_FAMILIES:
-        from decoder.canvas.engine import CanvasEngine
-        return CanvasEngine(adapter, cfg, **kwargs)
-    from decoder.masked.engine import DecodeEngine
-    return DecodeEngine(adapter, cfg, **kwargs)
+    return next((s.name for s in FAMILY_SPECS.values() if model_type in s.model_types), "native")

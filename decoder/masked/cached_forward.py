@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from decoder.adapters import ModelAdapter
+from decoder.families.base import ModelAdapter
 from decoder.masked.kv_cache import RowCache, capture, outside, query_batch, stacked
 
 

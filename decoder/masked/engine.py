@@ -17,54 +17,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from decoder.adapters import ModelAdapter
+from decoder.families.base import ModelAdapter
 from decoder.masked.cached_forward import CachedForward
 from decoder.masked.kv_cache import kv_bytes_per_token
 from decoder.config import DecodeConfig
 from decoder.features import TrajectoryState, relative_positions, trajectory_features
 from decoder.padding import left_pad
-from decoder.policies.registry import StepContext, build_policies
+from decoder.policies.registry import build_policies
+from decoder.policies.base import StepContext
 from decoder.policies.schedules import progress
+from decoder.engine import static_batches
 from decoder.masked.projection import Projector, Sampling, StepInputs
-from decoder.trace_schema import CommitReason
-from decoder.traces import SequenceTrace
+from decoder.types import STEP_FIELDS, CommitReason, ExitReason, Request, SequenceResult, SequenceTrace, StepRecord
 from decoder.transfer import blocks_of, num_transfer_tokens, row_schedule, validate_schedule
-
-
-@dataclass
-class Request:
-    id: str
-    prompt_ids: list[int]
-    gen_length: int | None = None      # per-row override of cfg.gen_length (answer tokens, any positive count)
-    seed_key: str | None = None        # seeds the row's generator (default: id), so output is batch-invariant
-    temperature: float | None = None   # per-row override of cfg.temperature
-    steps: int | None = None           # per-row step budget (a multiple of the row's blocks); None: cfg's rate
-    tau_low_logit: float | None = None  # per-row override of SchED's tau_low (logit margin)
-    top_p: float | None = None         # per-row override of cfg.top_p (probability mass kept)
-    top_k: int | None = None           # per-row override of cfg.top_k (tokens; 0 = off)
-    submitted_at: float = field(default_factory=time.time)
-
-
-@dataclass
-class SequenceResult:
-    """One finished row. `output_ids` are the row's answer tokens (at most its max_new_tokens: positions its
-    last block holds past them are EOS-fixed and dropped); commit_* are per answer position."""
-    id: str
-    prompt_ids: list[int]
-    output_ids: list[int]
-    steps_taken: int                   # forwards this row took part in (= its NFE)
-    step_budget: int
-    exit_reason: str                   # steps | all_committed | eos | <exit policy name>
-    commit_step: list[int]             # 0-based step at which each position was committed
-    commit_reason: list[int]           # CommitReason per position
-    trace: SequenceTrace | None
-    submitted_at: float
-    admitted_at: float
-    finished_at: float
-    refreshes: int = 0                 # KV-cache refresh forwards (full sequence) among its steps
-    forward_tokens: int = 0            # tokens the forwards ran for this row (sequence or cached span)
-    encoder_passes: int | None = None  # canvas families: encoder passes (prefill + canvas commits), apart
-                                       # from the decoder forwards counted in steps_taken; None otherwise
 
 
 @dataclass
@@ -108,7 +73,7 @@ class _Row:
     block: int = 0
     block_step: int = 0
     done: bool = False
-    exit_reason: str = ""
+    exit_reason: ExitReason | str = ""
     cache: object = None               # RowCache under decode.cache (decoder/masked/kv_cache.py)
     refreshes: int = 0
     forward_tokens: int = 0
@@ -449,10 +414,12 @@ class DecodeEngine:
         n_commit = (reason > 0).sum(-1).float()
         refresh = torch.tensor([float(f) for f in self._refreshed] if self.cached else [1.0] * len(rows))
         tokens_run = torch.tensor([float(r.forward_tokens - r.step_tokens_before) for r in rows])
-        steps = torch.stack([view.meta[:, 2].float(), ctx.progress.float(), dec.tau, dec.gbar, n_commit,
-                             dec.exit_now.float(), refresh.to(dec.tau.device), tokens_run.to(dec.tau.device)], -1)
+        record = StepRecord(step=view.meta[:, 2].float(), progress=ctx.progress.float(), tau=dec.tau, gbar=dec.gbar,
+                            n_committed=n_commit, exit=dec.exit_now.float(), refresh=refresh.to(dec.tau.device),
+                            forward_tokens=tokens_run.to(dec.tau.device))
+        steps = torch.stack(list(record), -1)
         tokens = torch.stack([sig.x0.float(), sig.confidence, sig.margin, sig.entropy], -1) \
-            if self.cfg.trace == "tokens" else None
+            if self.cfg.trace == "tokens" else None   # TOKEN_FIELDS order
         for i, r in enumerate(rows):
             if r.done:
                 continue
@@ -472,9 +439,9 @@ class DecodeEngine:
             r.block_step += 1
             if not remaining[i]:
                 r.done = True
-                r.exit_reason = (self.policies.exits[int(exit_by[i])].name if exit_by[i] >= 0
-                                 else "eos" if eos_stop[i] else "steps" if r.step >= r.step_budget
-                                 else "all_committed")
+                r.exit_reason = (ExitReason(self.policies.exits[int(exit_by[i])].name) if exit_by[i] >= 0
+                                 else ExitReason.EOS if eos_stop[i] else ExitReason.STEPS if r.step >= r.step_budget
+                                 else ExitReason.ALL_COMMITTED)
                 finished.append(self._result(i, r))
             elif not block_left[i]:
                 r.block, r.block_step = r.block + 1, 0
@@ -494,7 +461,7 @@ class DecodeEngine:
                 positions = torch.cat([p for p, _, _ in r.token_records]).cpu().numpy().astype("int32")
                 tokens = torch.cat([t for _, t, _ in r.token_records]).cpu().numpy()
                 reasons = torch.cat([c for _, _, c in r.token_records]).cpu().numpy()
-                token_step = steps[token_step, 0].astype("int32")
+                token_step = steps[token_step, STEP_FIELDS.index("step")].astype("int32")
             trace = SequenceTrace(steps, tokens, reasons, token_step, positions)
             r.step_records, r.token_records = [], []
         return SequenceResult(
@@ -510,13 +477,3 @@ class DecodeEngine:
         """Decode `requests` in static batches of `batch_size` (compaction, no refill); input order kept."""
         return static_batches(self, requests, batch_size or self.cfg.max_batch_size)
 
-
-def static_batches(engine, requests: list[Request], batch_size: int) -> list[SequenceResult]:
-    """Any engine's static loop: admit `batch_size` rows, step until all left, next batch; input order kept."""
-    done: dict[str, SequenceResult] = {}
-    for start in range(0, len(requests), batch_size):
-        engine.add(requests[start:start + batch_size])
-        while engine.rows:
-            for res in engine.step():
-                done[res.id] = res
-    return [done[r.id] for r in requests]

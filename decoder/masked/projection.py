@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from decoder.adapters import ModelAdapter
+from decoder.families.base import ModelAdapter
 from decoder.signals import (SAMPLE_SIGNALS, StepSignals, chunk_bytes_per_position, filter_logits, finish,
                                    reduce_chunk, sample_reductions, sampling_probs)
 

@@ -13,8 +13,8 @@ import torch
 
 from decoder.config import DecodeConfig
 from decoder.policies.kalman import kalman_forecast, kalman_init, kalman_step
-from decoder.policies.registry import StepContext, topk_mask
-from decoder.trace_schema import CommitReason
+from decoder.policies.base import StepContext, topk_mask
+from decoder.types import CommitReason
 
 
 class ConfidenceExtrapolation:

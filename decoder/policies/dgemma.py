@@ -14,7 +14,7 @@ import torch
 
 from decoder.canvas.sampler import accept_mask, push_history, renoise, stable_and_confident, temperatures
 from decoder.config import DecodeConfig
-from decoder.trace_schema import CommitReason
+from decoder.types import CommitReason
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Dream's `diffusion_generate` as a commit policy (per row, per block), selectable for any model family and
-the Dream family's default (policies.FAMILY_COMMIT).
+the Dream family's default (FamilySpec.default_commit, decoder/families).
 
 Its transfer counts come from `transfer_plan` (decoder/transfer.py `dream_transfer_tokens`, read
 back as ctx.k); its scores from the sampling distribution q are the signals `sample_*`
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from decoder.config import DecodeConfig
-from decoder.policies.registry import StepContext
-from decoder.trace_schema import CommitReason
+from decoder.policies.base import StepContext
+from decoder.types import CommitReason
 from decoder.transfer import dream_transfer_tokens
 
 

@@ -17,8 +17,8 @@ from torch import nn
 
 from decoder.config import DecodeConfig
 from decoder.features import FEATURE_NAMES
-from decoder.policies.registry import StepContext, topk_mask
-from decoder.trace_schema import CommitReason
+from decoder.policies.base import StepContext, topk_mask
+from decoder.types import CommitReason
 
 
 class TspdController(nn.Module):

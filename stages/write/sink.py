@@ -30,7 +30,7 @@ from ray.data.datasource import Datasink
 
 from stages.write.commit import with_retries, write_json
 from settings.schema import StorageConfig
-from decoder.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA
+from stages.write.trace_tables import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.write.formats import write_formats
 from stages.read.stage import FAILED_LINE, RESERVED
 from stages.storage import check_shard_name, filesystem, join

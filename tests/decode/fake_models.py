@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from decoder.adapters import ModelAdapter
+from decoder.families.base import ModelAdapter
 
 V, PAD, MASK, EOS = 64, 0, 1, 2
 SECOND = 3                       # runner-up token of scripted positions (never an answer token)
@@ -63,6 +63,7 @@ class NoMaskLogits(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
         self.inner = inner
+        self.config = inner.config    # what the engine reads of a model besides its logits (K/V size)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
         logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

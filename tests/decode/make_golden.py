@@ -17,9 +17,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from embedded.evaluate import load_heldout  # noqa: E402
-from settings.schema import load_config  # noqa: E402
-from decoder.adapters import load_model  # noqa: E402
-from decoder.masked.engine import DecodeEngine, Request  # noqa: E402
+from settings.loader import load_config  # noqa: E402
+from decoder.build import load_model  # noqa: E402
+from decoder.masked.engine import DecodeEngine  # noqa: E402
+from decoder.types import Request
 from stages.preprocess import load_tokenizer  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "data" / "golden_policies.json"

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import EMBEDDED_MODEL
-from settings.schema import load_config
-from decoder.adapters import load_model
-from decoder.masked.engine import DecodeEngine, Request
+from settings.loader import load_config
+from decoder.build import load_model
+from decoder.masked.engine import DecodeEngine
+from decoder.types import CommitReason, Request
 from decoder.offline import answer_text
-from decoder.trace_schema import CommitReason
 from stages.preprocess import load_tokenizer
 
 PROMPTS = ["copy:abcde=", "rev:hello=", "sort:dcba=", "copy:k="]

@@ -9,9 +9,9 @@ from transformers import DynamicCache
 
 from decoder.canvas.engine import CanvasEngine
 from decoder.config import DecodeConfig, DGemmaConfig
-from decoder.masked.engine import Request
-from decoder.families import load_model
-from decoder.scheduler import RowError, SlotScheduler
+from decoder.types import Request, RowError
+from decoder.build import load_model
+from decoder.scheduler import SlotScheduler
 from tests.decode.tiny_dgemma import CANVAS, WINDOW, save_tiny
 
 

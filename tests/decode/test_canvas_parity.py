@@ -8,8 +8,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
 
 from decoder.config import DecodeConfig, DGemmaConfig
-from decoder.masked.engine import Request
-from decoder.families import load_model, make_engine
+from decoder.types import Request
+from decoder.build import load_model, make_engine
 from tests.decode.tiny_dgemma import EOS, VOCAB, save_tiny
 
 PROMPT = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]   # longer than the sliding window (8)

@@ -6,10 +6,9 @@ import pytest
 
 from decoder.canvas.engine import CanvasEngine
 from decoder.config import DecodeConfig, DGemmaConfig, SchedConfig
-from decoder.masked.engine import Request
-from decoder.families import load_model
-from decoder.trace_schema import CommitReason
-from decoder.traces import step_table, token_table
+from decoder.types import CommitReason, Request
+from decoder.build import load_model
+from stages.write.trace_tables import step_table, token_table
 from tests.decode.tiny_dgemma import CANVAS, save_tiny
 
 

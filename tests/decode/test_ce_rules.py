@@ -14,7 +14,7 @@ import torch
 from decoder.policies.ce import ConfidenceExtrapolation
 from decoder.config import DecodeConfig
 from decoder.features import TrajectoryState, trajectory_features
-from decoder.policies.registry import StepContext
+from decoder.policies.base import StepContext
 from decoder.signals import StepSignals
 
 STEADY_HIGH, STEADY_MID, STEADY_LOW = [12.0] * 8, [4.0] * 8, [1.0] * 8

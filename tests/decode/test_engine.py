@@ -9,8 +9,8 @@ import torch
 
 from fake_models import EOS, MASK, peaked, scripted_adapter, tiny_llama_adapter
 from decoder.config import DecodeConfig, SchedConfig
-from decoder.masked.engine import DecodeEngine, Request
-from decoder.trace_schema import CommitReason
+from decoder.masked.engine import DecodeEngine
+from decoder.types import CommitReason, Request
 from decoder.transfer import num_transfer_tokens
 
 A, B = 40, 41        # prompt tags (first prompt token) of scripted rows

@@ -7,8 +7,8 @@ import torch
 
 from fake_models import peaked, scripted_adapter
 from decoder.config import DecodeConfig, SchedConfig
-from decoder.masked.engine import DecodeEngine, Request
-from decoder.trace_schema import CommitReason
+from decoder.masked.engine import DecodeEngine
+from decoder.types import CommitReason, Request
 
 A, G = 10, 16
 WANT = [20 + j for j in range(G)]   # the argmax of every position

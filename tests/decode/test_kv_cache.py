@@ -7,9 +7,11 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from conftest import EMBEDDED_MODEL
-from settings.schema import load_config
-from decoder.adapters import ModelAdapter, load_model
-from decoder.masked.engine import DecodeEngine, Request
+from settings.loader import load_config
+from decoder.families.base import ModelAdapter
+from decoder.build import load_model
+from decoder.masked.engine import DecodeEngine
+from decoder.types import Request
 from decoder.masked.kv_cache import RowCache, capture, outside, query_batch, stacked
 from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from decoder.adapters import load_model
+from decoder.build import load_model
 from stages.preprocess import load_tokenizer
 from tests.decode.make_golden import BATCHES, CASES, OUT, TEMPERATURES, decode_case, requests
 
@@ -47,7 +47,7 @@ def test_matches_pre_refactor_engine(model, case, temperature, batch):
 
 # ----- the parts of the lean step --------------------------------------------------------------------
 def _cfg(*overrides: str):
-    from settings.schema import load_config
+    from settings.loader import load_config
     from tests.decode.make_golden import ROOT
     return load_config(str(ROOT / "configs/default.yaml"), ["decode.trace=off", *overrides]).decode
 
@@ -94,7 +94,8 @@ def test_out_of_memory_halves_the_slots_and_loses_no_row(model):
     and every row is decoded exactly once, as it would be without the fault."""
     import torch
     from decoder.masked.engine import DecodeEngine
-    from decoder.scheduler import RowError, SlotScheduler
+    from decoder.scheduler import SlotScheduler
+    from decoder.types import RowError
     adapter, reqs = model
     cfg = _cfg("decode.policy=[sched]")
     want = {r.id: r.output_ids for r in DecodeEngine(adapter, cfg).generate(reqs, batch_size=1)}
@@ -122,7 +123,8 @@ def test_out_of_memory_halves_the_slots_and_loses_no_row(model):
 def test_out_of_memory_alone_is_a_row_error(model):
     import torch
     from decoder.masked.engine import DecodeEngine
-    from decoder.scheduler import RowError, SlotScheduler
+    from decoder.scheduler import SlotScheduler
+    from decoder.types import RowError
     adapter, reqs = model
     engine = DecodeEngine(adapter, _cfg())
     engine.projector.adapter = type(adapter)(**{**adapter.__dict__})

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from decoder.config import DecodeConfig, SchedConfig
-from decoder.policies.registry import (
-    POLICIES, ExitDecision, FastDllmPolicy, MarginExitPolicy, SchedulePolicy, StepContext, build_policies,
-    sched_policy, topk_mask,
-)
+from decoder.policies.registry import POLICIES, build_policies
+from decoder.policies.base import ExitDecision, StepContext, topk_mask
+from decoder.policies.commit import FastDllmPolicy, SchedulePolicy
+from decoder.policies.exit import MarginExitPolicy, sched_policy
 from decoder.policies.schedules import tau_cosine, tau_linear
 from decoder.signals import StepSignals
 

@@ -10,9 +10,10 @@ import torch
 
 from conftest import EMBEDDED_MODEL
 from embedded.evaluate import load_heldout
-from settings.schema import load_config
-from decoder.adapters import load_model
-from decoder.masked.engine import DecodeEngine, Request
+from settings.loader import load_config
+from decoder.build import load_model
+from decoder.masked.engine import DecodeEngine
+from decoder.types import Request
 from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import EMBEDDED_MODEL
-from settings.schema import load_config
-from decoder.adapters import load_model
-from decoder.masked.engine import DecodeEngine, Request
+from settings.loader import load_config
+from decoder.build import load_model
+from decoder.masked.engine import DecodeEngine
+from decoder.types import Request
 from decoder.masked.projection import Projector, Sampling, StepInputs
 from decoder.signals import filter_logits, sampling_probs
 from stages.preprocess import load_tokenizer

@@ -12,10 +12,10 @@ import torch
 
 from fake_models import EOS, MASK, peaked, scripted_adapter
 from decoder.config import DecodeConfig
-from decoder.masked.engine import DecodeEngine, Request
+from decoder.masked.engine import DecodeEngine
+from decoder.types import CommitReason, Request
 from decoder.policies.schedules import tau_cosine
-from decoder.trace_schema import STEP_SCHEMA, TOKEN_SCHEMA, CommitReason
-from decoder.traces import step_table, token_table
+from stages.write.trace_tables import STEP_SCHEMA, TOKEN_SCHEMA, step_table, token_table
 
 A, B, C = 40, 41, 42    # A exits by SchED at its third step, B runs its budget, C stops at EOS
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from decoder.config import DecodeConfig
-from decoder.policies.registry import StepContext
+from decoder.policies.base import StepContext
 from decoder.signals import StepSignals
 from decoder.policies.tspd import TspdController, TspdPolicy
 

@@ -5,8 +5,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import EMBEDDED_MODEL
 from embedded.evaluate import accuracy, load_heldout
-from settings.schema import load_config
-from decoder.adapters import load_model
+from settings.loader import load_config
+from decoder.build import load_model
 from decoder.offline import decode_prompts
 from stages.preprocess import load_tokenizer
 

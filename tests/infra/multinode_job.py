@@ -41,7 +41,7 @@ def main(workdir: pathlib.Path) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from settings.schema import load_config
+    from settings.loader import load_config
     from driver.run import run_pipeline
 
     src = write_prompts(workdir)

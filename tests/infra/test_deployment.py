@@ -20,7 +20,7 @@ import yaml
 
 from conftest import ROOT
 from pipeline import parse_args
-from settings.schema import load_config
+from settings.loader import load_config
 
 IMAGE = (ROOT / "infra" / "image.txt").read_text().strip()
 RAYJOB = ROOT / "infra" / "kuberay" / "rayjob.yaml"

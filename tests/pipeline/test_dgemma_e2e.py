@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from settings.schema import load_config
+from settings.loader import load_config
 from report.main import run_report
 from driver.run import run_pipeline
 from tests.decode.tiny_dgemma import CANVAS, save_tiny

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from settings.schema import load_config
+from settings.loader import load_config
 from driver.run import run_pipeline
 
 GOOD = [{"id": f"a{i}", "prompt": p} for i, p in enumerate(

@@ -15,7 +15,7 @@ from faults.accounting import written_ids
 from faults.s3_proxy import Fault
 
 from conftest import EMBEDDED_MODEL
-from settings.schema import load_config
+from settings.loader import load_config
 from driver.outcome import root_cause
 from driver.run import run_pipeline
 

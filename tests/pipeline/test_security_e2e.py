@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from conftest import EMBEDDED_MODEL, ROOT
-from settings.schema import load_config
+from settings.loader import load_config
 from driver.run import run_pipeline
 
 #: Starts Ray the way the pipeline does, *after* importing Ray without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
@@ -20,7 +20,7 @@ from driver.run import run_pipeline
 LISTENERS = r"""
 import glob, json, os, sys, time
 import ray
-from settings.schema import load_config
+from settings.loader import load_config
 from driver.run import init_ray
 init_ray(load_config(None, ["progress=false", "ray.num_cpus=2"]))
 time.sleep(2)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import EMBEDDED_MODEL
 from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
-from settings.schema import load_config
+from settings.loader import load_config
 from report.main import RUN_ROW, run_report
 from driver.run import run_pipeline
 from driver.summary import ProgressWatcher

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EMBEDDED_MODEL
-from settings.schema import load_config
+from settings.loader import load_config
 from driver.run import run_pipeline
 
 TASKS = ["abc", "hello", "dcba", "abz", "zz", "ab", "xyq", "mno"]

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EMBEDDED_MODEL, ROOT
-from settings.schema import load_config
+from settings.loader import load_config
 from report.main import RUN_ROW, run_report
 from driver.run import run_pipeline
 

@@ -30,7 +30,7 @@ def pipeline_table(data: bytes, decode_cfg, path: str = SHARD_PATH, name: str = 
 
 
 def stage_config(*overrides: str):
-    from settings.schema import load_config
+    from settings.loader import load_config
     return load_config(None, [f"model.path={MODEL}", "decode.trace=tokens", *overrides])
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from settings.schema import StorageConfig, load_config
+from settings.schema import StorageConfig
+from settings.loader import load_config
 from driver.fingerprint import changes, config_fingerprint, shard_fingerprint
 from driver.outcome import EXIT_OK, EXIT_ROW_ERRORS, root_cause, row_error_exit
 from driver.resume import conflict_message, plan_resume, shared_settings

@@ -12,8 +12,9 @@ sys.path.insert(0, str(ROOT / "tests" / "decode"))
 from fake_models import peaked, scripted_adapter, tiny_llama_adapter  # noqa: E402
 
 from decoder.config import DecodeConfig  # noqa: E402
-from decoder.masked.engine import DecodeEngine, Request, SequenceResult  # noqa: E402
-from decoder.scheduler import RowError, SlotScheduler  # noqa: E402
+from decoder.masked.engine import DecodeEngine  # noqa: E402
+from decoder.types import Request, RowError, SequenceResult
+from decoder.scheduler import SlotScheduler  # noqa: E402
 
 CFG = DecodeConfig(gen_length=8, block_length=8, steps=8, policy=["sched"])   # one commit per step
 TAGS = list(range(4, 64))                                                     # 60 prompts, one tag each

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import MODEL, jsonl
 
-from settings.schema import ConfigError, load_config
+from settings.schema import ConfigError
+from settings.loader import load_config
 from stages.write.formats import write_formats
 from stages.preprocess import preprocess_batch
 from stages.read.stage import ReadOptions, ShardReader, parse_shard, read_shards

@@ -9,7 +9,7 @@ import random
 import fsspec
 import pyarrow as pa
 
-from decoder.trace_schema import TOKEN_SCHEMA
+from stages.write.trace_tables import TOKEN_SCHEMA
 from training.labels import collect_labels
 from stages.write.sink import write_ipc
 

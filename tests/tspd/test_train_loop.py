@@ -19,8 +19,8 @@ import torch
 
 from conftest import EMBEDDED_MODEL
 from pipeline import main as cli
-from settings.schema import load_config
-from decoder.adapters import load_model
+from settings.loader import load_config
+from decoder.build import load_model
 from decoder.features import FEATURE_NAMES
 from decoder.offline import decode_prompts
 from decoder.policies.tspd import TspdController

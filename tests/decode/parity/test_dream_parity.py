@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from settings.schema import load_config
-from decoder.adapters import load_model
-from decoder.masked.engine import DecodeEngine, Request
+from settings.loader import load_config
+from decoder.build import load_model
+from decoder.masked.engine import DecodeEngine
+from decoder.types import Request
 from decoder.scheduler import SlotScheduler
 
 HERE = Path(__file__).resolve().parent
