@@ -12,10 +12,10 @@ function of the prompt:
 
 Prompts are 256-497 tokens (median ~374, ~41 % >= 400), answers 21-127 tokens (median 42): ~94 % span
 >= 2 blocks of 32, ~30 % >= 3 and ~14 % all 4 (gen_length 128).
-Why fixed-width sections: the only copy a small model learned here within the CPU budget reads a word at
-a fixed distance from the answer; a copy that first has to find a section at an arbitrary offset did not
-form (embedded/longform/README.md, "Attempts"). With fixed-width sections, a fixed number of them and the
-notes of varying length *before* the instruction, every answer word sits at a fixed distance from the
+Why fixed-width sections (embedded/longform/README.md, "Why fixed-width sections"): the only copy a small
+model learned here within the CPU budget reads a word at a fixed distance from the answer; a copy that first
+has to find a section at an arbitrary offset did not form. With fixed-width sections, a fixed number of them
+and the notes of varying length *before* the instruction, every answer word sits at a fixed distance from the
 answer whatever the prompt's length (with 3-8 sections the model learned the places far more slowly;
 2 sections of width 126 give `section` answers that fill all 4 blocks of gen_length 128).
 There is no sentence punctuation (a repeated `.` makes "the token after this one" ambiguous). Everything
@@ -36,7 +36,8 @@ _ONSETS = "b c d f g h j k l m n p r s t v w z".split()
 _VOWELS = "a e i o u".split()
 #: 512 distinct pronounceable words (CV-CV shapes), fixed order: the tokenizer's vocabulary. The pool is
 #: small on purpose: with 2,000 words (each seen rarely) a small model's copy circuit did not form within
-#: the CPU budget; with 512 it forms in ~1,100 steps (embedded/longform/README.md, "Attempts").
+#: the CPU budget; with 512 it forms in ~1,100 steps (embedded/longform/README.md, "Why fixed-width
+#: sections").
 WORDS = tuple(sorted({o1 + v1 + o2 + v2 for o1 in _ONSETS for v1 in _VOWELS for o2 in _ONSETS for v2 in _VOWELS}))[:512]
 #: Words of the first and the last section the `ends` task keeps (every section has at least this many).
 LEAD_WORDS = 20
