@@ -82,7 +82,7 @@ def composition_error(names: list[str], family: str | None = None) -> str | None
     commits = [n for n in names if POLICIES[n].kind == "commit"]
     if len(commits) > 1:
         kinds = "; ".join(f"{k}: {', '.join(names_of(k))}" for k in KINDS)
-        return f"{commits} are all commit policies (more than one commit policy); name at most one ({kinds})"
+        return f"names more than one commit policy {commits}; name at most one ({kinds})"
     spec = FAMILY_SPECS.get(family or "native")
     bad = sorted(n for n in names if spec.engine not in POLICIES[n].engines)
     if bad and spec.engine == "canvas":
