@@ -25,8 +25,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, check_invariant, print_table, save_result  # noqa: I001
-from soak_monitor import FaultEvent, Progress, Sample, as_dicts, fire, memory, quarter_peaks, throughput
+from bench.common import ROOT, check_invariant, print_table, save_result
+from bench.soak_monitor import FaultEvent, Progress, Sample, as_dicts, fire, memory, quarter_peaks, throughput
 from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
 from faults.s3_proxy import FaultProxy, S3Server
 
