@@ -18,9 +18,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
 from pipeline import parse_args
 from settings.schema import load_config
+from tests.support import ROOT
 
 IMAGE = (ROOT / "infra" / "image.txt").read_text().strip()
 RAYJOB = ROOT / "infra" / "kuberay" / "rayjob.yaml"

@@ -11,9 +11,10 @@ import tempfile
 
 import pytest
 
-from conftest import EMBEDDED_MODEL, ROOT
 from settings.schema import load_config
 from driver.run import run_pipeline
+from tests.support import EMBEDDED_MODEL, ROOT
+from tests.support.cli import pipeline_cmd
 
 #: Starts Ray the way the pipeline does, *after* importing Ray without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 #: (as a library caller would), and prints every socket Ray's processes listen on.
@@ -69,7 +70,7 @@ def _address(table: str, hexaddr: str) -> str:
 def test_a_local_ray_listens_on_loopback_only() -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     out = subprocess.run([sys.executable, "-c", LISTENERS], capture_output=True, text=True, timeout=180, cwd=ROOT,
-                         env={**env, "PYTHONPATH": str(ROOT)})
+                         env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     found = [(table, _address(table, addr), proc) for table, addr, proc in json.loads(out.stdout.splitlines()[-1])]
     assert {p for _, _, p in found} >= {"gcs_server", "raylet"}, found     # Ray's servers were seen
@@ -117,12 +118,12 @@ def test_the_cli_with_credentials_leaves_none_in_outputs_or_ray_logs(s3_server, 
     s3fs_client.mkdir(bucket)
     s3fs_client.pipe(f"{bucket}/in/a.jsonl", b'{"id": "a", "prompt": "copy:ab="}\n{"oops\n')
     ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")      # Ray's sockets need a short path
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": KEY_ID,
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": KEY_ID,
            "AWS_SESSION_TOKEN": TOKEN, "RAY_TMPDIR": ray_tmp, "TMPDIR": str(tmp_path)}
     try:
-        out = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "--config", "configs/s3.yaml",
-                              f"input.url=s3://{bucket}/in/", f"output.url=s3://{bucket}/out",
-                              f"storage.endpoint_url={s3_server}", f"model.path={EMBEDDED_MODEL}", "ray.num_cpus=2"],
+        out = subprocess.run(pipeline_cmd("--config", "configs/s3.yaml", f"input.url=s3://{bucket}/in/",
+                                          f"output.url=s3://{bucket}/out", f"storage.endpoint_url={s3_server}",
+                                          f"model.path={EMBEDDED_MODEL}", "ray.num_cpus=2"),
                              capture_output=True, timeout=300, cwd=ROOT, env=env)
         assert out.returncode == 3, out.stderr[-2000:]      # one bad row: everything written, exit 3
         _no_secret("stdout/stderr", out.stdout + out.stderr)

@@ -8,17 +8,17 @@ import argparse
 import json
 import re
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import EMBEDDED_MODEL
 from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
 from settings.schema import load_config
 from report.main import RUN_ROW, run_report
 from driver.run import run_pipeline
 from driver.summary import ProgressWatcher
 from stages.write.sink import ShardDatasink
+from tests.support import EMBEDDED_MODEL
+from tests.support.files import read_arrow as _read
 
 N_ROWS = 600
 
@@ -30,11 +30,6 @@ def run(ray_cluster, tmp_path_factory):
     rows = [{"id": f"r{i:03d}", "prompt": e.prompt} for i, e in enumerate(sample_examples(11, N_ROWS, EVAL_TASKS))]
     (base / "in" / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return base, rows
-
-
-def _read(path) -> pa.Table:
-    with pa.memory_map(str(path)) as f:
-        return pa.ipc.open_file(f).read_all()
 
 
 def test_big_shard_two_actors_progress_and_report(run, capsys, monkeypatch):

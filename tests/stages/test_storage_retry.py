@@ -10,12 +10,12 @@ import time
 
 import pyarrow as pa
 import pytest
-from faults.s3_proxy import Fault
 
 from stages.write.commit import CommitError, with_retries, write_json
 from settings.schema import StorageConfig
 from stages.storage import filesystem
 from stages.write.sink import read_ipc, write_ipc
+from tests.support.faults.s3_proxy import Fault
 
 TABLE = pa.table({"id": [f"r{i}" for i in range(500)], "x": list(range(500))})
 
