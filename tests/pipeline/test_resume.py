@@ -21,6 +21,7 @@ import s3fs
 from driver.procs import alive, descendants, find, sigkill
 from tests.support import EMBEDDED_MODEL
 from tests.support.cli import pipeline_cmd
+from tests.support.events import wait_until
 from tests.support.faults.killer import KillPlan, kill_at
 from tests.support.faults.s3_proxy import Fault
 from tests.support.files import written_ids
@@ -103,9 +104,10 @@ def test_crash_between_merge_and_marker(ray_cluster, tmp_path):
 
 
 def test_driver_kill_takes_its_ray_along_and_rerun_completes(tmp_path):
-    """A driver with its own local Ray, SIGKILLed mid-decode: every process it started is gone within 15 s
-    (no raylet, GCS, agent or decode actor keeps running: driver/reaper.py; without it Ray's agents linger
-    for a minute), and rerunning the same command completes."""
+    """A driver with its own local Ray, SIGKILLed mid-decode (its first part file is committed, the rest of
+    the job is still decoding): every process it started is gone within 15 s (no raylet, GCS, agent or
+    decode actor keeps running: driver/reaper.py; without it Ray's agents linger for a minute), and
+    rerunning the same command completes."""
     inp, out = tmp_path / "in", tmp_path / "out"
     _write_shards(inp, 3)
     cmd = _cmd(f"{inp}/*.jsonl", str(out), "local", "ray.object_store_mb=128", "testing.step_delay_s=0.2")
@@ -116,7 +118,10 @@ def test_driver_kill_takes_its_ray_along_and_rerun_completes(tmp_path):
         time.sleep(0.2)
         procs = descendants(job.pid)
     assert find(procs, "DecodeStage"), f"no decode actor started: {job.poll()} {[p.title[:60] for p in procs]}"
-    time.sleep(1.0)                                          # mid-decode (0.2 s per step)
+    # mid-decode: decoded rows are committed as a part file while the rest still decodes (0.2 s per step)
+    wait_until(lambda: job.poll() is not None or any((out / "_parts").glob("*/*.rows.arrow")), 180,
+               "the job's first committed part file")
+    assert job.poll() is None, f"the job ended (rc {job.returncode}) before it was killed mid-decode"
     started = descendants(job.pid)
     assert sigkill(job.pid) and job.wait(timeout=30) == -signal.SIGKILL
     deadline = time.time() + 15

@@ -17,14 +17,15 @@ from tests.support import EMBEDDED_MODEL, ROOT
 from tests.support.cli import pipeline_cmd
 
 #: Starts Ray the way the pipeline does, *after* importing Ray without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
-#: (as a library caller would), and prints every socket Ray's processes listen on.
+#: (as a library caller would), runs a small job on it (tasks and an actor: Ray starts workers for them, and
+#: each worker listens too) while a thread polls the sockets Ray's processes listen on, from the start
+#: until the job has ended (then once more), and prints every listener seen. A listener opened late in the
+#: job is seen; none is missed for want of waiting long enough.
 LISTENERS = r"""
-import glob, json, os, sys, time
+import glob, json, os, threading
 import ray
 from settings.schema import load_config
 from driver.run import init_ray
-init_ray(load_config(None, ["progress=false", "ray.num_cpus=2"]))
-time.sleep(2)
 def family(root):
     kids = {}
     for stat in glob.glob("/proc/[0-9]*/stat"):
@@ -39,22 +40,44 @@ def family(root):
         out.add(p)
         todo += kids.get(p, [])
     return out
-inodes = {}
-for pid in family(os.getpid()):
-    for fd in glob.glob(f"/proc/{pid}/fd/*"):
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes[target[8:-1]] = open(f"/proc/{pid}/comm").read().strip()
-found = []
-for table, listening in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
-    for line in open(f"/proc/net/{table}").read().splitlines()[1:]:
-        f = line.split()
-        if f[3] == listening and f[9] in inodes:
-            found.append([table, f[1], inodes[f[9]]])
-print(json.dumps(found))
+def listeners():
+    inodes = {}
+    for pid in family(os.getpid()):
+        for fd in glob.glob(f"/proc/{pid}/fd/*"):
+            try:
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = open(f"/proc/{pid}/comm").read().strip()
+            except OSError:
+                continue
+    found = set()
+    for table, listening in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        for line in open(f"/proc/net/{table}").read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == listening and f[9] in inodes:
+                found.add((table, f[1], inodes[f[9]]))
+    return found
+init_ray(load_config(None, ["progress=false", "ray.num_cpus=2"]))
+found, job_done = set(), threading.Event()
+def watch():
+    while not job_done.is_set():
+        found.update(listeners())
+        job_done.wait(0.1)
+watcher = threading.Thread(target=watch, daemon=True)
+watcher.start()
+@ray.remote
+def square(x):
+    return x * x
+@ray.remote
+class Counter:
+    def add(self, x):
+        return x + 1
+assert ray.get([square.remote(i) for i in range(8)]) == [i * i for i in range(8)]
+assert ray.get(Counter.remote().add.remote(1)) == 2
+job_done.set()
+watcher.join()
+found.update(listeners())
+print(json.dumps(sorted(found)))
 ray.shutdown()
 """
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import threading
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -34,9 +36,22 @@ def run(ray_cluster, tmp_path_factory):
 
 def test_big_shard_two_actors_progress_and_report(run, capsys, monkeypatch):
     base, rows = run
-    polls = []
-    real_poll = ProgressWatcher._poll
-    monkeypatch.setattr(ProgressWatcher, "_poll", lambda self: polls.append(real_poll(self)))
+    # polls by the watcher's own thread (stop() polls once more on the caller's thread: those do not count);
+    # stop() waits until the thread has polled, so a run shorter than its first tick cannot skip the check
+    polls, polled = [], threading.Event()
+    real_poll, real_stop = ProgressWatcher._poll, ProgressWatcher.stop
+
+    def poll(self):
+        real_poll(self)
+        if threading.current_thread() is self._thread:
+            polls.append(time.time())
+            polled.set()
+
+    def stop(self):
+        polled.wait(timeout=120)
+        real_stop(self)
+    monkeypatch.setattr(ProgressWatcher, "_poll", poll)
+    monkeypatch.setattr(ProgressWatcher, "stop", stop)
     parts = []   # the part files left for the end-of-write sweep (it runs on the driver, then removes them)
     real_sweep = ShardDatasink.on_write_complete
     monkeypatch.setattr(ShardDatasink, "on_write_complete", lambda self, res: (
