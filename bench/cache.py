@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from common import print_table, save_result  # noqa: I001
+from bench.common import print_table, save_result
 from decoder.families.base import ModelAdapter
 from decoder.config import DecodeConfig
 from decoder.masked.engine import DecodeEngine

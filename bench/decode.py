@@ -17,7 +17,7 @@ import copy
 
 import torch
 
-from common import print_table, save_result  # noqa: I001  (bench/ is on sys.path)
+from bench.common import print_table, save_result
 from embedded.evaluate import WORKLOADS, accuracy, accuracy_by_task, load_heldout, token_score
 from settings.loader import load_config
 from decoder.build import load_model

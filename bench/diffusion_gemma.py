@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from common import RESULTS, ROOT, check_invariant, print_table, save_result
+from bench.common import RESULTS, ROOT, check_invariant, print_table, save_result
 from decoder.canvas.signals import bytes_per_position
 from decoder.config import DecodeConfig, DGemmaConfig
 from decoder.types import Request

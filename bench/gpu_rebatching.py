@@ -15,21 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from decoder.families.base import ModelAdapter  # noqa: E402
-from decoder.config import DecodeConfig  # noqa: E402
-from decoder.masked.engine import DecodeEngine  # noqa: E402
+from decoder.families.base import ModelAdapter
+from decoder.config import DecodeConfig
+from decoder.masked.engine import DecodeEngine
 from decoder.types import Request
-from decoder.policies.base import ExitDecision  # noqa: E402
-from decoder.scheduler import SlotScheduler  # noqa: E402
+from decoder.policies.base import ExitDecision
+from decoder.scheduler import SlotScheduler
 
+ROOT = Path(__file__).resolve().parents[1]
 LLADA_8B = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=32, vocab_size=126464, max_position_embeddings=4096, rope_theta=500000.0)
 MASK_ID, EOS_IDS = 126336, (126081, 126348)

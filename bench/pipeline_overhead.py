@@ -24,7 +24,7 @@ from pathlib import Path
 import ray
 import torch
 
-from common import print_table, save_result  # noqa: I001
+from bench.common import print_table, save_result
 from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
 from settings.loader import load_config
 from decoder.build import load_model

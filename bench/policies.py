@@ -15,8 +15,8 @@ import argparse
 
 import torch
 
-from common import print_table, save_result  # noqa: I001
-from decode import VARIANTS, run_variants, workload_setup
+from bench.common import print_table, save_result
+from bench.decode import VARIANTS, run_variants, workload_setup
 from embedded.evaluate import WORKLOADS, load_heldout
 from decoder.offline import decode_prompts
 

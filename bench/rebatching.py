@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from common import check_invariant, print_table, save_result  # noqa: I001
+from bench.common import check_invariant, print_table, save_result
 from embedded.evaluate import WORKLOADS, load_heldout
 from settings.loader import load_config
 from decoder.build import load_model

@@ -3,7 +3,7 @@
     .venv/bin/python bench/soak.py                              # 50,000 prompts in 100 shards
     .venv/bin/python bench/soak.py --prompts 2000 --shards 10 --name soak_smoke   # smoke run, < 1 minute
 
-A moto S3 server runs in this process behind the fault proxy (tests/faults/s3_proxy.py); the job is
+A moto S3 server runs in this process behind the fault proxy (tests/support/faults/s3_proxy.py); the job is
 `pipeline.py` with its own local Ray and two decode actors, reading and writing that server. As the rows
 processed pass fixed fractions, bench/soak_monitor.py injects: a decode actor SIGKILL, an S3 server restart
 (5 s down), a burst of 503 SlowDown answers, a write worker SIGKILL and a driver SIGKILL, after which the
@@ -25,10 +25,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, check_invariant, print_table, save_result  # noqa: I001
-from soak_monitor import FaultEvent, Progress, Sample, as_dicts, fire, memory, quarter_peaks, throughput
+from bench.common import ROOT, check_invariant, print_table, save_result
+from bench.soak_monitor import FaultEvent, Progress, Sample, as_dicts, fire, memory, quarter_peaks, throughput
 from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
-from faults.s3_proxy import FaultProxy, S3Server
+from tests.support.faults.s3_proxy import FaultProxy, S3Server
 
 SCHEDULE = [("actor_kill", 0.15), ("s3_restart", 0.30), ("slowdown_burst", 0.45), ("writer_kill", 0.55),
             ("driver_kill", 0.70)]
@@ -89,7 +89,7 @@ def soak(args) -> dict:
     started = time.time()
     while len(runs) < 3:
         log = logs / f"run-{len(runs)}.log"
-        job = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        job = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         while job.poll() is None:
             time.sleep(1.0)

@@ -9,15 +9,12 @@ successful PUTs, so watching costs the job nothing.
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from driver.procs import descendants, find, sigkill  # noqa: E402
-from faults.s3_proxy import Fault  # noqa: E402
+from driver.procs import descendants, find, sigkill
+from tests.support.faults.s3_proxy import Fault
 
 PART = re.compile(r"/_parts/([^/]+)/(\d+)-(\d+)-([0-9a-f]+)-\d+\.rows\.arrow$")
 MARKER = re.compile(r"/_done/([^/]+)\.json$")

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from common import check_invariant, print_table, save_result  # noqa: I001
+from bench.common import check_invariant, print_table, save_result
 from decoder.families.base import ModelAdapter
 from decoder.config import DecodeConfig
 from decoder.masked.engine import DecodeEngine

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from common import print_table, save_result  # noqa: I001
-from decode import variant_config
+from bench.common import print_table, save_result
+from bench.decode import variant_config
 from embedded.evaluate import load_heldout
 from settings.loader import load_config
 from decoder.build import load_model

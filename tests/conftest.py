@@ -1,17 +1,16 @@
 """Shared fixtures: hermetic environment, one local Ray for the whole session (with fake GPUs so the
-`num_gpus` path is exercised), and a real S3 API server (moto's server mode) on 127.0.0.1."""
+`num_gpus` path is exercised), and a real S3 API server (moto's server mode) on 127.0.0.1. Shared helpers
+(paths, models, readers, the CLI runner, fault tools) are in tests/support."""
 from __future__ import annotations
 
 import logging
 import os
-import pathlib
 import sys
 import tempfile
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.support import ROOT
 
 os.environ.update({
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
@@ -20,12 +19,13 @@ os.environ.update({
     "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": "300",
 })
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf-home-"))
-EMBEDDED_MODEL = ROOT / "embedded" / "taskmix" / "model"
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One Ray for the session: 4 logical CPUs (over-subscribed on 2 cores) and 2 fake GPUs."""
+    """One Ray for the session: 4 logical CPUs (over-subscribed on 2 cores) and 2 fake GPUs. Its workers get
+    this checkout first on their PYTHONPATH, as the pipeline's own Ray does (driver/run.py): they run this
+    checkout's code even where the venv's editable install points at another checkout."""
     import ray
     ray.init(address="local", num_cpus=4, num_gpus=2, object_store_memory=256 * 1024 * 1024,
              include_dashboard=False, log_to_driver=False, logging_level="ERROR",
@@ -67,8 +67,8 @@ def s3fs_client(s3_server):
 
 @pytest.fixture(scope="session")
 def _fault_s3():
-    """A restartable moto S3 server behind a fault-injecting proxy (tests/faults/s3_proxy.py)."""
-    from faults.s3_proxy import FaultProxy, S3Server
+    """A restartable moto S3 server behind a fault-injecting proxy (tests/support/faults/s3_proxy.py)."""
+    from tests.support.faults.s3_proxy import FaultProxy, S3Server
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = S3Server()
     proxy = FaultProxy(server.url)

@@ -29,11 +29,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from embedded.longform.tasks import DEFAULT, MAX_PROMPT_TOKENS, TASKS, Shape, exact_match, make_example  # noqa: E402
-from embedded.longform.tokenizer import build_tokenizer  # noqa: E402
-from decoder.padding import left_pad, position_ids  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from embedded.longform.tasks import DEFAULT, MAX_PROMPT_TOKENS, TASKS, Shape, exact_match, make_example
+from embedded.longform.tokenizer import build_tokenizer
+from decoder.padding import left_pad, position_ids
+from transformers import LlamaConfig, LlamaForCausalLM
 
 BLOCK = 32
 #: bf16 autocast for the training forward (CPUs with avx512_bf16); set from --bf16.

@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from embedded.taskmix.tasks import TASKS, exact_match, make_example  # noqa: E402
-from embedded.taskmix.tokenizer import build_tokenizer  # noqa: E402
-from decoder.padding import left_pad, position_ids  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from embedded.taskmix.tasks import TASKS, exact_match, make_example
+from embedded.taskmix.tokenizer import build_tokenizer
+from decoder.padding import left_pad, position_ids
+from transformers import LlamaConfig, LlamaForCausalLM
 
 PROMPT_WIDTH = 24
 

@@ -11,8 +11,8 @@ from decoder.engine import Engine
 from decoder.masked.engine import DecodeEngine
 from decoder.scheduler import SlotScheduler
 from decoder.types import STEP_FIELDS, ExitReason, Request, RowError, SequenceResult
-from tests.decode.fake_models import tiny_llama_adapter
-from tests.decode.tiny_dgemma import save_tiny
+from tests.support.models import tiny_llama_adapter
+from tests.support.tiny_dgemma import save_tiny
 
 
 def masked(tmp_path_factory):

@@ -14,14 +14,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import EMBEDDED_MODEL, ROOT
 from embedded.evaluate import load_heldout
 from settings.loader import load_config
-from decoder.build import load_model
 from decoder.masked.engine import DecodeEngine
 from decoder.types import Request
 from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
+from tests.support import EMBEDDED_MODEL, ROOT
+from tests.support.models import embedded_adapter
 
 #: name -> config overrides; each entry is one registered combination (sched once per aggregate).
 COMBOS = {
@@ -45,8 +45,7 @@ N_PROMPTS, SLOTS = 32, 6
 
 @pytest.fixture(scope="module")
 def model():
-    adapter = load_model(str(EMBEDDED_MODEL), dtype="float32", device="cpu")
-    adapter.model.to(torch.float64)
+    adapter = embedded_adapter(torch.float64)
     tok = load_tokenizer(str(EMBEDDED_MODEL))
     rows = load_heldout(N_PROMPTS)
     requests = [Request(r["id"], tok(r["prompt"], add_special_tokens=False)["input_ids"], gen_length=8 + 8 * (i % 2))

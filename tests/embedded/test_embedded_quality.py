@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from transformers import AutoModelForCausalLM
 
-from conftest import EMBEDDED_MODEL
 from embedded.evaluate import accuracy, load_heldout
 from settings.loader import load_config
 from decoder.build import load_model
 from decoder.offline import decode_prompts
 from stages.preprocess import load_tokenizer
+from tests.support import EMBEDDED_MODEL
 
 
 def test_checkpoint_loads_with_from_pretrained():

@@ -3,7 +3,7 @@ the test session's): a local Ray cluster of two node processes, a head with 2 CP
 with 2 CPUs and 1 fake GPU, then the pipeline joins it (`ray.address=<cluster address>`) with
 `actors.num_gpus=1`, as it joins a KubeRay / cluster-launcher cluster with `ray.address=auto`.
 
-    python tests/infra/multinode_job.py WORKDIR      -> prints one JSON line (the facts the test checks)
+    python -m tests.infra.multinode_job WORKDIR      -> prints one JSON line (the facts the test checks)
 
 Which node ran each decode actor: the `actor` column of the outputs is `<hostname>:<pid>` (both simulated
 nodes share the hostname), and Ray's actor table (read from the GCS, no dashboard needed) maps each
@@ -18,8 +18,8 @@ import pathlib
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from tests.support import EMBEDDED_MODEL, ROOT
+
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
@@ -37,12 +37,12 @@ def write_prompts(workdir: pathlib.Path) -> pathlib.Path:
 
 
 def main(workdir: pathlib.Path) -> dict:
-    import pyarrow as pa
     import ray
     from ray.cluster_utils import Cluster
 
     from settings.loader import load_config
     from driver.run import run_pipeline
+    from tests.support.files import read_arrow
 
     src = write_prompts(workdir)
     t0 = time.time()
@@ -54,7 +54,7 @@ def main(workdir: pathlib.Path) -> dict:
     started_s = time.time() - t0
     try:
         cfg = load_config(str(ROOT / "configs" / "default.yaml"), [
-            f"input.url={src}/*.jsonl", f"output.url={workdir / 'out'}", f"model.path={ROOT / 'embedded' / 'model'}",
+            f"input.url={src}/*.jsonl", f"output.url={workdir / 'out'}", f"model.path={EMBEDDED_MODEL}",
             "actors.num_gpus=1", "actors.num_cpus=0", "actors.batch_rows=4", "decode.trace=steps",
             "progress=false", f"ray.address={cluster.address}"])
         t1 = time.time()
@@ -66,8 +66,7 @@ def main(workdir: pathlib.Path) -> dict:
         used = set()
         rows = 0
         for path in sorted(glob.glob(str(workdir / "out" / "outputs" / "*.arrow"))):
-            with pa.memory_map(path) as f:
-                table = pa.ipc.open_file(f).read_all()
+            table = read_arrow(path)
             rows += table.num_rows
             used |= set(table["actor"].to_pylist())
         return {

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from tests.support import ROOT
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_decode_actors_run_on_the_gpu_worker_node(tmp_path):
     env.update(RAY_TMPDIR=ray_tmp, OMP_NUM_THREADS="1", RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S="180")
     t0 = time.time()
     try:
-        res = subprocess.run([sys.executable, str(ROOT / "tests" / "infra" / "multinode_job.py"), str(tmp_path)],
+        res = subprocess.run([sys.executable, "-m", "tests.infra.multinode_job", str(tmp_path)],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=360)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -6,14 +6,14 @@ import argparse
 import json
 import shutil
 
-import pyarrow as pa
 import pytest
 
-from conftest import EMBEDDED_MODEL
 from settings.loader import load_config
 from report.main import run_report
 from driver.run import run_pipeline
-from tests.decode.tiny_dgemma import CANVAS, save_tiny
+from tests.support import EMBEDDED_MODEL
+from tests.support.files import read_arrow
+from tests.support.tiny_dgemma import CANVAS, save_tiny
 
 ROWS = [{"id": f"p{i}", "prompt": p} for i, p in enumerate(["copy:abc=", "rev:hello=", "sort:dcba=", "next:ab="])]
 ROWS += [{"id": "short", "prompt": "copy:x=", "max_new_tokens": 5},
@@ -26,11 +26,6 @@ def tiny_model(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json"):   # the embedded byte-level tokenizer: 44 ids < vocab
         shutil.copy(EMBEDDED_MODEL / name, tmp_path / "dgemma" / name)
     return path
-
-
-def _read(fs, path) -> pa.Table:
-    with fs.open(path, "rb") as f:
-        return pa.ipc.open_file(f).read_all()
 
 
 def test_dgemma_pipeline_s3(ray_cluster, s3_server, s3fs_client, tiny_model, tmp_path):
@@ -46,8 +41,8 @@ def test_dgemma_pipeline_s3(ray_cluster, s3_server, s3fs_client, tiny_model, tmp
             "progress=false", "run.max_error_fraction=0.5"])
         manifest = run_pipeline(cfg)
         fs = s3fs_client
-        out = _read(fs, f"{bucket}/out/outputs/part-a.arrow").to_pylist()
-        err = _read(fs, f"{bucket}/out/errors/part-a.arrow").to_pylist()
+        out = read_arrow(f"{bucket}/out/outputs/part-a.arrow", fs).to_pylist()
+        err = read_arrow(f"{bucket}/out/errors/part-a.arrow", fs).to_pylist()
         assert sorted(r["id"] for r in out) == ["p0", "p1", "p2", "p3", "short"]
         assert [e["id"] for e in err] == ["image"] and "text only" in err[0]["error"]
         for r in out:
@@ -55,8 +50,8 @@ def test_dgemma_pipeline_s3(ray_cluster, s3_server, s3fs_client, tiny_model, tmp
             assert len(r["output_ids"]) == (5 if r["id"] == "short" else 16)
             assert r["nfe"] == r["steps_taken"] <= r["step_budget"] == 3 * canvases
             assert r["encoder_passes"] >= 1 and r["refreshes"] == 0
-        steps = _read(fs, f"{bucket}/out/traces/part-a.steps.arrow")
-        tokens = _read(fs, f"{bucket}/out/traces/part-a.tokens.arrow")
+        steps = read_arrow(f"{bucket}/out/traces/part-a.steps.arrow", fs)
+        tokens = read_arrow(f"{bucket}/out/traces/part-a.tokens.arrow", fs)
         assert steps.num_rows == sum(r["steps_taken"] for r in out)
         assert tokens.num_rows == steps.num_rows * CANVAS
         assert steps["canvas"].null_count == 0 and tokens["settled_step"].null_count == 0

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import EMBEDDED_MODEL
 from settings.loader import load_config
 from driver.run import run_pipeline
+from tests.support import EMBEDDED_MODEL
+from tests.support.files import read_arrow
 
 GOOD = [{"id": f"a{i}", "prompt": p} for i, p in enumerate(
     ["copy:abc=", "rev:hello=", "sort:dcba=", "next:abz=", "find:b|a1,b22=", "copy:zz=", "rev:ab="])]
@@ -51,11 +52,6 @@ def bucket(s3fs_client):
     s3fs_client.rm(name, recursive=True)
 
 
-def _read(fs, path) -> pa.Table:
-    with fs.open(path, "rb") as f:
-        return pa.ipc.open_file(f).read_all()
-
-
 def test_s3_end_to_end(ray_cluster, s3_server, s3fs_client, bucket, tmp_path):
     cfg = load_config("configs/s3.yaml", [
         f"input.url=s3://{bucket}/in/", f"output.url=s3://{bucket}/out", f"storage.endpoint_url={s3_server}",
@@ -67,17 +63,17 @@ def test_s3_end_to_end(ray_cluster, s3_server, s3fs_client, bucket, tmp_path):
     assert (tmp_path / "crashed").exists(), "the injected actor crash did not happen"
     names = {"part-a": 17, "sub__part-b": 6}
     for name, n_rows in names.items():
-        out = _read(fs, f"{bucket}/out/outputs/{name}.arrow")
-        err = _read(fs, f"{bucket}/out/errors/{name}.arrow")
+        out = read_arrow(f"{bucket}/out/outputs/{name}.arrow", fs)
+        err = read_arrow(f"{bucket}/out/errors/{name}.arrow", fs)
         assert out.num_rows + err.num_rows == n_rows
         assert sorted(out["line"].to_pylist() + err["line"].to_pylist()) == list(range(1, n_rows + 1))  # 1-based
         assert fs.exists(f"{bucket}/out/outputs/{name}.parquet")
-        steps = _read(fs, f"{bucket}/out/traces/{name}.steps.arrow")
-        tokens = _read(fs, f"{bucket}/out/traces/{name}.tokens.arrow")
+        steps = read_arrow(f"{bucket}/out/traces/{name}.steps.arrow", fs)
+        tokens = read_arrow(f"{bucket}/out/traces/{name}.tokens.arrow", fs)
         assert steps.num_rows == sum(out["steps_taken"].to_pylist())  # one step row per forward per sequence
         assert tokens.num_rows == sum(s * g for s, g in zip(out["steps_taken"].to_pylist(),
                                                              map(len, out["output_ids"].to_pylist())))
-    err = _read(fs, f"{bucket}/out/errors/part-a.arrow").to_pylist()
+    err = read_arrow(f"{bucket}/out/errors/part-a.arrow", fs).to_pylist()
     reasons = {e["id"] or f"line{e['line']}": e["error"] for e in err}
     assert reasons["line8"].startswith("line 8: malformed JSON")       # the 8th line of the file
     assert reasons["empty"] == "empty prompt"
@@ -87,7 +83,7 @@ def test_s3_end_to_end(ray_cluster, s3_server, s3fs_client, bucket, tmp_path):
     assert "must be a string" in reasons["num"]
     assert reasons["line15"] == "missing id"
     assert "injected failure" in reasons["poison"]
-    out_a = _read(fs, f"{bucket}/out/outputs/part-a.arrow")
+    out_a = read_arrow(f"{bucket}/out/outputs/part-a.arrow", fs)
     assert sorted(out_a["id"].to_pylist()) == sorted([r["id"] for r in GOOD] + ["crash-me", "mnt"])
     mnt = out_a.filter(pa.compute.equal(out_a["id"], "mnt")).to_pylist()[0]
     assert len(mnt["output_ids"]) == 7 and mnt["generated_tokens"] <= 7

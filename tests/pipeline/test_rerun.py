@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 
-import pyarrow as pa
-
-from conftest import ROOT
+from tests.support import EMBEDDED_MODEL, ROOT
+from tests.support.cli import run_cli
+from tests.support.files import read_arrow as _table
 
 
 def _shard(path, rows, blank_tail: int = 0) -> None:
@@ -23,19 +20,12 @@ def _good(tag: str, n: int = 3) -> list[dict]:
 
 def _run(ray_cluster, inp, out, *extra, cwd=ROOT):
     address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [sys.executable, str(ROOT / "pipeline.py"), f"input.url={inp}", f"output.url={out}",
-           f"ray.address={address}", "progress=false", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return run_cli(f"input.url={inp}", f"output.url={out}", f"ray.address={address}", "progress=false", *extra,
+                   cwd=cwd, timeout=300)
 
 
 def _stamps(out, sub="outputs") -> dict[str, int]:
     return {p.stem: p.stat().st_mtime_ns for p in sorted((out / sub).glob("*.arrow"))}
-
-
-def _table(path) -> pa.Table:
-    with pa.memory_map(str(path)) as f:
-        return pa.ipc.open_file(f).read_all()
 
 
 def test_rerun_refuses_changes_and_redo_changed_redoes_exactly_them(ray_cluster, tmp_path):
@@ -116,7 +106,7 @@ def test_exit_codes_error_rows_blank_lines_and_line_numbers(ray_cluster, tmp_pat
 def test_model_that_fails_inside_ray_is_one_line_with_a_log(ray_cluster, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
-    for f in (ROOT / "embedded" / "taskmix" / "model").iterdir():
+    for f in EMBEDDED_MODEL.iterdir():
         (model / f.name).write_bytes(f.read_bytes())
     cfg = json.loads((model / "config.json").read_text())
     del cfg["mask_token_id"]                                            # passes the file checks, fails to load

@@ -2,7 +2,7 @@
 SIGKILLs the driver), rerun the same command: only the missing shards are written, and the union of
 outputs and errors has every id exactly once. No wall-clock timing decides where the kill lands.
 
-Process faults at seeded random points (tests/faults/killer.py, slow): SIGKILL of the driver, a decode
+Process faults at seeded random points (tests/support/faults/killer.py, slow): SIGKILL of the driver, a decode
 actor, a read worker or a write worker of a job reading and writing S3; Ray retries the workers' tasks
 (the run completes) and the rerun of a killed driver completes the job. A driver that starts its own
 Ray takes every Ray process with it when it is killed (default run)."""
@@ -12,18 +12,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
-import pyarrow as pa
+import fsspec
 import pytest
 import s3fs
-from faults.accounting import written_ids
-from faults.killer import KillPlan, kill_at
-from driver.procs import alive, descendants, find, sigkill
-from faults.s3_proxy import Fault
 
-from conftest import EMBEDDED_MODEL, ROOT
+from driver.procs import alive, descendants, find, sigkill
+from tests.support import EMBEDDED_MODEL
+from tests.support.cli import pipeline_cmd
+from tests.support.events import wait_until
+from tests.support.faults.killer import KillPlan, kill_at
+from tests.support.faults.s3_proxy import Fault
+from tests.support.files import written_ids
 
 N_SHARDS, PER_SHARD = 6, 6
 
@@ -41,28 +42,20 @@ def _committed(out) -> list[str]:
 
 
 def _cmd(inp: str, out: str, address: str, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "pipeline.py"), f"input.url={inp}", f"output.url={out}",
-            f"model.path={EMBEDDED_MODEL}", f"ray.address={address}", "progress=false", "actors.batch_rows=2",
-            "actors.max_concurrent_batches=1", *extra]
-
-
-def _env() -> dict:
-    """The environment of a job: read when it starts (ray.init adds what a job needs to join its Ray)."""
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    """A job's command; it runs with this process's environment as it is when the job starts (ray.init adds
+    what a job needs to join its Ray)."""
+    return pipeline_cmd(f"input.url={inp}", f"output.url={out}", f"model.path={EMBEDDED_MODEL}",
+                        f"ray.address={address}", "progress=false", "actors.batch_rows=2",
+                        "actors.max_concurrent_batches=1", *extra)
 
 
 def _run(ray_cluster, inp, out, *extra) -> subprocess.CompletedProcess:
     cmd = _cmd(f"{inp}/*.jsonl", str(out), ray_cluster.get_runtime_context().gcs_address, *extra)
-    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, start_new_session=True)
 
 
 def _ids(out, n_shards=N_SHARDS) -> list[str]:
-    ids = []
-    for s in range(n_shards):
-        for sub in ("outputs", "errors"):
-            with pa.memory_map(str(out / sub / f"shard-{s}.arrow")) as f:
-                ids += pa.ipc.open_file(f).read_all()["id"].to_pylist()
-    return sorted(ids)
+    return written_ids(fsspec.filesystem("file"), str(out), [f"shard-{s}" for s in range(n_shards)])
 
 
 def _expected(n_shards=N_SHARDS) -> list[str]:
@@ -111,20 +104,24 @@ def test_crash_between_merge_and_marker(ray_cluster, tmp_path):
 
 
 def test_driver_kill_takes_its_ray_along_and_rerun_completes(tmp_path):
-    """A driver with its own local Ray, SIGKILLed mid-decode: every process it started is gone within 15 s
-    (no raylet, GCS, agent or decode actor keeps running: driver/reaper.py; without it Ray's agents linger
-    for a minute), and rerunning the same command completes."""
+    """A driver with its own local Ray, SIGKILLed mid-decode (its first part file is committed, the rest of
+    the job is still decoding): every process it started is gone within 15 s (no raylet, GCS, agent or
+    decode actor keeps running: driver/reaper.py; without it Ray's agents linger for a minute), and
+    rerunning the same command completes."""
     inp, out = tmp_path / "in", tmp_path / "out"
     _write_shards(inp, 3)
     cmd = _cmd(f"{inp}/*.jsonl", str(out), "local", "ray.object_store_mb=128", "testing.step_delay_s=0.2")
-    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     deadline, procs = time.time() + 180, []
     while time.time() < deadline and job.poll() is None and not find(procs, "DecodeStage"):
         time.sleep(0.2)
         procs = descendants(job.pid)
     assert find(procs, "DecodeStage"), f"no decode actor started: {job.poll()} {[p.title[:60] for p in procs]}"
-    time.sleep(1.0)                                          # mid-decode (0.2 s per step)
+    # mid-decode: decoded rows are committed as a part file while the rest still decodes (0.2 s per step)
+    wait_until(lambda: job.poll() is not None or any((out / "_parts").glob("*/*.rows.arrow")), 180,
+               "the job's first committed part file")
+    assert job.poll() is None, f"the job ended (rc {job.returncode}) before it was killed mid-decode"
     started = descendants(job.pid)
     assert sigkill(job.pid) and job.wait(timeout=30) == -signal.SIGKILL
     deadline = time.time() + 15
@@ -133,7 +130,7 @@ def test_driver_kill_takes_its_ray_along_and_rerun_completes(tmp_path):
     assert not alive(p.pid for p in started), [p.title[:80] for p in alive(p.pid for p in started)]
     assert not (out / "_manifest.json").exists()
 
-    done = subprocess.run(cmd[:-1], env=_env(), capture_output=True, text=True, timeout=300, start_new_session=True)
+    done = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300, start_new_session=True)
     assert done.returncode == 3, done.stderr[-2000:]         # completed; 3 = error rows (one per shard)
     assert _ids(out, 3) == _expected(3)
 
@@ -161,7 +158,7 @@ def test_sigkill_at_a_random_point_then_rerun(ray_cluster, fault_s3, target, see
     plan = KillPlan.draw(target, seed, most=N_SHARDS - 2 if target == "reader" else 3)
     cmd = _cmd(f"s3://{bucket}/in/", f"s3://{bucket}/out", ray_cluster.get_runtime_context().gcs_address,
                f"storage.endpoint_url={proxy.url}", "testing.step_delay_s=0.02")
-    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     victim = kill_at(plan, job, proxy.log, scope=os.getpid())
     _, err = job.communicate(timeout=300)
@@ -172,7 +169,7 @@ def test_sigkill_at_a_random_point_then_rerun(ray_cluster, fault_s3, target, see
     else:                        # Ray restarts the worker and retries its task: this very run completes
         assert job.returncode == 3, f"{plan} killed {victim.title[:60]}: {err[-2000:]}"
     proxy.schedule()
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, start_new_session=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert done.returncode == 3, done.stderr[-2000:]
     names = [f"shard-{s}" for s in range(N_SHARDS)]
     assert written_ids(fs, f"{bucket}/out", names) == _expected(), plan   # every line once: outputs + errors

@@ -1,4 +1,4 @@
-"""Object-store faults during whole runs, moto S3 -> moto S3 through the fault proxy (tests/faults/):
+"""Object-store faults during whole runs, moto S3 -> moto S3 through the fault proxy (tests/support/faults/):
 throttling, 500s, dropped and lost requests and a download cut mid-body on reads, part writes, commits
 and listings are ridden out (every input line accounted for exactly once); a commit that keeps failing
 stops the run with a one-line cause and no marker, and the rerun redoes exactly that shard; a server
@@ -11,13 +11,13 @@ import time
 
 import pytest
 import s3fs
-from faults.accounting import written_ids
-from faults.s3_proxy import Fault
 
-from conftest import EMBEDDED_MODEL
 from settings.loader import load_config
 from driver.outcome import root_cause
 from driver.run import run_pipeline
+from tests.support import EMBEDDED_MODEL
+from tests.support.faults.s3_proxy import Fault
+from tests.support.files import written_ids
 
 N_SHARDS, PER_SHARD = 3, 8
 

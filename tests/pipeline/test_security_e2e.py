@@ -11,19 +11,21 @@ import tempfile
 
 import pytest
 
-from conftest import EMBEDDED_MODEL, ROOT
 from settings.loader import load_config
 from driver.run import run_pipeline
+from tests.support import EMBEDDED_MODEL, ROOT
+from tests.support.cli import pipeline_cmd
 
 #: Starts Ray the way the pipeline does, *after* importing Ray without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
-#: (as a library caller would), and prints every socket Ray's processes listen on.
+#: (as a library caller would), runs a small job on it (tasks and an actor: Ray starts workers for them, and
+#: each worker listens too) while a thread polls the sockets Ray's processes listen on, from the start
+#: until the job has ended (then once more), and prints every listener seen. A listener opened late in the
+#: job is seen; none is missed for want of waiting long enough.
 LISTENERS = r"""
-import glob, json, os, sys, time
+import glob, json, os, threading
 import ray
 from settings.loader import load_config
 from driver.run import init_ray
-init_ray(load_config(None, ["progress=false", "ray.num_cpus=2"]))
-time.sleep(2)
 def family(root):
     kids = {}
     for stat in glob.glob("/proc/[0-9]*/stat"):
@@ -38,22 +40,44 @@ def family(root):
         out.add(p)
         todo += kids.get(p, [])
     return out
-inodes = {}
-for pid in family(os.getpid()):
-    for fd in glob.glob(f"/proc/{pid}/fd/*"):
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes[target[8:-1]] = open(f"/proc/{pid}/comm").read().strip()
-found = []
-for table, listening in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
-    for line in open(f"/proc/net/{table}").read().splitlines()[1:]:
-        f = line.split()
-        if f[3] == listening and f[9] in inodes:
-            found.append([table, f[1], inodes[f[9]]])
-print(json.dumps(found))
+def listeners():
+    inodes = {}
+    for pid in family(os.getpid()):
+        for fd in glob.glob(f"/proc/{pid}/fd/*"):
+            try:
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = open(f"/proc/{pid}/comm").read().strip()
+            except OSError:
+                continue
+    found = set()
+    for table, listening in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        for line in open(f"/proc/net/{table}").read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == listening and f[9] in inodes:
+                found.add((table, f[1], inodes[f[9]]))
+    return found
+init_ray(load_config(None, ["progress=false", "ray.num_cpus=2"]))
+found, job_done = set(), threading.Event()
+def watch():
+    while not job_done.is_set():
+        found.update(listeners())
+        job_done.wait(0.1)
+watcher = threading.Thread(target=watch, daemon=True)
+watcher.start()
+@ray.remote
+def square(x):
+    return x * x
+@ray.remote
+class Counter:
+    def add(self, x):
+        return x + 1
+assert ray.get([square.remote(i) for i in range(8)]) == [i * i for i in range(8)]
+assert ray.get(Counter.remote().add.remote(1)) == 2
+job_done.set()
+watcher.join()
+found.update(listeners())
+print(json.dumps(sorted(found)))
 ray.shutdown()
 """
 
@@ -69,7 +93,7 @@ def _address(table: str, hexaddr: str) -> str:
 def test_a_local_ray_listens_on_loopback_only() -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     out = subprocess.run([sys.executable, "-c", LISTENERS], capture_output=True, text=True, timeout=180, cwd=ROOT,
-                         env={**env, "PYTHONPATH": str(ROOT)})
+                         env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     found = [(table, _address(table, addr), proc) for table, addr, proc in json.loads(out.stdout.splitlines()[-1])]
     assert {p for _, _, p in found} >= {"gcs_server", "raylet"}, found     # Ray's servers were seen
@@ -117,12 +141,12 @@ def test_the_cli_with_credentials_leaves_none_in_outputs_or_ray_logs(s3_server, 
     s3fs_client.mkdir(bucket)
     s3fs_client.pipe(f"{bucket}/in/a.jsonl", b'{"id": "a", "prompt": "copy:ab="}\n{"oops\n')
     ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")      # Ray's sockets need a short path
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": KEY_ID,
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": KEY_ID,
            "AWS_SESSION_TOKEN": TOKEN, "RAY_TMPDIR": ray_tmp, "TMPDIR": str(tmp_path)}
     try:
-        out = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "--config", "configs/s3.yaml",
-                              f"input.url=s3://{bucket}/in/", f"output.url=s3://{bucket}/out",
-                              f"storage.endpoint_url={s3_server}", f"model.path={EMBEDDED_MODEL}", "ray.num_cpus=2"],
+        out = subprocess.run(pipeline_cmd("--config", "configs/s3.yaml", f"input.url=s3://{bucket}/in/",
+                                          f"output.url=s3://{bucket}/out", f"storage.endpoint_url={s3_server}",
+                                          f"model.path={EMBEDDED_MODEL}", "ray.num_cpus=2"),
                              capture_output=True, timeout=300, cwd=ROOT, env=env)
         assert out.returncode == 3, out.stderr[-2000:]      # one bad row: everything written, exit 3
         _no_secret("stdout/stderr", out.stdout + out.stderr)

@@ -7,18 +7,20 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import threading
+import time
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import EMBEDDED_MODEL
 from embedded.taskmix.tasks import EVAL_TASKS, sample_examples
 from settings.loader import load_config
 from report.main import RUN_ROW, run_report
 from driver.run import run_pipeline
 from driver.summary import ProgressWatcher
 from stages.write.sink import ShardDatasink
+from tests.support import EMBEDDED_MODEL
+from tests.support.files import read_arrow as _read
 
 N_ROWS = 600
 
@@ -32,16 +34,24 @@ def run(ray_cluster, tmp_path_factory):
     return base, rows
 
 
-def _read(path) -> pa.Table:
-    with pa.memory_map(str(path)) as f:
-        return pa.ipc.open_file(f).read_all()
-
-
 def test_big_shard_two_actors_progress_and_report(run, capsys, monkeypatch):
     base, rows = run
-    polls = []
-    real_poll = ProgressWatcher._poll
-    monkeypatch.setattr(ProgressWatcher, "_poll", lambda self: polls.append(real_poll(self)))
+    # polls by the watcher's own thread (stop() polls once more on the caller's thread: those do not count);
+    # stop() waits until the thread has polled, so a run shorter than its first tick cannot skip the check
+    polls, polled = [], threading.Event()
+    real_poll, real_stop = ProgressWatcher._poll, ProgressWatcher.stop
+
+    def poll(self):
+        real_poll(self)
+        if threading.current_thread() is self._thread:
+            polls.append(time.time())
+            polled.set()
+
+    def stop(self):
+        polled.wait(timeout=120)
+        real_stop(self)
+    monkeypatch.setattr(ProgressWatcher, "_poll", poll)
+    monkeypatch.setattr(ProgressWatcher, "stop", stop)
     parts = []   # the part files left for the end-of-write sweep (it runs on the driver, then removes them)
     real_sweep = ShardDatasink.on_write_complete
     monkeypatch.setattr(ShardDatasink, "on_write_complete", lambda self, res: (

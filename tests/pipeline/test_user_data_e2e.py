@@ -5,26 +5,23 @@ depend on the batch size."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import EMBEDDED_MODEL
 from settings.loader import load_config
 from driver.run import run_pipeline
+from tests.support import EMBEDDED_MODEL
+from tests.support.files import parquet_bytes, read_arrow
 
 TASKS = ["abc", "hello", "dcba", "abz", "zz", "ab", "xyq", "mno"]
 
 
 def _parquet() -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"doc_id": pa.array(range(100, 104), pa.int64()), "text": TASKS[:4],
-                             "lang": ["en", "de", "en", "fr"], "score": pa.array([0.5, 1.5, 2.5, 3.5], pa.float32())}),
-                   buf, row_group_size=2)
-    return buf.getvalue()
+    return parquet_bytes(pa.table({"doc_id": pa.array(range(100, 104), pa.int64()), "text": TASKS[:4],
+                                   "lang": ["en", "de", "en", "fr"], "score": pa.array([0.5, 1.5, 2.5, 3.5], pa.float32())}),
+                         row_group_size=2)
 
 
 def _jsonl_gz() -> bytes:
@@ -56,8 +53,7 @@ def _run(bucket, s3_server, out: str, *extra: str) -> dict:
 
 
 def _outputs(fs, bucket, out: str, name: str) -> pa.Table:
-    with fs.open(f"{bucket}/{out}/outputs/{name}.arrow", "rb") as f:
-        return pa.ipc.open_file(f).read_all()
+    return read_arrow(f"{bucket}/{out}/outputs/{name}.arrow", fs)
 
 
 def test_own_data_end_to_end(ray_cluster, s3_server, s3fs_client, bucket):
@@ -83,8 +79,7 @@ def test_own_data_end_to_end(ray_cluster, s3_server, s3fs_client, bucket):
         again = _outputs(fs, bucket, "run2", name)
         key = lambda t: sorted((r["id"], r["sample"], tuple(r["output_ids"])) for r in t.to_pylist())
         assert key(again) == key(first)
-    with fs.open(f"{bucket}/run1/errors/b.arrow", "rb") as f:
-        err = pa.ipc.open_file(f).read_all().to_pylist()
+    err = read_arrow(f"{bucket}/run1/errors/b.arrow", fs).to_pylist()
     assert [(e["id"], e["line"], e["lang"], e["score"]) for e in err] == [("j-missing", 5, "en", 9)]
     assert "missing field 'text'" in err[0]["error"]
     jsonl = [json.loads(x) for x in fs.cat(f"{bucket}/run1/outputs/b.jsonl").decode().splitlines()]

@@ -10,27 +10,21 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 
 import matplotlib.image as mpimg
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import EMBEDDED_MODEL, ROOT
 from settings.loader import load_config
 from report.main import RUN_ROW, run_report
 from driver.run import run_pipeline
+from tests.support import EMBEDDED_MODEL, EMBEDDED_PROMPTS
+from tests.support.cli import run_cli
+from tests.support.files import read_arrow as _read
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PRICE = 3.5
-
-
-def _read(path) -> pa.Table:
-    with open(path, "rb") as f:
-        return pa.ipc.open_file(f).read_all()
 
 
 def _args(run_url, out=None, baseline=None, price=PRICE, config=None) -> argparse.Namespace:
@@ -44,7 +38,7 @@ def runs(ray_cluster, tmp_path_factory):
     """Two shards (6 prompts + 1 bad row, 6 prompts) decoded twice: default SchED on a CPU actor, and
     the fixed-step baseline (decode.policy=[none]) on an actor holding one (fake) GPU."""
     base = tmp_path_factory.mktemp("report-runs")
-    lines = (ROOT / "embedded" / "taskmix" / "prompts" / "shard-000.jsonl").read_text().splitlines()
+    lines = (EMBEDDED_PROMPTS / "shard-000.jsonl").read_text().splitlines()
     shards = base / "in"
     shards.mkdir()
     (shards / "part-a.jsonl").write_text("\n".join(lines[:6] + [json.dumps({"id": "bad", "prompt": ""})]) + "\n")
@@ -210,15 +204,12 @@ def test_default_out_is_under_a_local_run(runs, tmp_path):
 def test_cli_end_to_end(runs, tmp_path):
     out = tmp_path / "cli"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "pipeline.py", "report", str(runs["run"]), "--out", str(out),
-                           "--price-per-gpu-hour", "1.5"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli("report", str(runs["run"]), "--out", str(out), "--price-per-gpu-hour", "1.5", env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "steps saved" in proc.stdout and "cost per 1k generated tokens" in proc.stdout
     assert {"summary.parquet", "summary.csv", "report.html"} <= set(os.listdir(out))
     assert pq.read_table(out / "summary.parquet").to_pylist()[-1]["price_per_hour"] == 1.5
-    bad = subprocess.run([sys.executable, "pipeline.py", "report", str(tmp_path / "missing"), "--out", str(out)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    bad = run_cli("report", str(tmp_path / "missing"), "--out", str(out), env=env, timeout=300)
     assert bad.returncode == 2 and "no run at" in bad.stderr
 
 

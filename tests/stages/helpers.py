@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pathlib
 
 import pyarrow as pa
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODEL = str(ROOT / "embedded" / "taskmix" / "model")
+from tests.support import EMBEDDED_MODEL, EMBEDDED_PROMPTS
+
+MODEL = str(EMBEDDED_MODEL)
 SHARD_PATH = "/in/shard-000.jsonl"
 SHARD_NAME = "shard-000"
 
@@ -43,5 +43,5 @@ def run_stage(stage, *parts: pa.Table) -> list[pa.Table]:
 
 def good_prompts(n: int) -> list[dict]:
     """The first `n` prompts of the shipped shard-000."""
-    lines = (ROOT / "embedded" / "taskmix" / "prompts" / "shard-000.jsonl").read_text().splitlines()
+    lines = (EMBEDDED_PROMPTS / "shard-000.jsonl").read_text().splitlines()
     return [json.loads(x) for x in lines[:n]]

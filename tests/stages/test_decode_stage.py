@@ -6,9 +6,9 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from helpers import SHARD_PATH, good_prompts, jsonl, pipeline_table, run_stage, stage_config
 
 from stages.decode import DECODE_FIELDS, DecodeStage
+from tests.stages.helpers import SHARD_PATH, good_prompts, jsonl, pipeline_table, run_stage, stage_config
 
 BAD = ['{"id": "broken"', {"id": "empty", "prompt": ""}, {"id": "long", "prompt": "a" * 60},
        {"id": "odd", "prompt": "copy:ab=", "max_new_tokens": 8.5}]

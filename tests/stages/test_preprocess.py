@@ -1,19 +1,18 @@
 """Validate/tokenize stage (stages/preprocess.py) with the embedded character-level tokenizer."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from helpers import MODEL, jsonl, parse
 from transformers import AutoTokenizer
 
 from decoder.config import DecodeConfig
 from stages.preprocess import check_row, context_length, load_tokenizer, preprocess_batch
+from tests.stages.helpers import MODEL, jsonl, parse
+from tests.support import ROOT
 
 DECODE = DecodeConfig()                               # gen_length 16, block_length 16
 LONGER = DecodeConfig(allow_longer=True)              # rows may ask for more than gen_length
@@ -154,8 +153,7 @@ def test_host_stages_load_the_tokenizer_without_torch() -> None:
             f"tok = stages.preprocess.load_tokenizer({MODEL!r}); "
             "assert tok('ab=', add_special_tokens=False)['input_ids'] == [4, 5, 41]; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_generic_tokenizer_keeps_its_chat_template(templated, tmp_path) -> None:

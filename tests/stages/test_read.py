@@ -1,19 +1,18 @@
 """Read stage (stages/read/stage.py) and shard listing/naming (stages/storage.py), without Ray."""
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import uuid
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from helpers import SHARD_NAME, SHARD_PATH, jsonl, parse
 
 from settings.schema import StorageConfig
 from stages.read.stage import ROW_FIELDS, parse_shard, shard_format
 from stages.storage import check_shard_name, check_unique_names, filesystem, list_shards, shard_name
+from tests.stages.helpers import SHARD_NAME, SHARD_PATH, jsonl, parse
+from tests.support.files import parquet_bytes as _parquet
 
 
 def test_good_rows_keep_fields_and_count_the_shard() -> None:
@@ -110,12 +109,6 @@ def test_unicode_line_separators_inside_a_string_do_not_split_the_row() -> None:
     data = (json.dumps({"id": "u", "prompt": prompt}, ensure_ascii=False) + "\n").encode()
     rows = parse(data)
     assert [(r["id"], r["error"], r["prompt"], r["shard_rows"]) for r in rows] == [("u", "", prompt, 1)]
-
-
-def _parquet(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
 
 
 def test_parquet_shard() -> None:

@@ -11,12 +11,12 @@ import lzma
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from helpers import jsonl, parse
 
 from stages.read.stage import FAILED_LINE, ReadOptions, parse_shard, read_shards
 from stages.read.text_lines import Overlong, bounded_lines
+from tests.stages.helpers import jsonl, parse
+from tests.support.files import parquet_bytes as _parquet, zstd as _zstd
 
 GOOD = [{"id": f"r{i}", "prompt": f"copy:{i}="} for i in range(3)]
 
@@ -86,11 +86,6 @@ def test_bounded_lines_never_joins_more_than_the_limit() -> None:
     assert list(bounded_lines(iter(blocks), 6)) == [b"ab", Overlong(8, 6), Overlong(7, 6), b"l"]
 
 
-def _zstd(data: bytes) -> bytes:
-    import zstandard
-    return zstandard.ZstdCompressor().compress(data)
-
-
 @pytest.mark.parametrize("suffix, compress", [("gz", gzip.compress), ("zst", _zstd), ("bz2", bz2.compress),
                                               ("xz", lzma.compress)])
 def test_compressed_shards_by_extension_bom_and_bad_bytes_included(tmp_path, suffix, compress) -> None:
@@ -113,12 +108,6 @@ def test_a_truncated_gzip_keeps_the_rows_before_and_reports_the_rest(tmp_path) -
 
 
 # ---------------------------------------------------------------- Parquet columns
-def _parquet(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
-
-
 def _pq_rows(table: pa.Table) -> list[tuple]:
     return _summary(parse(_parquet(table), path="/in/p.parquet", name="p"))
 

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from tests.support import ROOT
 
 MEASURE = """
 import resource, sys, fsspec, pyarrow as pa
@@ -39,7 +39,7 @@ def _shard(path, size_bytes: int) -> int:
 def _measure(path) -> tuple[int, float, list[str]]:
     """(rows, peak RSS growth in MB, error messages) of reading `path` in a fresh process."""
     out = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, check=True,
-                         cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                         cwd=ROOT, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     head, *errors = out.stdout.splitlines()
     rows, base_kb, peak_kb = map(int, head.split())
     return rows, (peak_kb - base_kb) / 1024, errors

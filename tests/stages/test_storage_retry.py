@@ -10,12 +10,13 @@ import time
 
 import pyarrow as pa
 import pytest
-from faults.s3_proxy import Fault
 
 from stages.write.commit import CommitError, with_retries, write_json
 from settings.schema import StorageConfig
 from stages.storage import filesystem
 from stages.write.sink import read_ipc, write_ipc
+from tests.support.events import wait_until
+from tests.support.faults.s3_proxy import Fault
 
 TABLE = pa.table({"id": [f"r{i}" for i in range(500)], "x": list(range(500))})
 
@@ -60,12 +61,28 @@ def test_retry_settings_travel_to_workers(fault_s3) -> None:
     assert fs.config_kwargs["retries"] == {"total_max_attempts": 7, "mode": "adaptive"}   # 7 in all, first included
 
 
+def _refused(proxy) -> int:
+    """Requests the proxy could not forward because the S3 server was down."""
+    return sum(what == "upstream-down" for _, _, what in list(proxy.log))
+
+
 def test_server_restart_mid_run(fault_s3) -> None:
-    """The S3 server is down for 4 s (connections refused) while files are written and read back."""
+    """The S3 server is down for 4 s (connections refused) while files are written and read back: it goes
+    down before the first write and comes back once 4 s have passed and the writes' requests have been
+    refused 3 times (seen through the proxy), so the outage overlaps the writes whatever the machine's speed."""
     server, proxy = fault_s3
     fs = _fs(proxy)
-    restart = threading.Thread(target=server.restart, args=(4.0,))
+
+    def back_up() -> None:
+        try:
+            wait_until(lambda: _refused(proxy) >= 3 and time.time() - started >= 4.0, 120,
+                       "3 refused requests during the outage")
+        finally:
+            server.start()
+
+    restart = threading.Thread(target=back_up)
     started = time.time()
+    server.stop()
     restart.start()
     for i in range(3):
         write_ipc(fs, f"retry/restart-{i}.arrow", TABLE)

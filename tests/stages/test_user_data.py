@@ -9,7 +9,6 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import MODEL, jsonl
 
 from settings.schema import ConfigError
 from settings.loader import load_config
@@ -17,6 +16,8 @@ from stages.write.formats import write_formats
 from stages.preprocess import preprocess_batch
 from stages.read.stage import ReadOptions, ShardReader, parse_shard, read_shards
 from stages.read.row_mapping import RowMapping
+from tests.stages.helpers import MODEL, jsonl
+from tests.support.files import parquet_bytes, zstd as _zstd
 
 PATH = "/in/docs.jsonl"
 
@@ -63,11 +64,10 @@ def test_jsonl_column_type_is_fixed_by_the_first_chunk() -> None:
 def test_parquet_pass_through_keeps_arrow_types() -> None:
     table = pa.table({"key": pa.array([10, 11], pa.int16()), "text": ["copy:a=", "copy:b="],
                       "when": pa.array([1, 2], pa.timestamp("ms")), "w": pa.array([0.5, None], pa.float32())})
-    buf = io.BytesIO()
-    pq.write_table(table, buf, row_group_size=1)
+    data = parquet_bytes(table, row_group_size=1)
     reader = ShardReader("/in/t.parquet", "t", ReadOptions(mapping=RowMapping(id_field="key", prompt_field="text"),
                                                            chunk_rows=1))
-    blocks = list(reader.tables(io.BytesIO(buf.getvalue())))
+    blocks = list(reader.tables(io.BytesIO(data)))
     assert len(blocks) == 2                                          # one block per row group
     merged = pa.concat_tables(blocks)
     assert merged.schema.field("when").type == pa.timestamp("ms") and merged.schema.field("w").type == pa.float32()
@@ -113,11 +113,6 @@ def test_row_steps_must_fit_the_blocks_and_greedy_samples_are_refused() -> None:
     errors = preprocess_batch(table, MODEL, cfg.decode)["error"].to_pylist()
     assert "steps 3 must be a multiple of the row's 2 block(s)" in errors[0] and errors[1] == ""
     assert "identical samples" in errors[2]
-
-
-def _zstd(data: bytes) -> bytes:
-    import zstandard
-    return zstandard.ZstdCompressor().compress(data)
 
 
 @pytest.mark.parametrize("suffix, opener", [("jsonl.gz", gzip.compress), ("jsonl.zst", _zstd), ("jsonl", lambda b: b)])

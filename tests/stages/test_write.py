@@ -6,13 +6,13 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from helpers import good_prompts, jsonl, pipeline_table, run_stage, stage_config
 
 from settings.schema import StorageConfig
 from stages.decode import DecodeStage
 from driver.resume import committed_shards, prepare_output
 from stages.storage import filesystem
 from stages.write.sink import ERROR_COLUMNS, OUTPUT_COLUMNS, ShardDatasink, read_ipc
+from tests.stages.helpers import good_prompts, jsonl, pipeline_table, run_stage, stage_config
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_a_failed_shard_is_recorded_not_committed(sink, decoded, tmp_path) -> No
     from stages.preprocess import preprocess_batch
     from stages.read.stage import ReadOptions, read_shards
     from driver.resume import failed_shards
-    from helpers import MODEL
+    from tests.stages.helpers import MODEL
     cfg = stage_config()
     gone = str(tmp_path / "gone.jsonl")
     failure = pa.concat_tables(read_shards(pa.table({"path": [gone]}), fsspec.filesystem("file"), {gone: "c"},

@@ -4,14 +4,14 @@ and the next run's cleanup removes its half-written files before the shard is re
 from __future__ import annotations
 
 import pytest
-from faults.s3_proxy import Fault
-from test_write import check_committed, decoded, lines  # noqa: F401  (decoded is a fixture)
 
 from stages.write.commit import CommitError
 from settings.schema import StorageConfig
 from driver.resume import committed_shards, drop_uncommitted
 from stages.storage import filesystem
 from stages.write.sink import ShardDatasink
+from tests.stages.test_write import check_committed, decoded, lines  # noqa: F401  (decoded is a fixture)
+from tests.support.faults.s3_proxy import Fault
 
 #: Few request attempts, quick whole-commit retries: a fault outlasts the request retries at once.
 FAST = {"max_attempts": 2, "transfer_attempts": 1, "commit_attempts": 3, "commit_backoff_s": 0.0}
