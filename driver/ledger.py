@@ -139,23 +139,34 @@ def _actor_totals(actors: dict[str, dict], num_gpus: float) -> dict:
             "load_s": sum(a["load_s"] for a in actors.values())}
 
 
+#: At most this many part files (the newest) are read when an attempt is cut short: each actor's latest
+#: snapshot is in its newest parts, and a SIGTERM's grace period is short.
+MAX_PARTS_READ = 64
+
+
 def _part_snapshots(fs, root: str, skip: set[str]):
-    """(actor, stats) of every row in the part files of shards not committed (`_parts/<shard>/`)."""
+    """(actor, stats) of every row in the newest MAX_PARTS_READ part files of the shards not committed
+    (`_parts/<shard>/`)."""
     folder = join(root, "_parts")
     try:
-        shards = fs.ls(folder, detail=False) if fs.exists(folder) else []
-        for shard in shards:
-            if shard.rstrip("/").rsplit("/", 1)[-1] in skip:
-                continue
-            for path in fs.ls(shard, detail=False):
-                if path.endswith(".rows.arrow"):
-                    for b in iter_batches(fs, path, ["actor", "actor_stats"]):
-                        if "actor_stats" in b.schema.names:
-                            for actor, blob in zip(b.column("actor").to_pylist(), b.column("actor_stats").to_pylist()):
-                                if blob:
-                                    yield actor, json.loads(blob)
+        entries = []
+        for shard in fs.ls(folder, detail=False) if fs.exists(folder) else []:
+            if shard.rstrip("/").rsplit("/", 1)[-1] not in skip:
+                entries += [e for e in fs.ls(shard, detail=True) if e["name"].endswith(".rows.arrow")]
+        for e in sorted(entries, key=_modified, reverse=True)[:MAX_PARTS_READ]:
+            for b in iter_batches(fs, e["name"], ["actor", "actor_stats"]):
+                if "actor_stats" in b.schema.names:
+                    for actor, blob in zip(b.column("actor").to_pylist(), b.column("actor_stats").to_pylist()):
+                        if blob:
+                            yield actor, json.loads(blob)
     except FileNotFoundError:   # a part merged and removed while listed
         return
+
+
+def _modified(entry: dict) -> float:
+    """A listing entry's modification time (local: mtime; s3fs: LastModified) in seconds."""
+    value = entry.get("mtime") or entry.get("LastModified") or 0.0
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
 def read_attempts(fs, root: str, markers: dict[str, dict] | None = None) -> list[dict]:

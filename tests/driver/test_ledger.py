@@ -143,3 +143,22 @@ def test_error_reasons_group_rows_that_failed_the_same_way():
     assert top_reasons({"a": 1, "b": 5, "c": 5, "d": 2}, most=3) == "b ×5; c ×5; d ×2; 1 other reason(s)"
     code, message = row_error_exit({"rows": 10, "errors": 4, "error_reasons": {"missing id": 3, "empty prompt": 1}}, 0.0)
     assert code == 3 and "top reasons: missing id ×3; empty prompt ×1" in message
+
+
+def test_a_cut_short_attempt_reads_only_the_newest_parts(tmp_path, monkeypatch):
+    """Each actor's latest snapshot is in its newest parts; reading is bounded (a SIGTERM's grace is short)."""
+    import datetime
+    fs, root = _fs(tmp_path)
+    monkeypatch.setattr(ledger, "MAX_PARTS_READ", 1)
+    os.makedirs(tmp_path / "_parts" / "s1")
+    for i, (row_steps, elapsed) in enumerate(((50, 9.0), (20, 7.0))):   # the second is the newest (its
+        part = pa.table({"actor": ["h:1"], "actor_stats": [json.dumps(_stats(row_steps, elapsed))]})  # mtime)
+        path = f"{root}/_parts/s1/00000000{i}-1-0-0.rows.arrow"
+        write_ipc(fs, path, part)
+        os.utime(path, (1000.0 + i, 1000.0 + i))
+    with pytest.raises(KeyboardInterrupt):
+        with Attempt(fs, root, time.time(), num_gpus=0.0, shards_todo=1):
+            raise KeyboardInterrupt
+    assert read_attempts(fs, root)[0]["actor_s"] == pytest.approx(7.0)
+    stamp = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
+    assert ledger._modified({"LastModified": stamp}) == stamp.timestamp() and ledger._modified({"mtime": 3.5}) == 3.5
