@@ -81,6 +81,7 @@ def test_each_format_gives_the_same_report(runs):
     assert total["refresh_row_steps"] == sum(sum(t["refreshes"].to_pylist()) for t in outputs)
     manifest = json.loads((runs / "all" / "_manifest.json").read_text())
     assert total["accelerator_s"] == pytest.approx(manifest["spent"]["accelerator_s"]) and total["cost"] > 0
+    assert manifest["totals"]["error_reasons"] == {"empty prompt": 1}      # what exit 3 and the summary name
     assert not reports["jsonl"]["warnings"]
 
 
