@@ -3,6 +3,7 @@
 Usage:
   python pipeline.py [run] [--config my.yaml] [--no-defaults] [--overwrite | --redo-changed] [key.sub=value ...]
   python pipeline.py report <run-output-url> [--out DIR] [--baseline URL] [--price-per-gpu-hour X]
+                     [--config my.yaml] [storage.key=value ...]
   python pipeline.py labels <run-output-url> --out labels.arrow      (TSPD training rows from traces)
   python pipeline.py train-tspd labels.arrow --out controller.pt      (train the TSPD controller)
 
@@ -10,7 +11,8 @@ With no arguments it decodes the shipped prompt shards with the embedded model o
 output/default. Config layers: configs/default.yaml, then --config, then key=value overrides.
 Exit codes: 0 every row decoded; 3 error rows above run.max_error_fraction (default 0; everything is
 still written); 4 some shards could not be read (the rest committed; rerun to retry them); 2 config error
-or resume conflict (before any work); 1 failure; 130 interrupted.
+or resume conflict (before any work); 1 failure; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM), both
+keeping every committed shard (rerun to resume).
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from driver.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, from_ray,  # noqa: E402
-                            root_cause, run_exit, write_log)
+from driver.outcome import (EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, catch_sigterm, from_ray,  # noqa: E402
+                            interrupted_exit, root_cause, run_exit, write_log)
 from driver.redact import scrub_text  # noqa: E402
 from driver.stderr_filter import filtered_stderr  # noqa: E402
 from settings.loader import load_config  # noqa: E402
@@ -56,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--baseline", help="output root of a baseline run, for quality agreement and QPS")
     rep.add_argument("--price-per-gpu-hour", type=float, default=2.0, help="accelerator price (default 2.0)")
     rep.add_argument("--config", help="config of the runs (for storage settings)")
+    rep.add_argument("overrides", nargs="*", help="storage.key=value settings, as for run "
+                                                  "(e.g. storage.endpoint_url=http://127.0.0.1:9000)")
     lab = sub.add_parser("labels", help="TSPD training rows (features, label) from a run's traces")
     lab.add_argument("run_url", help="output root of a run decoded with decode.policy=[none] decode.trace=tokens")
     lab.add_argument("--out", required=True, help="Arrow file to write")
@@ -67,7 +71,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv = ["run", *argv]
     args, extra = ap.parse_known_args(argv)
-    if args.command == "run":  # overrides may come on either side of --overwrite/--config
+    if args.command in ("run", "report"):  # overrides may come on either side of the flags
         args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
         extra = [a for a in extra if not ("=" in a and not a.startswith("-"))]
     if extra:
@@ -80,6 +84,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    catch_sigterm()   # SIGTERM takes Ctrl-C's way out (driver/outcome.py)
     try:
         if args.command == "report":
             from report.main import run_report
@@ -101,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
             return EXIT_OK
         return run(args)
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: Ray has shut down its part, committed shards stay
+        code, message = interrupted_exit(e)
+        print(f"error: {message}", file=sys.stderr)
+        return code
     except Exception as e:
         if isinstance(e, ConfigError) and not from_ray(e):   # a user's mistake: one line, exit 2
             print(f"error: {scrub_text(str(e))}", file=sys.stderr)

@@ -5,13 +5,16 @@ Exit codes (README "The pipeline command"): 0 every row decoded (or error rows w
 a resume conflict, found before any work; 3 the job completed and wrote everything, but error rows
 exceeded `run.max_error_fraction`; 4 the job completed for every readable shard, but some shards could
 not be read (vanished or unreadable since they were listed; not committed, a rerun retries them); 130
-interrupted.
+interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM: Kubernetes, spot preemption, `kill`). Both stop
+the same way: Ray shuts down cleanly, committed shards are kept, one line says to rerun.
 """
 from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 import tempfile
 import time
 import traceback
@@ -19,6 +22,7 @@ import traceback
 from driver.redact import scrub_text
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_ROW_ERRORS, EXIT_FAILED_SHARDS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM   # 143, as a shell reports a process ended by SIGTERM
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 #: An exception line in a traceback text: `pkg.mod.SomeError: message`.
 ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt))(?:\([^)]*\))?: (.+)$")
@@ -27,12 +31,54 @@ RAY_WRAPPERS = {"RayTaskError", "RayActorError", "ActorDiedError", "ActorUnavail
                 "UserCodeException", "ObjectLostError", "TaskCancelledError"}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so it takes the same way out."""
+
+
+_terminating = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    global _terminating
+    if _terminating:      # a repeat while the job is already stopping: let the stop finish
+        return
+    _terminating = True
+    raise Terminated("SIGTERM")
+
+
+def catch_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in this (main-thread) process. ray.init installs its own handler,
+    which kills Ray's processes and exits from inside the signal handler while Ray Data's threads run
+    (exit 134 and a C++ stack dump): call this again after ray.init (driver/run.py does)."""
+    global _terminating
+    if threading.current_thread() is threading.main_thread():
+        _terminating = False
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interrupted_exit(exc: KeyboardInterrupt) -> tuple[int, str]:
+    """(exit code, the one line) of a command stopped by SIGINT or SIGTERM."""
+    if isinstance(exc, Terminated):
+        return EXIT_TERMINATED, "interrupted (SIGTERM); committed shards are kept, rerun the same command to resume"
+    return EXIT_INTERRUPTED, "interrupted; rerun the same command to resume"
+
+
+def top_reasons(reasons: dict[str, int], most: int = 3) -> str:
+    """`reason ×count; ...` of the most frequent error reasons (ties by name), and how many others."""
+    ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = "; ".join(f"{k} ×{v}" for k, v in ranked[:most])
+    return text + (f"; {len(ranked) - most} other reason(s)" if len(ranked) > most else "")
+
+
 def row_error_exit(totals: dict, max_error_fraction: float) -> tuple[int, str]:
-    """(exit code, message) of a completed run from its error-row count."""
+    """(exit code, message) of a completed run from its error-row count; the message names the top reasons."""
     rows, errors = totals.get("rows", 0), totals.get("errors", 0)
     if errors and errors / max(rows, 1) > max_error_fraction:
+        reasons = totals.get("error_reasons") or {}
+        top = f"; top reasons: {top_reasons(reasons)}" if reasons else ""
         return EXIT_ROW_ERRORS, (f"{errors} of {rows} rows went to errors/ ({errors / max(rows, 1):.1%} > "
-                                 f"run.max_error_fraction={max_error_fraction:g}); every output and error was written")
+                                 f"run.max_error_fraction={max_error_fraction:g}){top}; every output and error "
+                                 f"was written")
     return EXIT_OK, ""
 
 

@@ -169,15 +169,19 @@ def versions() -> dict[str, str]:
 
 
 def totals(summaries: list[dict]) -> dict:
-    keys = ("rows", "outputs", "errors", "prompt_tokens", "generated_tokens", "nfe", "step_budget", "blank_lines")
+    """Counts summed over shard markers; `refreshes`, `forward_tokens` and `error_reasons` count only the
+    markers that record them (markers written before they were added do not)."""
+    keys = ("rows", "outputs", "errors", "prompt_tokens", "generated_tokens", "nfe", "step_budget", "blank_lines",
+            "refreshes", "forward_tokens")
     t = {k: sum(s.get(k, 0) for s in summaries) for k in keys}
     t["steps_saved"] = t["step_budget"] - t["nfe"]
     t["step_speedup"] = t["step_budget"] / t["nfe"] if t["nfe"] else 0.0
-    exits: dict[str, int] = {}
-    for s in summaries:
-        for k, v in s["exit_reasons"].items():
-            exits[k] = exits.get(k, 0) + v
-    t["exit_reasons"] = exits
+    for key in ("exit_reasons", "error_reasons"):
+        merged: dict[str, int] = {}
+        for s in summaries:
+            for k, v in (s.get(key) or {}).items():
+                merged[k] = merged.get(k, 0) + v
+        t[key] = merged
     return t
 
 
@@ -193,7 +197,9 @@ def shared_settings(summaries: dict[str, dict]) -> tuple[dict | None, list[str]]
 def write_manifest(fs, root: str, config: dict, shards: list[str], skipped: list[str],
                    summaries: dict[str, dict], started: float, extra: dict) -> dict:
     """The run record: each shard's own counts and fingerprint (`shards`), the settings they share
-    (`settings`, or `settings_differ`), and this command's full config (`config`: actors, Ray, ...)."""
+    (`settings`, or `settings_differ`), and this command's full config (`config`: actors, Ray, ...).
+    `started_at`/`wall_s` are this command's unless `extra` gives them (driver/run.py gives the ledger's
+    totals over attempts); `extra`'s keys are written as given."""
     settings, differ = shared_settings(summaries)
     manifest = {
         "config": config, "settings": settings, "settings_differ": differ, "versions": versions(),

@@ -1,6 +1,7 @@
 """Assemble and run the Ray Data pipeline for one config: check files, list shards, plan the resume
-(committed shards that match are kept; conflicts stop the run before Ray starts), stream
-read -> parse -> preprocess -> decode actor pool -> shard datasink, show progress, write the manifest.
+(committed shards that match are kept; conflicts stop the run before Ray starts), open this command's
+attempt in the run ledger (driver/ledger.py), stream read -> parse -> preprocess -> decode actor pool ->
+shard datasink, show progress, close the attempt, write the manifest with the totals over attempts.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from settings.checks import check_files
 from stages.decode import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read.stage import ReadOptions, read_shards
+from driver.ledger import Attempt, ledger_totals, read_attempts, table
+from driver.outcome import catch_sigterm
 from driver.reaper import start_reaper
 from driver.fingerprint import shard_fingerprint
 from driver.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, drop_uncommitted,
@@ -54,6 +57,7 @@ def init_ray(cfg: PipelineConfig) -> None:
     else:
         kwargs["address"] = cfg.ray.address
     ray.init(**kwargs)
+    catch_sigterm()   # ray.init replaced our SIGTERM handler with one that aborts the driver
     if cfg.ray.address == "local":   # its Ray dies with this process, however it ends (driver/reaper.py)
         global _REAPER
         _REAPER = start_reaper()
@@ -96,42 +100,56 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     plan = plan_resume(readable, names, fingerprints, {n: v for n, v in done.items() if n not in failed})
     if plan.conflicts and not cfg.output.redo_changed:
         raise ResumeConflict(conflict_message(plan, cfg.output.url, done, fingerprints))
-    prepare_output(out_fs, out_root, cfg.output.overwrite)
-    drop_shards(out_fs, out_root, [*plan.changed, *plan.stale])
-    drop_uncommitted(out_fs, out_root, set(done) - set(plan.changed) - set(plan.stale))
-    if plan.todo:
-        init_ray(cfg)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours replace Ray's bars
-        logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # pipeline.py logs the traceback itself
-        kept = {names[s] for s in plan.skipped}
-        watcher = ProgressWatcher(out_fs, out_root, len(shards), kept, enabled=cfg.progress)
-        watcher.start()
-        try:
-            t = cfg.testing
-            kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker) \
-                if t.kill_after_commits or t.kill_before_marker else None
-            sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill,
-                                 formats=cfg.output.format)
-            build_dataset(cfg, plan.todo, names).write_datasink(sink)
-        finally:
-            watcher.stop()
-    summaries = committed_shards(out_fs, out_root)
-    failed.update({n: why for n, why in failed_shards(out_fs, out_root).items() if n not in summaries})
-    missing = [names[s] for s in shards if names[s] not in summaries and names[s] not in failed]
-    if missing:
-        raise RuntimeError(f"{len(missing)} shard(s) were not committed: {missing[:5]}")
+    kept = {n: m for n, m in done.items() if n not in plan.changed and n not in plan.stale}   # markers that stay
+    attempt = Attempt(out_fs, out_root, started, cfg.actors.num_gpus, len(plan.todo), known=kept)
+    with attempt:   # an exception on the way out closes the attempt as interrupted or failed
+        prepare_output(out_fs, out_root, cfg.output.overwrite)
+        drop_shards(out_fs, out_root, [*plan.changed, *plan.stale])
+        drop_uncommitted(out_fs, out_root, set(done) - set(plan.changed) - set(plan.stale))
+        if plan.todo:
+            decode(cfg, plan, shards, names, fingerprints, attempt.id, out_fs, out_root)
+        summaries = committed_shards(out_fs, out_root)
+        failed.update({n: why for n, why in failed_shards(out_fs, out_root).items() if n not in summaries})
+        missing = [names[s] for s in shards if names[s] not in summaries and names[s] not in failed]
+        if missing:
+            raise RuntimeError(f"{len(missing)} shard(s) were not committed: {missing[:5]}")
+        attempt.close("completed")
+    attempts = read_attempts(out_fs, out_root, summaries)
+    spent = ledger_totals(attempts)
     extra = {"actors": merge_actor_stats(summaries), "redone_shards": sorted(plan.changed),
-             "dropped_shards": plan.stale, "failed_shards": dict(sorted(failed.items()))}
+             "dropped_shards": plan.stale, "failed_shards": dict(sorted(failed.items())),
+             "attempts": table(attempts), "spent": spent, "started_at": spent["first_started_at"],
+             "wall_s": spent["wall_s"]}
     manifest = write_manifest(out_fs, out_root, OmegaConf.to_container(OmegaConf.structured(cfg)), shards,
                               plan.skipped, summaries, started, extra)
     if cfg.progress:
         print_summary(manifest)
         print_examples(out_fs, out_root, [names[s] for s in shards])
     return manifest
+
+
+def decode(cfg: PipelineConfig, plan, shards: list[str], names: dict[str, str], fingerprints: dict[str, dict],
+           attempt: str, out_fs, out_root: str) -> None:
+    """Start Ray (a local one, or join a cluster) and decode the plan's shards, committing each one."""
+    init_ray(cfg)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours replace Ray's bars
+    logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # pipeline.py logs the traceback itself
+    kept = {names[s] for s in plan.skipped}
+    watcher = ProgressWatcher(out_fs, out_root, len(shards), kept, enabled=cfg.progress)
+    watcher.start()
+    try:
+        t = cfg.testing
+        kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker) \
+            if t.kill_after_commits or t.kill_before_marker else None
+        sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill,
+                             formats=cfg.output.format, attempt=attempt)
+        build_dataset(cfg, plan.todo, names).write_datasink(sink)
+    finally:
+        watcher.stop()
 
 
 def fingerprint_shards(cfg: PipelineConfig, fs, shards: list[str], names: dict[str, str]

@@ -5,6 +5,10 @@ flight (`_parts/<shard>/*.rows.arrow`, read once each, a few columns) and the co
 committed shards (`_done/*.json`). So it moves row by row even when the job is one big shard: rows done /
 total, shards committed, sequences/s, mean steps and steps saved so far. The total is exact for shards
 already seen (each row carries its shard's row count) and extrapolated for shards not yet started.
+
+The end-of-run table totals the output root: wall time over every attempt of the run ledger
+(driver/ledger.py) and this command's own share, the KV-cache figures, the top error reasons; then a few
+examples, each cut to one line, read through the reader of every output format (stages/write/formats.py).
 """
 from __future__ import annotations
 
@@ -17,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from report.scan import iter_batches
+from driver.outcome import top_reasons
 from driver.resume import committed_shards
 from stages.storage import join
-from stages.write.sink import read_ipc
+from stages.write.formats import find_file, iter_batches
 
 PART_COLUMNS = ["shard_rows", "error", "nfe", "step_budget"]
 
@@ -154,6 +158,7 @@ class ProgressWatcher:
 
 def print_summary(manifest: dict) -> None:
     t, wall = manifest["totals"], manifest["wall_s"]
+    attempts = manifest.get("attempts") or []
     lines = [
         ("shards", _shard_line(manifest)),
         ("rows", t["rows"]), ("outputs", t["outputs"]), ("errors", t["errors"]),
@@ -163,12 +168,40 @@ def print_summary(manifest: dict) -> None:
         ("steps saved", f"{t['steps_saved']} ({t['steps_saved'] / max(t['step_budget'], 1):.1%}, "
                         f"{t['step_speedup']:.2f}x fewer steps)"),
         ("exit reasons", ", ".join(f"{k}={v}" for k, v in sorted(t["exit_reasons"].items()))),
-        ("wall time", f"{wall:.1f} s"), ("sequences/s", f"{t['outputs'] / wall:.2f}" if wall else "-"),
+        (f"KV cache ({_cache_mode(manifest)})", _cache_line(t)),
+        ("wall time", f"{wall:.1f} s" + (f" over {len(attempts)} attempts" if len(attempts) > 1 else "")),
+        ("sequences/s", f"{t['outputs'] / wall:.2f}" if wall else "-"),
     ]
+    if attempts:
+        lines.append(("attempts", _attempts_line(attempts)))
+    if t.get("error_reasons"):
+        lines.append(("top error reasons", top_reasons(t["error_reasons"], most=5)))
     for i, (name, why) in enumerate((manifest.get("failed_shards") or {}).items()):
         lines.insert(1 + i, ("  failed shard", f"{name}: {why}"))
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
+
+
+def _cache_mode(manifest: dict) -> str:
+    return f"decode.cache={((manifest.get('config') or {}).get('decode') or {}).get('cache', 'none')}"
+
+
+def _cache_line(t: dict) -> str:
+    """Row-steps that ran the whole sequence (all of them without a cache) and the tokens forwards ran."""
+    nfe, refreshes, tokens = t["nfe"], t.get("refreshes", 0), t.get("forward_tokens", 0)
+    per = f" ({tokens / t['generated_tokens']:.1f} per generated token)" if t["generated_tokens"] else ""
+    return (f"{refreshes} of {nfe} row-steps ran the full sequence ({refreshes / max(nfe, 1):.1%}), "
+            f"{tokens} forward tokens{per}")
+
+
+def _attempts_line(attempts: list[dict]) -> str:
+    """How many attempts worked on this output, by status, and this command's own share (the last)."""
+    statuses: dict[str, int] = {}
+    for a in attempts:
+        statuses[a["status"]] = statuses.get(a["status"], 0) + 1
+    me = attempts[-1]
+    return (f"{len(attempts)} ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items()))}); this one "
+            f"{me['wall_s']:.1f} s, {me['rows_decoded']} rows decoded, {me['actor_s']:.1f} actor-s")
 
 
 def _shard_line(manifest: dict) -> str:
@@ -182,17 +215,30 @@ def _shard_line(manifest: dict) -> str:
     return f"{len(manifest['input_shards'])} ({', '.join(notes)})"
 
 
+def one_line(text, width: int) -> str:
+    """`text` on one line (whitespace runs as one space) of at most `width` characters (… when cut)."""
+    flat = " ".join(str(text if text is not None else "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+EXAMPLE_COLUMNS = ["prompt", "output", "steps_taken", "step_budget", "exit_reason"]
+
+
 def print_examples(fs, root: str, shards: list[str], n: int = 5) -> None:
-    """A few decoded rows of the first of `shards` that has outputs, with the steps each took."""
+    """A few decoded rows of the first of `shards` that has outputs (in any output format), with the steps
+    each took; prompts and outputs cut to one line each."""
     for shard in shards:
-        try:
-            rows = read_ipc(fs, f"{root.rstrip('/')}/outputs/{shard}.arrow").slice(0, n).to_pylist()
-        except FileNotFoundError:
-            continue
+        path = find_file(fs, join(root, "outputs", shard))
+        rows = []
+        for b in iter_batches(fs, path, EXAMPLE_COLUMNS) if path else ():
+            rows += b.slice(0, n - len(rows)).to_pylist()
+            if len(rows) >= n:
+                break
         if rows:
             break
     else:
         return
     print(f"examples from {shard}:")
     for r in rows:
-        print(f"  {r['prompt']!r:28} -> {r['output']!r:16} {r['steps_taken']:>3}/{r['step_budget']} steps ({r['exit_reason']})")
+        print(f"  {one_line(r['prompt'], 40)!r:44} -> {one_line(r['output'], 24)!r:28} "
+              f"{r['steps_taken']:>3}/{r['step_budget']} steps ({r['exit_reason']})")

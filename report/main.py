@@ -1,109 +1,61 @@
 """Cost and step accounting report of a finished run: `python pipeline.py report <run-url> [--out DIR]
-[--baseline URL] [--price-per-gpu-hour X] [--config YAML]`.
+[--baseline URL] [--price-per-gpu-hour X] [--config YAML] [storage.key=value ...]`.
 
-Reads the run's `outputs/`, `errors/`, `traces/` and `_manifest.json` through fsspec (local paths or
-object storage; S3 endpoint from `--config`'s storage section, else AWS_ENDPOINT_URL) and aggregates
-them file by file, record batch by record batch, reading only the columns it needs (Arrow IPC
-`included_fields`): no more than one shard's outputs and one record batch of a trace are in memory.
+Reads the run's `_manifest.json`, `outputs/`, `errors/` and `traces/` through fsspec (local paths or
+object storage; S3 settings from `--config`'s storage section and `storage.*=` overrides, else
+AWS_ENDPOINT_URL), outputs and errors in whichever format the run wrote (Arrow, Parquet, JSONL: one
+reader, stages/write/formats.py), and aggregates them file by file, record batch by record batch, only
+the columns it needs: no more than one shard's outputs and one record batch of a trace are in memory.
+It is right or refuses: a run without a manifest, or missing a shard's outputs, errors or traces, is
+refused (exit 2) with the files named (report/scan.py `locate`).
 
 Accounting (one row per shard plus a `__run__` row):
-  NFE            forward passes x rows = step-trace rows (the outputs' `nfe` column when traces are off)
+  NFE            forward passes x rows = step-trace rows (the outputs' `nfe` column for shards decoded with
+                 decode.trace=off)
   steps saved    sum(step_budget) - NFE;  step speedup = sum(step_budget) / NFE
-  accelerator-s  each decode actor's busy time (its scheduler's `elapsed_s` in the manifest) x the
-                 accelerators it holds (`actors.num_gpus`; with num_gpus = 0 the report counts CPU
-                 actor-seconds and says so in the `accelerator` column), attributed to rows by their
-                 slot time (`slot_s`): a row's share of its actor is slot_s / the actor's total slot_s.
-                 An actor without stats falls back to sum(slot_s) / decode.max_batch_size.
+  accelerator-s  per shard: each decode actor's busy time (its scheduler's `elapsed_s` in the manifest) x
+                 the accelerators it holds (`actors.num_gpus`; with num_gpus = 0 the report counts CPU
+                 actor-seconds and says so in the `accelerator` column), attributed to rows by their slot
+                 time (`slot_s`); an actor without stats falls back to sum(slot_s) / decode.max_batch_size.
+                 Run row: the total over the run ledger's attempts (report/cost.py, driver/ledger.py),
+                 work later thrown away included
   cost           accelerator-s / 3600 x --price-per-gpu-hour; per 1k generated tokens as well
-  start-up       the actors' model-load time (manifest actors.*.load_s) x accelerators, on the run row
+  wall time      the ledger's total over attempts; sequences/s = sequences / that
+  start-up       the actors' model-load time x accelerators, on the run row, beside the cost
   --baseline     agreement = exact match of `output` over the ids present in both runs;
                  step speedup vs baseline = baseline NFE / run NFE over those ids;
                  QPS_4 = that speedup x (score / baseline score)^4 (report/qps.py) with agreement as
-                 the score (no reference answers; the baseline's own agreement is 1)
-Reading and aggregation live in report/scan.py, plots and the HTML page in report/plots.py.
-Writes summary.parquet, summary.csv, four PNG plots and report.html, and prints a short summary.
+                 the score (no reference answers; the baseline's own agreement is 1); both runs' cost,
+                 the money and accelerator-hours saved, and the saving per million prompts projected
+                 from each run's cost per prompt (report/cost.py)
+Reading and aggregation live in report/scan.py, costs in report/cost.py, the baseline in
+report/baseline.py, plots and the HTML page in report/plots.py. Writes summary.parquet, summary.csv,
+attempts.csv, four PNG plots and report.html, and prints a short summary.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import posixpath
 import shutil
 import tempfile
-from collections import defaultdict
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from settings.schema import StorageConfig
-from report.scan import (RUN_ROW, Agreement, PlotData, ShardStats, compare_baseline, count_rows,
-                                iter_batches, load_run, run_settings, scan_outputs, scan_steps, scan_token_margins)
+from report.baseline import baseline_figures, compare_baseline, load_baseline
+from report.cost import (accelerator_info, actor_rates, baseline_cost_columns, cumulative_cost,
+                         outputs_accelerator_s, spent)
+from report.scan import (RUN_ROW, Agreement, PlotData, ShardStats, count_rows, load_run, locate, run_settings,
+                         scan_outputs, scan_steps, scan_token_margins)
+from settings.schema import ConfigError, StorageConfig
 from stages.storage import filesystem, join
-from settings.schema import ConfigError
 
-N_CURVE_POINTS = 2000
-
-
-# ----- cost -------------------------------------------------------------------------------------------
-def accelerator_info(config: dict) -> tuple[str, float]:
-    """('gpu', GPUs per actor) or ('cpu-actor', 1.0) when the actors hold no GPU."""
-    num_gpus = float(config.get("actors", {}).get("num_gpus", 0.0) or 0.0)
-    return ("gpu", num_gpus) if num_gpus > 0 else ("cpu-actor", 1.0)
-
-
-def actor_rates(manifest: dict, shards: list[ShardStats], units: float, max_batch_size: int) -> dict[str, float]:
-    """Accelerator-seconds per slot-second of every actor: busy_s x units / its rows' total slot_s."""
-    slot = defaultdict(float)
-    for st in shards:
-        for a, s in st.slot_by_actor.items():
-            slot[a] += s
-    stats = manifest.get("actors", {}) or {}
-    rates = {}
-    for a, s in slot.items():
-        busy = float(stats.get(a, {}).get("elapsed_s", 0.0) or 0.0)
-        if busy <= 0:
-            busy = s / max(max_batch_size, 1)   # no stats: each slot is 1/B of the actor
-        rates[a] = busy * units / s if s > 0 else 0.0
-    return rates
-
-
-def cumulative_cost(fs, root: str, names: list[str], rates: dict, price: float, total_rows: int) -> dict:
-    """Cumulative cost (and the full-step-budget estimate) after each sequence, in row order
-    (shard, line): outputs carry per-row durations, not absolute finish times. <= N_CURVE_POINTS points."""
-    stride = max(1, math.ceil(total_rows / N_CURVE_POINTS))
-    xs, ys, full = [0], [0.0], [0.0]
-    done, cost, cost_full = 0, 0.0, 0.0
-    for n in names:
-        path = join(root, "outputs", f"{n}.arrow")
-        if not fs.exists(path):
-            continue
-        for b in iter_batches(fs, path, ["slot_s", "actor", "steps_taken", "step_budget"]):
-            if not b.num_rows:
-                continue
-            slot = b.column("slot_s").to_numpy(zero_copy_only=False).astype(np.float64)
-            actors = b.column("actor").to_pylist()
-            rate = np.array([rates.get(a or "", 0.0) for a in actors])
-            row = slot * rate / 3600.0 * price
-            ratio = b.column("step_budget").to_numpy().astype(np.float64) / np.maximum(
-                b.column("steps_taken").to_numpy().astype(np.float64), 1.0)
-            c, cf = cost + np.cumsum(row), cost_full + np.cumsum(row * ratio)
-            idx = np.arange(done + 1, done + b.num_rows + 1)
-            keep = (idx % stride == 0) | (idx == total_rows)
-            xs += idx[keep].tolist()
-            ys += c[keep].tolist()
-            full += cf[keep].tolist()
-            done, cost, cost_full = done + b.num_rows, float(c[-1]), float(cf[-1])
-    return {"sequences": xs, "cost": ys, "cost_full_budget": full}
-
-
-def startup_accelerator_s(manifest: dict, units: float) -> float:
-    """Accelerator-seconds the decode actors spent loading tokenizer and model (manifest actors.*.load_s):
-    paid for, but not decoding, so reported beside the cost rather than spread over rows."""
-    return sum(float(a.get("load_s", 0.0) or 0.0) for a in (manifest.get("actors", {}) or {}).values()) * units
+#: The per-attempt table's columns (attempts.csv, the page), from the manifest's `attempts`.
+ATTEMPT_COLS = ["attempt", "status", "reason", "wall_s", "shards_committed", "rows_decoded", "accelerator",
+                "accelerator_s", "load_s"]
 
 
 # ----- the summary table ------------------------------------------------------------------------------
@@ -134,7 +86,7 @@ def _merge(shards: list[ShardStats]) -> ShardStats:
     t = ShardStats(RUN_ROW)
     traced = [s.nfe_traced for s in shards if s.nfe_traced is not None]
     for s in shards:
-        for k in ("sequences", "errors", "prompt_tokens", "generated_tokens", "nfe_outputs", "step_budget",
+        for k in ("sequences", "prompts", "errors", "prompt_tokens", "generated_tokens", "nfe_outputs", "step_budget",
                   "steps_taken", "slot_s", "refreshes", "forward_tokens", "encoder_passes"):
             setattr(t, k, getattr(t, k) + getattr(s, k))
         t.exits.update(s.exits)
@@ -155,15 +107,19 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
     storage = storage or StorageConfig()
     fs, root = filesystem(run_url, storage)
     manifest, names = load_run(fs, root)
+    files = locate(fs, root, manifest, names)       # refuses a run missing a file it needs
+    if baseline:   # read (and refused) before any work
+        bfs, broot = filesystem(baseline, storage)
+        bmanifest, bfiles = load_baseline(bfs, broot)
     config, warnings = run_settings(manifest)       # per-shard settings, not the last command's
     decode = config.get("decode", {})
     plots = PlotData()
     shards = []
-    for n in names:
+    for n, f in files.items():
         st = ShardStats(n)
-        scan_outputs(fs, root, n, st, plots)
-        st.errors = count_rows(fs, join(root, "errors", f"{n}.arrow"))
-        scan_steps(fs, root, n, st, plots)
+        scan_outputs(fs, f, st, plots)
+        st.errors = count_rows(fs, f.errors)
+        scan_steps(fs, f, st, plots)
         shards.append(st)
     total = _merge(shards)
     if total.nfe_traced is not None and total.nfe_traced != total.nfe_outputs:
@@ -171,46 +127,62 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
     if not plots.has_margin():
         plots.margin.clear()
         plots.margin_source = "tokens"
-        for n in names:
-            scan_token_margins(fs, root, n, decode.get("sched", {}).get("progress_mode", "t_over_T"), plots)
+        for f in files.values():
+            scan_token_margins(fs, f, decode.get("sched", {}).get("progress_mode", "t_over_T"), plots)
 
     accel, units = accelerator_info(config)
     rates = actor_rates(manifest, shards, units, int(decode.get("max_batch_size", 16)))
     reasons = sorted(total.exits)
-    wall = float(manifest.get("wall_s", float("nan")))
+    paid = spent(manifest, units)
+    wall = paid["wall_s"]
     rows = []
     for st in shards:
         a_s = sum(rates.get(a, 0.0) * s for a, s in st.slot_by_actor.items())
         rows.append(summary_row(st.name, st, accel, units, a_s, price, float("nan"), reasons))
-    run_accel = sum(r["accelerator_s"] for r in rows)
-    rows.append(summary_row(RUN_ROW, total, accel, units, run_accel, price, wall, reasons))
-    rows[-1]["sequences_per_s"] = total.sequences / wall if wall and wall == wall else float("nan")
-    startup = startup_accelerator_s(manifest, units)
-    rows[-1].update(startup_accelerator_s=startup, startup_cost=startup / 3600.0 * price)
+    outputs_s = sum(r["accelerator_s"] for r in rows)
+    rows.append(summary_row(RUN_ROW, total, accel, units, paid["accelerator_s"] if paid["ledger"] else outputs_s,
+                            price, wall, reasons))
+    rows[-1].update(sequences_per_s=total.sequences / wall if wall and wall == wall else float("nan"),
+                    startup_accelerator_s=paid["startup_accelerator_s"],
+                    startup_cost=paid["startup_accelerator_s"] / 3600.0 * price, outputs_accelerator_s=outputs_s,
+                    attempts=paid["attempts"], rows_decoded=paid["rows_decoded"], prompts=total.prompts)
     for r in rows[:-1]:
-        r.update(sequences_per_s=float("nan"), startup_accelerator_s=float("nan"), startup_cost=float("nan"))
+        r.update(sequences_per_s=float("nan"), startup_accelerator_s=float("nan"), startup_cost=float("nan"),
+                 outputs_accelerator_s=r["accelerator_s"], attempts=None, rows_decoded=None, prompts=None)
 
-    agreement = None
     if baseline:
-        bfs, broot = filesystem(baseline, storage)
-        per = compare_baseline(fs, root, names, bfs, broot)
+        per = compare_baseline(fs, files, bfs, bfiles)
         agreement = Agreement()
         for r in rows[:-1]:
             r.update(per[r["shard"]].columns())
             agreement.add(per[r["shard"]])
         rows[-1].update(agreement.columns())
+        base = baseline_figures(bfs, bmanifest, bfiles)
+        if base["accelerator"] != accel:
+            warnings.append(f"the run counts {accel} seconds and the baseline {base['accelerator']} seconds: "
+                            f"their cost difference compares different accelerators")
+        mine = {"accelerator_s": rows[-1]["accelerator_s"], "outputs_accelerator_s": outputs_accelerator_s(manifest, units),
+                "prompts": total.prompts}
+        rows[-1].update(baseline_cost_columns(mine, base, price))
 
+    for key in dict.fromkeys(k for r in rows for k in r):   # run-row-only columns: empty on shard rows
+        for r in rows:
+            r.setdefault(key, None)
     os.makedirs(out_dir, exist_ok=True)
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, os.path.join(out_dir, "summary.parquet"))
     pacsv.write_csv(table, os.path.join(out_dir, "summary.csv"))
-    plots.curve = cumulative_cost(fs, root, names, rates, price, total.sequences)
+    attempts = [{k: a.get(k) for k in ATTEMPT_COLS} for a in manifest.get("attempts") or []]
+    pacsv.write_csv(pa.Table.from_pylist(attempts) if attempts else pa.table({c: pa.array([], pa.string())
+                                                                               for c in ATTEMPT_COLS}),
+                    os.path.join(out_dir, "attempts.csv"))
+    plots.curve = cumulative_cost(fs, files, rates, price, total.sequences)
     info = {"run": run_url, "baseline": baseline, "config": config, "manifest": manifest, "price": price,
-            "accelerator": accel, "units": units, "warnings": warnings, "out_dir": out_dir}
+            "accelerator": accel, "units": units, "warnings": warnings, "out_dir": out_dir, "attempts": attempts}
     pngs = report_plots.write_plots(out_dir, plots, decode)
     report_plots.write_html(out_dir, rows, info, pngs)
-    return {"rows": rows, "run": rows[-1], "plots": pngs, "files": ["summary.parquet", "summary.csv",
-                                                                   *pngs.values(), "report.html"],
+    return {"rows": rows, "run": rows[-1], "plots": pngs, "attempts": attempts,
+            "files": ["summary.parquet", "summary.csv", "attempts.csv", *pngs.values(), "report.html"],
             "warnings": warnings, "out_dir": out_dir}
 
 
@@ -227,39 +199,70 @@ def default_out(run_url: str) -> str:
     return os.path.join(os.getcwd(), f"report-{name}")
 
 
+def _money(x: float) -> str:
+    if x != x:
+        return "-"
+    sign = "-" if x < 0 else ""
+    return f"{sign}${abs(x):,.2f}" if abs(x) >= 1 else f"{sign}${abs(x):.4g}"
+
+
 def fmt_summary(result: dict) -> str:
     r = result["run"]
-    money = lambda x: "-" if x != x else f"${x:,.2f}" if x >= 1 else f"${x:.4g}"  # noqa: E731
+    unit = "GPU" if r["accelerator"] == "gpu" else "CPU actor"
+    attempts = result.get("attempts") or []
+    statuses = {}
+    for a in attempts:
+        statuses[a["status"]] = statuses.get(a["status"], 0) + 1
     lines = [
         ("shards", len(result["rows"]) - 1), ("sequences", r["sequences"]), ("errors", r["errors"]),
         ("prompt / generated tokens", f"{r['prompt_tokens']} / {r['generated_tokens']}"),
         (f"NFE (from {r['nfe_source']})", r["nfe"]), ("step budget", r["step_budget"]),
         ("steps saved", f"{r['steps_saved']} ({r['steps_saved_frac']:.1%}, {r['step_speedup']:.2f}x fewer steps)"),
         ("exit reasons", ", ".join(f"{k}={v}" for k, v in json.loads(r["exit_reasons"]).items()) or "-"),
-        ("wall time", f"{r['wall_s']:.1f} s" if r["wall_s"] == r["wall_s"] else "- (no manifest)"),
-        (f"{'GPU' if r['accelerator'] == 'gpu' else 'CPU actor'}-seconds", f"{r['accelerator_s']:.2f}"
-         + (f" ({r['accelerators_per_actor']:g} GPU/actor)" if r["accelerator"] == "gpu" else " (actors.num_gpus=0)")),
-        (f"cost at ${r['price_per_hour']:g}/h", money(r["cost"])),
-        ("cost per 1k generated tokens", money(r["cost_per_1k_generated_tokens"])),
+        ("KV cache", f"{r['refresh_row_steps']} of {r['nfe']} row-steps ran the full sequence, "
+                     f"{r['forward_tokens']} forward tokens ({r['forward_tokens_per_generated']:.1f} per generated)"),
+        ("attempts", f"{r['attempts']}" + (f" ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items()))}), "
+                                           f"{r['rows_decoded']} rows decoded in all" if attempts else "")),
+        ("wall time", f"{r['wall_s']:.1f} s" + (" over all attempts" if r["attempts"] > 1 else "")),
+        (f"{unit}-seconds", f"{r['accelerator_s']:.2f}"
+         + (f" ({r['accelerators_per_actor']:g} GPU/actor)" if r["accelerator"] == "gpu" else " (actors.num_gpus=0)")
+         + (f"; {r['outputs_accelerator_s']:.2f} behind the outputs kept" if r["attempts"] > 1 else "")),
+        (f"cost at ${r['price_per_hour']:g}/h", _money(r["cost"])),
+        ("cost per 1k generated tokens", _money(r["cost_per_1k_generated_tokens"])),
         ("actor start-up (model load)", f"{r['startup_accelerator_s']:.2f} accelerator-s, "
-         f"{money(r['startup_cost'])} (not in the cost above)"),
+         f"{_money(r['startup_cost'])} (not in the cost above)"),
     ]
     if "agreement" in r:
         lines += [("baseline agreement", f"{r['agreement']:.4f} over {r['baseline_matched']} ids"),
                   ("step speedup vs baseline", f"{r['step_speedup_vs_baseline']:.3f}x"),
-                  ("QPS_4", f"{r['qps4']:.3f}")]
+                  ("QPS_4", f"{r['qps4']:.3f}"),
+                  ("baseline cost", f"{_money(r['baseline_cost'])} ({r['baseline_accelerator_s'] / 3600:.4g} "
+                                    f"accelerator-h) vs {_money(r['cost'])} ({r['accelerator_s'] / 3600:.4g})"),
+                  ("saved vs baseline", f"{_money(r['cost_saved'])}, {r['accelerator_h_saved']:.4g} accelerator-h"),
+                  ("saving per 1M prompts", f"{_money(r['saving_per_million_prompts'])} (cost per prompt "
+                                            f"{_money(r['baseline_cost_per_prompt'])} -> {_money(r['cost_per_prompt'])})")]
     lines.append(("report", os.path.join(result["out_dir"], "report.html")))
     width = max(len(k) for k, _ in lines)
     text = "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
     return text + "".join(f"\nwarning: {w}" for w in result["warnings"])
 
 
+def report_storage(config: str | None, overrides: list[str]) -> StorageConfig:
+    """Storage settings of `report`: `--config`'s storage section, then `storage.key=value` overrides
+    (checked as `run` checks them); any other key is refused."""
+    other = [o for o in overrides if not o.split("=", 1)[0].startswith("storage.")]
+    if other:
+        raise ConfigError(f"report takes only storage.* settings (the run's own settings are in its manifest): "
+                          f"{other[0]!r}")
+    if not config and not overrides:
+        return StorageConfig()
+    from settings.loader import load_config
+    return load_config(config, overrides).storage
+
+
 def run_report(args) -> dict:
-    """Entry point of `pipeline.py report`: args.run_url, out, baseline, price_per_gpu_hour, config."""
-    storage = StorageConfig()
-    if getattr(args, "config", None):
-        from settings.loader import load_config
-        storage = load_config(args.config).storage
+    """Entry point of `pipeline.py report`: args.run_url, out, baseline, price_per_gpu_hour, config, overrides."""
+    storage = report_storage(getattr(args, "config", None), list(getattr(args, "overrides", None) or []))
     out = args.out or default_out(args.run_url)
     price = float(getattr(args, "price_per_gpu_hour", 2.0))
     if price < 0:

@@ -208,6 +208,8 @@ def _plain(v) -> str:
 
 
 def _cell(v, col: str = "") -> str:
+    if v is None:
+        return "–"
     if col in PERCENT_COLS and isinstance(v, (int, float)):
         return _pct(float(v))
     if col == "exit_reasons" or isinstance(v, dict):
@@ -257,9 +259,13 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
                  "steps_saved", "steps_saved_frac", "step_speedup", "mean_steps", "exit_reasons",
                  "forward_tokens_per_generated"]
     cost_cols = ["shard", "wall_s", "sequences_per_s", "slot_s", "accelerator", "accelerators_per_actor",
-                 "accelerator_s", "cost", "cost_per_1k_generated_tokens", "startup_accelerator_s", "startup_cost"]
+                 "accelerator_s", "outputs_accelerator_s", "cost", "cost_per_1k_generated_tokens",
+                 "startup_accelerator_s", "startup_cost"]
     base_cols = ["shard", "baseline_matched", "agreement", "nfe_matched", "baseline_nfe",
                  "step_speedup_vs_baseline", "qps4"]
+    saving_cols = ["accelerator_s", "baseline_accelerator_s", "accelerator_h_saved", "cost", "baseline_cost",
+                   "cost_saved", "prompts", "baseline_prompts", "cost_per_prompt", "baseline_cost_per_prompt",
+                   "saving_per_million_prompts"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Cost and step report</title>"
              f"<style>{CSS}</style></head><body><h1>Cost and step report</h1>",
              "<table class='kv'>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in kv)
@@ -269,11 +275,20 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
              f"(<b>{fmt_number(run['step_speedup'])}×</b> fewer); cost <b>${fmt_number(run['cost'])}</b>, "
              f"${fmt_number(run['cost_per_1k_generated_tokens'])} per 1k generated tokens.</p>",
              "<h2>Steps</h2>", _table(rows, main_cols), "<h2>Time and cost</h2>", _table(rows, cost_cols)]
+    attempts = info.get("attempts") or []
+    if attempts:
+        parts += [f"<h3>Attempts</h3><p class='note'>Every command that worked on this output (the run ledger, "
+                  f"_attempts/): the run row's wall time and accelerator-seconds are their totals, work later "
+                  f"thrown away included; outputs_accelerator_s is the part behind the outputs kept.</p>",
+                  _table(attempts, list(attempts[0]))]
     if "agreement" in run:
         parts += ["<h2>Against the baseline</h2>",
                   "<p class='note'>agreement = exact match of <code>output</code> over the ids in both runs; "
                   "step speedup = baseline NFE / run NFE over those ids; QPS<sub>4</sub> = speedup × "
-                  "(score / baseline score)<sup>4</sup> with agreement as the score (the baseline's is 1).</p>", _table(rows, base_cols)]
+                  "(score / baseline score)<sup>4</sup> with agreement as the score (the baseline's is 1).</p>", _table(rows, base_cols),
+                  "<p class='note'>Cost: each run's accelerator-seconds over all its attempts; saved = baseline − "
+                  "run. The saving per million prompts projects each run's cost per prompt (the accelerator time "
+                  "behind its outputs / prompts decoded).</p>", _table([run], saving_cols)]
     parts.append("<h2>Plots</h2><div class='plots'>")
     for key, name in pngs.items():
         parts.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(PLOT_FILES[key][1])}'>"
@@ -281,7 +296,7 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
     parts.append("</div>")
     notes = ["NFE = forward passes × rows = step-trace rows (the outputs' nfe column when traces are off).",
              "Accelerator-seconds: each decode actor's busy time (manifest actors.*.elapsed_s) × accelerators "
-             "per actor, shared among its rows by slot time (slot_s).",
+             "per actor, shared among its rows by slot time (slot_s); the run row totals the attempts.",
              "Start-up: the decode actors' tokenizer and model load time (manifest actors.*.load_s) × "
              "accelerators per actor; paid for but not decoding, so shown beside the cost, not in it.",
              "The full-budget cost curve scales each row's cost by step_budget / steps_taken (an estimate).",

@@ -1,9 +1,14 @@
 """Reading and aggregating a run's files for the cost and step report (report/main.py).
 
-Everything streams: Arrow IPC files are read record batch by record batch, only the needed columns
-(`included_fields`), and folded into per-shard counters (`ShardStats`) and bounded-size plot
-accumulators (`PlotData`). At most one shard's outputs (or, for the baseline comparison, one shard of
-each run) is held in memory at a time.
+Everything streams: outputs and errors are read record batch by record batch through the one reader of
+every output format (stages/write/formats.py: Arrow IPC, Parquet or JSONL, whichever the run wrote),
+only the needed columns, with the same types whatever the format; traces (always Arrow) likewise. They
+are folded into per-shard counters (`ShardStats`) and bounded-size plot accumulators (`PlotData`). At most
+one shard's outputs (or, for the baseline comparison, one shard of each run) is held in memory at a time.
+
+The report is right or refuses: `locate` finds every file each shard of the manifest needs (outputs and
+errors in some format; the step trace, and with `decode.trace=tokens` the token trace, unless the shard
+was decoded with `decode.trace=off`) and raises `IncompleteRun` naming what is missing.
 """
 from __future__ import annotations
 
@@ -17,30 +22,81 @@ import pyarrow.compute as pc
 
 from report.qps import qps
 from stages.storage import join
+from stages.write.formats import EXTENSIONS, READ_ORDER, find_file, iter_batches
 from settings.schema import MissingInputError
 
 RUN_ROW = "__run__"
+#: The output columns the report reads, with the types the write stage gives them (stages/decode.py
+#: DECODE_FIELDS, stages/write/sink.py): a JSONL file is parsed as these types.
+OUT_SCHEMA = pa.schema([
+    ("id", pa.string()), ("sample", pa.int32()), ("output", pa.string()), ("steps_taken", pa.int32()),
+    ("step_budget", pa.int32()), ("nfe", pa.int32()), ("exit_reason", pa.string()), ("prompt_tokens", pa.int32()),
+    ("generated_tokens", pa.int32()), ("slot_s", pa.float64()), ("actor", pa.string()),
+    ("commit_step", pa.list_(pa.int32())), ("refreshes", pa.int32()), ("forward_tokens", pa.int64()),
+    ("encoder_passes", pa.int32()),
+])
+
+
+class IncompleteRun(MissingInputError):
+    """The run lacks a file the report needs (exit 2, the message names what and why)."""
+
 
 # ----- reading --------------------------------------------------------------------------------------
-def iter_batches(fs, path: str, columns: list[str] | None = None):
-    """Record batches of an Arrow IPC file, reading only `columns` (those present) from storage."""
-    with fs.open(path, "rb") as f:
-        reader = pa.ipc.open_file(f)
-        if columns is not None:
-            names = reader.schema.names
-            idx = [names.index(c) for c in columns if c in names]
-            reader = pa.ipc.open_file(f, options=pa.ipc.IpcReadOptions(included_fields=idx))
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
+def out_schema(columns: list[str]) -> pa.Schema:
+    return pa.schema([OUT_SCHEMA.field(c) for c in columns])
 
 
 def read_columns(fs, path: str, columns: list[str]) -> pa.Table:
-    batches = list(iter_batches(fs, path, columns))
+    """`columns` of an outputs file in any format, as a table with OUT_SCHEMA's types."""
+    schema = out_schema(columns)
+    batches = list(iter_batches(fs, path, schema))
     if batches:
         return pa.Table.from_batches(batches)
-    with fs.open(path, "rb") as f:
-        schema = pa.ipc.open_file(f).schema
-    return pa.schema([schema.field(c) for c in columns if c in schema.names]).empty_table()
+    return schema.empty_table()
+
+
+def count_rows(fs, path: str) -> int:
+    return sum(b.num_rows for b in iter_batches(fs, path, ["id"]))
+
+
+@dataclass
+class ShardFiles:
+    """The files of one shard the report reads (`steps`/`tokens` None: not traced)."""
+    outputs: str
+    errors: str
+    steps: str | None = None
+    tokens: str | None = None
+
+
+def shard_trace(manifest: dict, name: str) -> str:
+    """decode.trace the shard was decoded with (its fingerprint; else the command's config)."""
+    fp = ((manifest.get("shards") or {}).get(name, {}).get("fingerprint") or {}).get("config") or {}
+    return fp.get("decode.trace") or ((manifest.get("config") or {}).get("decode") or {}).get("trace") or "tokens"
+
+
+def locate(fs, root: str, manifest: dict, names: list[str]) -> dict[str, ShardFiles]:
+    """Every shard's files, or IncompleteRun naming each one missing (at most 5, then a count)."""
+    found, missing = {}, []
+    any_of = "|".join(EXTENSIONS[f] for f in READ_ORDER)
+    for n in names:
+        paths = {}
+        for sub in ("outputs", "errors"):
+            paths[sub] = find_file(fs, join(root, sub, n))
+            if paths[sub] is None:
+                missing.append(f"{sub}/{n}{{{any_of}}}")
+        trace = shard_trace(manifest, n)
+        for kind, needed in (("steps", trace in ("steps", "tokens")), ("tokens", trace == "tokens")):
+            path = join(root, "traces", f"{n}.{kind}.arrow")
+            if needed and not fs.exists(path):
+                missing.append(f"traces/{n}.{kind}.arrow (decode.trace={trace})")
+            paths[kind] = path if needed else None
+        found[n] = ShardFiles(**paths)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise IncompleteRun(f"{root}: the run's manifest lists {len(names)} shard(s) but these files are missing: "
+                            f"{', '.join(missing[:5])}{more}; nothing was reported (rerun the same `pipeline.py "
+                            f"run` to redo the shards, or report another run)")
+    return found
 
 
 def run_settings(manifest: dict) -> tuple[dict, list[str]]:
@@ -65,20 +121,19 @@ def run_settings(manifest: dict) -> tuple[dict, list[str]]:
 
 
 def load_run(fs, root: str) -> tuple[dict, list[str]]:
-    """(manifest or {} when the run has none yet, sorted shard names)."""
+    """(manifest, sorted shard names). A run without `_manifest.json` is refused: it has not completed,
+    so its time, cost and shard list are not known."""
     path = join(root, "_manifest.json")
-    manifest: dict = {}
-    if fs.exists(path):
-        with fs.open(path) as f:
-            manifest = json.load(f)
-    names = sorted(manifest.get("shards", {}))
-    if not names:
-        folder = join(root, "outputs")
-        if not fs.exists(folder):
-            raise MissingInputError(f"no run at {root}: neither _manifest.json nor outputs/ found")
-        names = sorted(p.rsplit("/", 1)[-1][: -len(".arrow")] for p in fs.ls(folder, detail=False)
-                       if p.endswith(".arrow"))
-    return manifest, names
+    if not fs.exists(path):
+        done = join(root, "_done")
+        committed = len([p for p in fs.ls(done, detail=False) if p.endswith(".json")]) if fs.exists(done) else 0
+        if committed or fs.exists(join(root, "outputs")):
+            raise IncompleteRun(f"{root} has no _manifest.json: the run has not completed ({committed} shard(s) "
+                                f"committed); rerun the same `pipeline.py run` to complete it, then report")
+        raise MissingInputError(f"no run at {root}: neither _manifest.json nor outputs/ found")
+    with fs.open(path) as f:
+        manifest = json.load(f)
+    return manifest, sorted(manifest.get("shards", {}))
 
 
 # ----- aggregation ----------------------------------------------------------------------------------
@@ -86,6 +141,7 @@ def load_run(fs, root: str) -> tuple[dict, list[str]]:
 class ShardStats:
     name: str
     sequences: int = 0
+    prompts: int = 0                   # sequences of sample 0 (one per prompt)
     errors: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
@@ -156,23 +212,17 @@ def _list_positions(arr: pa.ListArray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return values, np.arange(len(values)) - np.repeat(starts, lengths), rows
 
 
-OUT_COLS = ["id", "steps_taken", "step_budget", "nfe", "exit_reason", "prompt_tokens", "generated_tokens",
-            "slot_s", "actor", "commit_step", "refreshes", "forward_tokens",
-            "encoder_passes"]
-
-
 def _sum(batch, col) -> float:
     if col not in batch.schema.names or not batch.num_rows:
         return 0
     return pc.sum(batch.column(col)).as_py() or 0
 
 
-def scan_outputs(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> None:
-    path = join(root, "outputs", f"{name}.arrow")
-    if not fs.exists(path):
-        return
-    for b in iter_batches(fs, path, OUT_COLS):
+def scan_outputs(fs, files: ShardFiles, st: ShardStats, plots: PlotData) -> None:
+    for b in iter_batches(fs, files.outputs, OUT_SCHEMA):
         st.sequences += b.num_rows
+        st.prompts += (int(pc.sum(pc.equal(b.column("sample"), 0).cast(pa.int64())).as_py() or 0)
+                       if "sample" in b.schema.names and b.num_rows else b.num_rows)
         st.prompt_tokens += int(_sum(b, "prompt_tokens"))
         st.generated_tokens += int(_sum(b, "generated_tokens"))
         st.nfe_outputs += int(_sum(b, "nfe"))
@@ -196,20 +246,12 @@ def scan_outputs(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> N
             plots.add_commits(values.astype(np.int64), positions)
 
 
-def count_rows(fs, path: str) -> int:
-    if not fs.exists(path):
-        return 0
-    with fs.open(path, "rb") as f:
-        reader = pa.ipc.open_file(f, options=pa.ipc.IpcReadOptions(included_fields=[0]))
-        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-
-
-def scan_steps(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> None:
-    path = join(root, "traces", f"{name}.steps.arrow")
-    if not fs.exists(path):
+def scan_steps(fs, files: ShardFiles, st: ShardStats, plots: PlotData) -> None:
+    """NFE from the step trace (when the shard was traced) and the margin-vs-progress sums."""
+    if files.steps is None:
         return
     st.nfe_traced = 0
-    for b in iter_batches(fs, path, ["step", "progress", "tau", "gbar"]):
+    for b in iter_batches(fs, files.steps, ["step", "progress", "tau", "gbar"]):
         st.nfe_traced += b.num_rows
         if b.num_rows:
             plots.add_margin(b.column("progress").to_numpy(zero_copy_only=False),
@@ -217,14 +259,12 @@ def scan_steps(fs, root: str, name: str, st: ShardStats, plots: PlotData) -> Non
                              b.column("tau").to_numpy(zero_copy_only=False))
 
 
-def scan_token_margins(fs, root: str, name: str, progress_mode: str, plots: PlotData) -> None:
+def scan_token_margins(fs, files: ShardFiles, progress_mode: str, plots: PlotData) -> None:
     """Fallback when no exit policy recorded gbar: mean top-2 margin over the still-masked positions
     (commit_step >= step) from the token trace, at progress step / budget (t/T or t/(T-1))."""
-    path = join(root, "traces", f"{name}.tokens.arrow")
-    out_path = join(root, "outputs", f"{name}.arrow")
-    if not (fs.exists(path) and fs.exists(out_path)):
+    if files.tokens is None:
         return
-    out = read_columns(fs, out_path, ["id", "step_budget", "commit_step"])
+    out = read_columns(fs, files.outputs, ["id", "step_budget", "commit_step"])
     if not out.num_rows:
         return
     values, positions, rows = _list_positions(out["commit_step"])
@@ -233,7 +273,7 @@ def scan_token_margins(fs, root: str, name: str, progress_mode: str, plots: Plot
     budget = out["step_budget"].to_numpy().astype(np.float64)
     if progress_mode == "t_over_T_minus_1":
         budget = np.maximum(budget - 1, 1)
-    for b in iter_batches(fs, path, ["id", "step", "position", "margin"]):
+    for b in iter_batches(fs, files.tokens, ["id", "step", "position", "margin"]):
         found = pc.index_in(b.column("id"), value_set=out["id"])
         ok = pc.is_valid(found).to_numpy(zero_copy_only=False)
         idx = pc.fill_null(found, 0).to_numpy().astype(np.int64)
@@ -265,7 +305,8 @@ class Agreement:
                 "qps4": qps(speedup, agreement, 1.0) if self.matched and self.nfe_run else float("nan")}
 
 
-def _compare(run: pa.Table, base: pa.Table) -> Agreement:
+def compare(run: pa.Table, base: pa.Table) -> Agreement:
+    """Agreement of two (id, output, nfe) tables over the ids in both."""
     base = base.rename_columns([f"b_{c}" if c != "id" else c for c in base.column_names])
     j = run.join(base, keys="id", join_type="inner")
     if not j.num_rows:
@@ -275,30 +316,11 @@ def _compare(run: pa.Table, base: pa.Table) -> Agreement:
                      int(pc.sum(j["b_nfe"]).as_py() or 0))
 
 
-def compare_baseline(fs, root: str, names: list[str], bfs, broot: str) -> dict[str, Agreement]:
-    """Per shard name, agreement with the baseline over the ids in both. Shards are matched by name
-    (one shard of each run in memory); when no name matches, all baseline outputs (id, output, nfe) are
-    loaded once and joined on id."""
-    cols = ["id", "output", "nfe"]
-    _, bnames = load_run(bfs, broot)
-    common = set(names) & set(bnames)
-    whole = None
-    if not common:
-        parts = [read_columns(bfs, join(broot, "outputs", f"{n}.arrow"), cols) for n in bnames
-                 if bfs.exists(join(broot, "outputs", f"{n}.arrow"))]
-        whole = pa.concat_tables(parts) if parts else None
-    out = {}
-    for n in names:
-        path = join(root, "outputs", f"{n}.arrow")
-        if not fs.exists(path):
-            out[n] = Agreement()
-            continue
-        if n in common:
-            base = read_columns(bfs, join(broot, "outputs", f"{n}.arrow"), cols)
-        elif whole is not None:
-            base = whole
-        else:
-            out[n] = Agreement()
-            continue
-        out[n] = _compare(read_columns(fs, path, cols), base)
-    return out
+def count_prompts(fs, files: dict[str, ShardFiles]) -> int:
+    """Outputs of sample 0 (one per prompt decoded) over the shards' outputs files."""
+    n = 0
+    for f in files.values():
+        for b in iter_batches(fs, f.outputs, out_schema(["id", "sample"])):
+            n += (int(pc.sum(pc.equal(b.column("sample"), 0).cast(pa.int64())).as_py() or 0)
+                  if "sample" in b.schema.names else b.num_rows)
+    return n

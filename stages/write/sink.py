@@ -10,14 +10,17 @@ Layout under the output root, for input shard <name>:
   outputs/<name>.arrow         one row per decoded prompt (text, token ids, steps, NFE, exit, timings)
   errors/<name>.arrow          one row per rejected or failed prompt (id, line, reason)
   traces/<name>.steps.arrow    STEP_SCHEMA rows   traces/<name>.tokens.arrow   TOKEN_SCHEMA rows
-  _done/<name>.json            completion marker with the shard's counts and its fingerprint (driver/fingerprint.py)
+  _done/<name>.json            completion marker with the shard's counts, its fingerprint (driver/fingerprint.py),
+                               the attempt that committed it and when (driver/ledger.py)
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import signal
+import time
 import uuid
 import zlib
 from typing import Iterable
@@ -112,8 +115,8 @@ class JobKill:
 class ShardDatasink(Datasink):
     def __init__(self, out_url: str, storage: StorageConfig, parquet: bool = False,
                  fingerprints: dict[str, dict] | None = None, kill: JobKill | None = None,
-                 formats: list[str] | None = None) -> None:
-        self.out_url, self.storage, self.kill = out_url, storage, kill
+                 formats: list[str] | None = None, attempt: str = "") -> None:
+        self.out_url, self.storage, self.kill, self.attempt = out_url, storage, kill, attempt
         self.formats = list(dict.fromkeys([*(formats or ["arrow"]), *(["parquet"] if parquet else [])]))
         self.fingerprints = fingerprints or {}   # shard name -> fingerprint, recorded in its marker
 
@@ -190,6 +193,7 @@ class ShardDatasink(Datasink):
         if "shard_blank_lines" in rows.column_names:
             summary["blank_lines"] = int(pc.max(rows["shard_blank_lines"]).as_py())
         summary["fingerprint"] = self.fingerprints.get(name)
+        summary.update(attempt=self.attempt, committed_at=time.time())
         if self.kill:
             self.kill.merged(name)
         fs.makedirs(join(root, "_done"), exist_ok=True)
@@ -253,8 +257,36 @@ def shard_summary(name: str, shard: str, outputs: pa.Table, errors: pa.Table) ->
         "shard": shard, "name": name, "rows": outputs.num_rows + errors.num_rows, "outputs": outputs.num_rows,
         "errors": errors.num_rows, "prompt_tokens": total("prompt_tokens"),
         "generated_tokens": total("generated_tokens"), "nfe": total("nfe"), "step_budget": total("step_budget"),
+        "refreshes": total("refreshes"), "forward_tokens": total("forward_tokens"),
         "exit_reasons": {e["values"]: e["counts"] for e in exits},
+        "error_reasons": error_reasons(errors["error"].to_pylist() if errors.num_rows else []),
     }
+
+
+#: Kinds of error kept per shard marker; the rarer ones are counted together as OTHER_ERRORS.
+MAX_ERROR_KINDS = 20
+OTHER_ERRORS = "(other reasons)"
+
+
+def error_kind(error: str) -> str:
+    """An error row's reason without what differs from row to row (its line number, numbers), on one
+    line of at most 100 characters: rows that failed the same way share it."""
+    text = re.sub(r"^line \d+: ", "", " ".join(error.split()))
+    text = re.sub(r"\d+", "N", text)
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+def error_reasons(errors: list[str]) -> dict[str, int]:
+    """error kind -> rows, the MAX_ERROR_KINDS most frequent (the rest under OTHER_ERRORS)."""
+    counts: dict[str, int] = {}
+    for e in errors:
+        k = error_kind(e or "")
+        counts[k] = counts.get(k, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    out = dict(ranked[:MAX_ERROR_KINDS])
+    if len(ranked) > MAX_ERROR_KINDS:
+        out[OTHER_ERRORS] = sum(v for _, v in ranked[MAX_ERROR_KINDS:])
+    return out
 
 
 def latest_actor_stats(rows: pa.Table) -> dict[str, dict]:

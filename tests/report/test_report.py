@@ -214,10 +214,15 @@ def test_cli_end_to_end(runs, tmp_path):
 
 
 def test_run_without_traces_uses_outputs_nfe(runs, tmp_path):
-    """decode.trace=off leaves no traces/: NFE comes from the outputs' nfe column, plots still render."""
+    """Shards decoded with decode.trace=off (as their fingerprints record it): NFE comes from the outputs'
+    nfe column, the trace files are not needed, plots still render."""
     copy = tmp_path / "notrace"
     shutil.copytree(runs["run"], copy)
     shutil.rmtree(copy / "traces")
+    manifest = json.loads((copy / "_manifest.json").read_text())
+    for shard in manifest["shards"].values():
+        shard["fingerprint"]["config"]["decode.trace"] = "off"
+    (copy / "_manifest.json").write_text(json.dumps(manifest))
     total = run_report(_args(copy, tmp_path / "out"))["run"]
     nfe = sum(sum(_read(p)["nfe"].to_pylist()) for p in (copy / "outputs").glob("*.arrow"))
     assert total["nfe_source"] == "outputs" and total["nfe"] == nfe
