@@ -18,6 +18,8 @@ from stages.preprocess import preprocess_batch
 from stages.read.stage import ReadOptions, read_shards
 from driver.reaper import start_reaper
 from driver.fingerprint import shard_fingerprint
+from driver.outcome import log_path
+from driver.worker_logs import route_worker_logs
 from driver.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, drop_uncommitted,
                            failed_shards, plan_resume, prepare_output, write_manifest)
 from stages.storage import check_unique_names, filesystem, list_shards, shard_name
@@ -54,6 +56,7 @@ def init_ray(cfg: PipelineConfig) -> None:
     else:
         kwargs["address"] = cfg.ray.address
     ray.init(**kwargs)
+    route_worker_logs(log_path())   # workers' tracebacks to the log file, not the terminal (driver/worker_logs.py)
     if cfg.ray.address == "local":   # its Ray dies with this process, however it ends (driver/reaper.py)
         global _REAPER
         _REAPER = start_reaper()
