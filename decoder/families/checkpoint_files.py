@@ -74,7 +74,8 @@ def check_safetensors(file: str) -> int:
             begin, stop = (int(x) for x in info["data_offsets"])
             shape, dtype = [int(d) for d in info["shape"]], str(info["dtype"])
         except (KeyError, TypeError, ValueError):
-            raise CheckpointIncomplete(f"{file}: tensor {name!r} has no valid dtype/shape/data_offsets in the header") from None
+            raise CheckpointIncomplete(f"{file}: tensor {name!r} has no valid dtype, shape and data_offsets in the "
+                                       f"header") from None
         if not 0 <= begin <= stop <= data:
             raise CheckpointIncomplete(f"{file}: truncated: tensor {name!r} lies at bytes [{begin}, {stop}) of the "
                                        f"data, the file holds {data} bytes of data")

@@ -4,18 +4,20 @@ model.path (settings/checks.py `check_files`)."""
 from __future__ import annotations
 
 import json
+import pathlib
 import shutil
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import EMBEDDED_MODEL
 from decoder.families import check_loadable
 from decoder.families.checkpoint_files import CheckpointIncomplete, check_safetensors
 from settings.checks import check_files
 from settings.loader import load_config
 from settings.schema import ConfigError
+
+EMBEDDED_MODEL = pathlib.Path(__file__).resolve().parents[2] / "embedded" / "taskmix" / "model"
 
 
 @pytest.fixture
