@@ -8,7 +8,9 @@ Usage:
   python pipeline.py train-tspd labels.arrow --out controller.pt      (train the TSPD controller)
 
 With no arguments it decodes the shipped prompt shards with the embedded model on CPU and writes to
-output/default. Config layers: configs/default.yaml, then --config, then key=value overrides.
+output/default. Config layers: configs/default.yaml, then each --config in the order given, then key=value
+overrides. Relative paths on the command line are the caller's: a script that changes folder before starting
+this one (./run.sh) passes the caller's folder in PIPELINE_CALLER_DIR.
 Exit codes: 0 every row decoded; 3 error rows above run.max_error_fraction (default 0; everything is
 still written); 4 some shards could not be read (the rest committed; rerun to retry them); 2 config error
 or resume conflict (before any work); 1 failure; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM), both
@@ -34,6 +36,9 @@ from settings.loader import load_config  # noqa: E402
 from settings.schema import ConfigError  # noqa: E402
 
 SUBCOMMANDS = ("run", "report", "labels", "train-tspd")
+#: Set by a wrapper that changes folder before starting pipeline.py (./run.sh): the folder it was started in,
+#: which relative paths on the command line are resolved against.
+CALLER_DIR_ENV = "PIPELINE_CALLER_DIR"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,7 +50,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      "works as key=value): input.url, output.url, model.path, decode.policy, "
                                      "decode.steps, decode.gen_length, actors.max_actors, actors.num_gpus, "
                                      "run.max_error_fraction.")
-    run.add_argument("--config", help="YAML config layered on configs/default.yaml (key=value overrides go on top)")
+    run.add_argument("--config", action="append", help="YAML config layered on configs/default.yaml; several "
+                     "layer in the order given (key=value overrides go on top)")
     run.add_argument("--no-defaults", action="store_true",
                      help="do not layer on configs/default.yaml: --config is standalone (on the schema defaults)")
     run.add_argument("--overwrite", action="store_true", help="rerun every shard, ignoring committed outputs")
@@ -57,13 +63,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--out", help="report directory (default: <run>/report for local runs)")
     rep.add_argument("--baseline", help="output root of a baseline run, for quality agreement and QPS")
     rep.add_argument("--price-per-gpu-hour", type=float, default=2.0, help="accelerator price (default 2.0)")
-    rep.add_argument("--config", help="config of the runs (for storage settings)")
+    rep.add_argument("--config", action="append", help="config of the runs (for storage settings); repeatable")
     rep.add_argument("overrides", nargs="*", help="storage.key=value settings, as for run "
                                                   "(e.g. storage.endpoint_url=http://127.0.0.1:9000)")
     lab = sub.add_parser("labels", help="TSPD training rows (features, label) from a run's traces")
     lab.add_argument("run_url", help="output root of a run decoded with decode.policy=[none] decode.trace=tokens")
     lab.add_argument("--out", required=True, help="Arrow file to write")
-    lab.add_argument("--config", help="config of the run (for storage settings)")
+    lab.add_argument("--config", action="append", help="config of the run (for storage settings); repeatable")
     trn = sub.add_parser("train-tspd", help="train the TSPD controller from a labels file")
     trn.add_argument("labels", help="Arrow file written by `pipeline.py labels`")
     trn.add_argument("--out", required=True, help="controller file (point decode.tspd.controller_path at it)")
@@ -83,6 +89,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    caller = os.environ.pop(CALLER_DIR_ENV, "")
+    if caller and os.path.isdir(caller):   # back to the caller's folder: its relative paths mean what they say
+        os.chdir(caller)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     catch_sigterm()   # SIGTERM takes Ctrl-C's way out (driver/outcome.py)
     try:
@@ -124,10 +133,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, defaults=not args.no_defaults)
     cfg.output.overwrite = cfg.output.overwrite or args.overwrite
     cfg.output.redo_changed = cfg.output.redo_changed or args.redo_changed
+    from driver.preflight import preflight
+    checked = preflight(cfg)   # checkpoint, input columns, output bucket: exit 2 in seconds, before Ray is imported
     from driver.run import run_pipeline
     with filtered_stderr():   # Ray's C++ core logs one harmless "error" line per run (driver/stderr_filter.py)
-        manifest = run_pipeline(cfg)
+        manifest = run_pipeline(cfg, checked)
     code, messages = run_exit(manifest, cfg.run.max_error_fraction)
+    empty = manifest.get("empty_shards") or []
+    if empty:
+        print(f"note: {len(empty)} input shard(s) had no rows and were skipped: {', '.join(empty[:5])}"
+              f"{' ...' if len(empty) > 5 else ''} (empty_shards in the manifest)", file=sys.stderr)
     for message in messages:
         print(f"error: {scrub_text(message)}", file=sys.stderr)
     return code

@@ -1,7 +1,7 @@
 """Loading a checkpoint and building the engine for it: the one place above both engines and the families.
 
-`load_model` resolves the family (decoder/families), refuses what must not load (checkpoint_safety) and
-returns the family's adapter; `make_engine` picks the engine kind the family's `FamilySpec` names, so callers
+`load_model` resolves the family (decoder/families), refuses what must not or cannot load (`check_loadable`:
+checkpoint_safety, the family's config check, intact weight files) and returns the family's adapter; `make_engine` picks the engine kind the family's `FamilySpec` names, so callers
 (the decode actor, benchmarks, the in-process API) stay family-agnostic.
 """
 from __future__ import annotations
@@ -14,8 +14,7 @@ from transformers.utils import logging as hf_logging
 from decoder.canvas.engine import CanvasEngine
 from decoder.config import DecodeConfig
 from decoder.engine import Engine
-from decoder.families import DTYPES, FAMILY_SPECS, resolve_family
-from decoder.families.checkpoint_safety import check_checkpoint
+from decoder.families import DTYPES, FAMILY_SPECS, check_loadable
 from decoder.masked.engine import DecodeEngine
 
 ENGINES = {"masked": DecodeEngine, "canvas": CanvasEngine}
@@ -24,13 +23,13 @@ ENGINES = {"masked": DecodeEngine, "canvas": CanvasEngine}
 def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto",
                allow_pickle_weights: bool = False):
     """Load a model by family ("auto" reads config.json), dtype name and device ("auto": cuda when present).
-    Refuses checkpoints that need remote code or hold only pickle weights (decoder/families/checkpoint_safety.py)."""
+    Refuses checkpoints that need remote code or hold only pickle weights (decoder/families/checkpoint_safety.py),
+    and those whose config or weight files are incomplete (`check_loadable`)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = resolve_family(path, family)
-    check_checkpoint(path, resolved, allow_pickle_weights)
+    resolved = check_loadable(path, family, allow_pickle_weights)
     module = importlib.import_module(f"decoder.families.{resolved}")
     hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would break into the job's progress line
     return module.load(path, dtype=DTYPES[dtype], device=device, allow_pickle_weights=allow_pickle_weights)

@@ -10,6 +10,7 @@ the same way: Ray shuts down cleanly, committed shards are kept, one line says t
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -130,11 +131,18 @@ def root_cause(exc: BaseException) -> str:
     return best
 
 
-def write_log(exc: BaseException) -> str:
-    """Write the full traceback (ANSI codes removed) to a log file; returns its path."""
+@functools.lru_cache(maxsize=1)
+def log_path() -> str:
+    """This process's log file (named at the first call): Ray workers' tracebacks (driver/worker_logs.py) and
+    the driver's own, so a failure's one line points at one file holding both."""
     folder = os.path.join(tempfile.gettempdir(), "dllm-pipeline-logs")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
-    with open(path, "w") as f:
+    return os.path.join(folder, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+
+
+def write_log(exc: BaseException) -> str:
+    """Append the full traceback (ANSI codes removed) to the log file; returns its path."""
+    path = log_path()
+    with open(path, "a") as f:
         f.write(scrub_text(ANSI.sub("", "".join(traceback.format_exception(exc)))))
     return path

@@ -1,7 +1,8 @@
-"""Assemble and run the Ray Data pipeline for one config: check files, list shards, plan the resume
-(committed shards that match are kept; conflicts stop the run before Ray starts), open this command's
-attempt in the run ledger (driver/ledger.py), stream read -> parse -> preprocess -> decode actor pool ->
-shard datasink, show progress, close the attempt, write the manifest with the totals over attempts.
+"""Assemble and run the Ray Data pipeline for one config: pre-flight (driver/preflight.py: checkpoint, shards and
+their columns, output bucket), plan the resume (committed shards that match are kept; conflicts stop the run
+before Ray starts), open this command's attempt in the run ledger (driver/ledger.py), stream read -> parse ->
+preprocess -> decode actor pool -> shard datasink, show progress, close the attempt, write the manifest with
+the totals over attempts.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import ray
 from omegaconf import OmegaConf
 
 from settings.schema import PipelineConfig
-from settings.checks import check_files
 from stages.decode import DecodeStage
 from stages.preprocess import preprocess_batch
 from stages.read.stage import ReadOptions, read_shards
@@ -21,9 +21,12 @@ from driver.ledger import Attempt, ledger_totals, read_attempts, table
 from driver.outcome import catch_sigterm
 from driver.reaper import start_reaper
 from driver.fingerprint import shard_fingerprint
+from driver.outcome import log_path
+from driver.preflight import Preflight, preflight
+from driver.worker_logs import route_worker_logs
 from driver.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, drop_uncommitted,
                            failed_shards, plan_resume, prepare_output, write_manifest)
-from stages.storage import check_unique_names, filesystem, list_shards, shard_name
+from stages.storage import filesystem
 from driver.summary import ProgressWatcher, print_examples, print_summary
 from stages.write.sink import JobKill, ShardDatasink
 
@@ -58,6 +61,7 @@ def init_ray(cfg: PipelineConfig) -> None:
         kwargs["address"] = cfg.ray.address
     ray.init(**kwargs)
     catch_sigterm()   # ray.init replaced our SIGTERM handler with one that aborts the driver
+    route_worker_logs(log_path())   # workers' tracebacks to the log file, not the terminal (driver/worker_logs.py)
     if cfg.ray.address == "local":   # its Ray dies with this process, however it ends (driver/reaper.py)
         global _REAPER
         _REAPER = start_reaper()
@@ -86,13 +90,12 @@ def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str])
                                            max_concurrent_calls_per_actor=a.max_concurrent_batches))
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict:
+def run_pipeline(cfg: PipelineConfig, checked: Preflight | None = None) -> dict:
+    """Decode every shard of `cfg` that is not committed yet; returns the manifest. `checked`: this config's
+    pre-flight (driver/preflight.py), run here when not given."""
     started = time.time()
-    check_files(cfg, local_ray=cfg.ray.address == "local" and not ray.is_initialized())
-    in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
-    shards, root = list_shards(in_fs, in_path)
-    names = {s: shard_name(s, root) for s in shards}
-    check_unique_names(names)
+    checked = checked or preflight(cfg)
+    in_fs, shards, names = checked.in_fs, checked.shards, checked.names
     fingerprints, failed = fingerprint_shards(cfg, in_fs, shards, names)
     readable = [s for s in shards if names[s] not in failed]
     out_fs, out_root = filesystem(cfg.output.url, cfg.storage)
@@ -119,7 +122,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     extra = {"actors": merge_actor_stats(summaries), "redone_shards": sorted(plan.changed),
              "dropped_shards": plan.stale, "failed_shards": dict(sorted(failed.items())),
              "attempts": table(attempts), "spent": spent, "started_at": spent["first_started_at"],
-             "wall_s": spent["wall_s"]}
+             "wall_s": spent["wall_s"], "empty_shards": sorted(n for n, s in summaries.items() if s.get("empty"))}
     manifest = write_manifest(out_fs, out_root, OmegaConf.to_container(OmegaConf.structured(cfg)), shards,
                               plan.skipped, summaries, started, extra)
     if cfg.progress:

@@ -1,7 +1,8 @@
 """Value checks of a loaded config: everything that can be known before Ray starts.
 
 `check_values` is pure (names, ranges, policy composition; run by `load_config`); `check_files` looks at
-the local filesystem (model and controller files, a local Ray's resources) and runs before a decode job.
+the local filesystem (the model checkpoint as far as its files tell: config, family, mask token, intact
+safetensors; the controller file; a local Ray's resources) and runs before a decode job starts Ray.
 Each failure is one `ConfigError` line naming the key and its allowed values.
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ import re
 import string
 
 from decoder.config import DREAM_ALGS
-from decoder.families import DTYPES, FAMILIES, resolve_family
-from decoder.families.checkpoint_safety import CheckpointRefused, check_checkpoint
+from decoder.families import DTYPES, FAMILIES, check_loadable, resolve_family
+from decoder.families.checkpoint_safety import CheckpointRefused
 from decoder.policies.registry import POLICIES, composition_error
 from decoder.policies.schedules import SCHEDULES
 from decoder.transfer import validate_schedule
@@ -161,6 +162,18 @@ def check_family(cfg: PipelineConfig, path: str) -> None:
                                     "decode.dgemma.t_min / t_max")
 
 
+#: Where a relative path was resolved, for messages about a path that names nothing.
+RELATIVE_PATHS = ("a relative path is resolved against the folder of the config file that sets it, the project "
+                  "root for configs/, or on the command line against the folder the command was started from")
+MESSAGE_CHARS = 400
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message as one line of at most MESSAGE_CHARS (a library's message may run to pages)."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+
+
 def _local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
@@ -172,14 +185,15 @@ def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
     if _local(path):
         path = path.removeprefix("file://")
         if not os.path.isdir(path):
-            _fail("model.path", f"{path} is not a directory (relative paths in configs/ are resolved "
-                                f"against the project root, on the command line against the current folder)")
+            _fail("model.path", f"{path} is not a directory ({RELATIVE_PATHS})")
         if not os.path.isfile(os.path.join(path, "config.json")):
             _fail("model.path", f"{path} has no config.json (not a transformers checkpoint)")
-        try:
-            check_checkpoint(path, cfg.model.family, cfg.model.allow_pickle_weights)
-        except (CheckpointRefused, ValueError) as e:
-            _fail("model.allow_pickle_weights" if "allow_pickle_weights" in str(e) else "model.path", str(e))
+        try:   # config, family, mask token, safety, safetensors headers: what loading would refuse, in a second
+            check_loadable(path, cfg.model.family, cfg.model.allow_pickle_weights)
+        except (CheckpointRefused, ValueError, OSError) as e:
+            why = one_line(e)
+            _fail("model.allow_pickle_weights" if "allow_pickle_weights" in why else "model.path",
+                  why if path in why else f"{path}: {why}")
         check_family(cfg, path)
     controller = cfg.decode.tspd.controller_path
     if "tspd" in cfg.decode.policy and _local(controller) and not os.path.isfile(controller.removeprefix("file://")):

@@ -1,12 +1,16 @@
-"""Loading the pipeline config: schema <- configs/default.yaml <- `--config` files <- dotted `key=value`
-overrides (omegaconf), so an unknown key or a wrong type fails at load time with the key named, before Ray
-starts; then the value checks (settings/checks.py). Relative paths are resolved per layer (`resolve_paths`).
+"""Loading the pipeline config: schema <- configs/default.yaml <- `--config` files (in the order given) <- dotted
+`key=value` overrides (omegaconf), so an unknown key or a wrong type fails at load time with the key named,
+before Ray starts; then the value checks (settings/checks.py). Relative paths are resolved per layer
+(`resolve_paths`): in files under configs/ against the project root, in other config files against the file's
+folder, on the command line (override values and the `--config` names themselves) against the current folder,
+which `./run.sh` keeps as the caller's (pipeline.py, `CALLER_DIR_ENV`).
 """
 from __future__ import annotations
 
 import os
 import typing
 from dataclasses import fields, is_dataclass
+from typing import Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,14 +24,17 @@ DEFAULT_CONFIG = os.path.join(ROOT, "configs", "default.yaml")
 PATH_KEYS = ("model.path", "input.url", "output.url", "decode.tspd.controller_path")
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+def load_config(path: str | Sequence[str] | None = None, overrides: list[str] | tuple[str, ...] = (),
                 defaults: bool = False) -> PipelineConfig:
-    """Schema <- configs/default.yaml (if `defaults`) <- YAML file <- dotted `key=value` overrides,
-    validated into real dataclasses (types here, values in settings/checks.py)."""
+    """Schema <- configs/default.yaml (if `defaults`) <- YAML file(s) `path`, each on the one before <- dotted
+    `key=value` overrides, validated into real dataclasses (types here, values in settings/checks.py)."""
+    paths = [path] if isinstance(path, str) else list(path or [])
     try:
         layers = [resolve_paths(_plain(OmegaConf.structured(PipelineConfig)), ROOT)]
-        files = ([DEFAULT_CONFIG] if defaults else []) + ([path] if path else [])
-        for f in dict.fromkeys(os.path.abspath(f) for f in files):   # the default file once, even if named
+        files = [os.path.abspath(f) for f in paths]
+        if defaults and DEFAULT_CONFIG not in files[:1]:   # naming the default file first does not apply it twice
+            files.insert(0, DEFAULT_CONFIG)
+        for f in files:
             layers.append(resolve_paths(_plain(OmegaConf.load(f)), config_base(f)))
         bad = [o for o in overrides if "=" not in o]
         if bad:
@@ -42,8 +49,8 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         key = getattr(e, "full_key", None)
         msg = str(e.msg).splitlines()[0]
         raise ConfigError(f"config error at {key}: {msg}" if key else f"config error: {msg}") from None
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {e.filename or paths}") from None
     except (ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise

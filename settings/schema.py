@@ -46,6 +46,7 @@ class OutputConfig:
     overwrite: bool = False             # ignore completed shards and rerun everything
     redo_changed: bool = False          # re-decode committed shards whose config or input changed; drop those
                                         #   not in the input (else such shards stop the run)
+    create_bucket: bool = False         # create the object-store bucket of url when it does not exist (else exit 2)
 
 
 @dataclass

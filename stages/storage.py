@@ -9,6 +9,7 @@ filesystem wrapped as a pyarrow filesystem, so readers and writers see the same 
 """
 from __future__ import annotations
 
+import difflib
 import os
 import posixpath
 
@@ -105,3 +106,36 @@ def list_shards(fs: fsspec.AbstractFileSystem, path: str) -> tuple[list[str], st
     if not files:
         raise MissingInputError(f"no input shards match {path}")
     return sorted(files), root
+
+
+#: Object stores whose first path component is a bucket (`makedirs` under a missing one creates it).
+BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "abfs", "abfss", "az")
+
+
+def missing_bucket(fs: fsspec.AbstractFileSystem, url: str, path: str) -> str:
+    """The bucket of an object-store `url` when the store says it does not exist, else "" (also when it
+    cannot tell: a forbidden or unreachable bucket fails on its own when it is written)."""
+    if fsspec.utils.get_protocol(url) not in BUCKET_PROTOCOLS:
+        return ""
+    bucket = path.split("/", 1)[0]
+    if isinstance(fs, s3fs.S3FileSystem):   # s3fs's exists() says False for a bucket it may not HEAD
+        try:
+            fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
+            return bucket
+        except Exception:
+            return ""
+        return ""
+    try:
+        return "" if fs.exists(bucket) else bucket
+    except Exception:
+        return ""
+
+
+def similar_buckets(fs: fsspec.AbstractFileSystem, bucket: str) -> list[str]:
+    """Existing buckets whose names are close to `bucket` (none when listing buckets is not allowed)."""
+    try:
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls("", detail=False)]
+    except Exception:
+        return []
+    return difflib.get_close_matches(bucket, names, n=2)

@@ -164,6 +164,12 @@ def eos_ids(path: str, config_eos: Any, extra: list[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ids))  # de-duplicated, order kept
 
 
+def check_mask_id(path: str, mask_id: int, vocab_size: int) -> None:
+    """A mask token the embedding table has a row for."""
+    if not 0 <= mask_id < vocab_size:
+        raise ValueError(f"{path}: mask_token_id {mask_id} is outside the vocabulary (vocab_size {vocab_size})")
+
+
 def check_loaded(info: dict[str, Any], path: str) -> None:
     """Refuse a model with randomly initialised weights: a renaming that missed would otherwise pass silently."""
     missing = sorted(info.get("missing_keys") or [])

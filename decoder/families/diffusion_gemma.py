@@ -140,23 +140,31 @@ def sampling_defaults(gen: dict) -> dict:
     return out
 
 
+def check_config(path: str) -> tuple[dict, list[int]]:
+    """What `load` needs of the config, checked without loading (driver pre-flight and `load` alike): a causal
+    encoder and an EOS (no mask token: canvases start from noise). Returns (config.json, EOS ids)."""
+    raw = read_config(path)
+    text = raw.get("text_config") or {}
+    if text.get("use_bidirectional_attention") == "all":
+        raise ValueError(f"{path}: use_bidirectional_attention='all' (a bidirectional encoder) is not supported")
+    eos = as_ids(_generation_config(path).get("eos_token_id")) or as_ids(text.get("eos_token_id"))
+    if not eos:
+        raise ValueError(f"{path}: no eos_token_id in generation_config.json or the text config")
+    return raw, eos
+
+
 def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
          allow_pickle_weights: bool = False) -> CanvasAdapter:
     """Load the checkpoint with the native class on SDPA (the engine's masks are SDPA bool masks)."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    raw = read_config(path)
+    raw, eos = check_config(path)
     text = raw.get("text_config") or {}
-    if text.get("use_bidirectional_attention") == "all":
-        raise ValueError(f"{path}: use_bidirectional_attention='all' (a bidirectional encoder) is not supported")
     model, info = DiffusionGemmaForBlockDiffusion.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
                                                                   output_loading_info=True,
                                                                   **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
     gen = _generation_config(path)
-    eos = as_ids(gen.get("eos_token_id")) or as_ids(text.get("eos_token_id"))
-    if not eos:
-        raise ValueError(f"{path}: no eos_token_id in generation_config.json or the text config")
     pad = gen.get("pad_token_id", text.get("pad_token_id"))
     images = {int(raw[k]) for k in ("image_token_id", "boi_token_id", "eoi_token_id") if raw.get(k) is not None}
     return CanvasAdapter(model=model.to(device).eval(), canvas_length=int(raw.get("canvas_length") or 256),

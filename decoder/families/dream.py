@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import torch
 
-from decoder.families.base import ModelAdapter, as_ids, check_loaded, eos_ids, read_config, weights_kwargs
+from decoder.families.base import (ModelAdapter, as_ids, check_loaded, check_mask_id, eos_ids, read_config,
+                                   weights_kwargs)
+
+
+#: config.json keys `load` reads without a default.
+_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "max_position_embeddings", "vocab_size")
+
+
+def check_config(path: str) -> dict:
+    """What `load` needs of config.json, checked without loading (driver pre-flight and `load` alike): no
+    rope scaling, the sizes it reads, a mask id inside the vocabulary. Returns the config."""
+    raw = read_config(path)
+    if raw.get("rope_scaling"):
+        raise ValueError(f"{path}: Dream config rope_scaling={raw['rope_scaling']!r} is not supported")
+    missing = [k for k in _REQUIRED if raw.get(k) is None]
+    if missing:
+        raise ValueError(f"{path}: Dream config.json lacks {', '.join(missing)}")
+    check_mask_id(path, int(raw.get("mask_token_id", 151666)), int(raw["vocab_size"]))
+    return raw
 
 
 def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
@@ -12,9 +31,7 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
     """Dream as a bidirectional `Qwen2ForCausalLM` (its weight names already match); logits shift right by one."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    raw = read_config(path)
-    if raw.get("rope_scaling"):
-        raise ValueError(f"{path}: Dream config rope_scaling={raw['rope_scaling']!r} is not supported")
+    raw = check_config(path)
     vocab = int(raw["vocab_size"])
     mask_id = int(raw.get("mask_token_id", 151666))  # Dream's <|mask|> when the config omits it
     pad = int(raw.get("pad_token_id", 151643))  # Qwen2.5's <|endoftext|>

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from decoder.families.base import ModelAdapter, as_ids, check_loaded, eos_ids, read_config, weights_kwargs
+from decoder.families.base import (ModelAdapter, as_ids, check_loaded, check_mask_id, eos_ids, read_config,
+                                   weights_kwargs)
 
 # LLaDA checkpoint names (OLMo layout) -> Llama names. Every pattern is anchored on the LLaDA prefix, so a
 # renamed key never matches a later pattern (transformers 5 applies every matching renaming in turn).
@@ -50,15 +51,36 @@ def _check_llada_flags(cfg: dict[str, Any], path: str) -> None:
             raise ValueError(f"{path}: LLaDA config flag {key}={value!r} is not supported by the Llama mapping")
 
 
+#: config.json keys `load` reads without a default.
+_REQUIRED = ("d_model", "mlp_hidden_size", "n_layers", "n_heads", "max_sequence_length")
+
+
+def check_config(path: str) -> dict:
+    """What `load` needs of config.json, checked without loading (driver pre-flight and `load` alike): flags the
+    Llama mapping supports, the sizes it reads, a mask id inside the vocabulary. Returns the config."""
+    raw = read_config(path)
+    _check_llada_flags(raw, path)
+    missing = [k for k in _REQUIRED if raw.get(k) is None]
+    if not (raw.get("embedding_size") or raw.get("vocab_size")):
+        missing.append("vocab_size")
+    if missing:
+        raise ValueError(f"{path}: LLaDA config.json lacks {', '.join(missing)}")
+    check_mask_id(path, _mask_id(raw), int(raw.get("embedding_size") or raw["vocab_size"]))
+    return raw
+
+
+def _mask_id(raw: dict[str, Any]) -> int:
+    return int(raw.get("mask_token_id", 126336))  # LLaDA's <|mdm_mask|> when the config omits it
+
+
 def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
          allow_pickle_weights: bool = False) -> ModelAdapter:
     """LLaDA as a bidirectional `LlamaForCausalLM`: same block (RMSNorm, RoPE, SwiGLU), renamed weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    raw = read_config(path)
-    _check_llada_flags(raw, path)
+    raw = check_config(path)
     vocab = int(raw.get("embedding_size") or raw["vocab_size"])
-    mask_id = int(raw.get("mask_token_id", 126336))  # LLaDA's <|mdm_mask|> when the config omits it
+    mask_id = _mask_id(raw)
     eos = raw.get("eos_token_id", 126081)  # LLaDA's <|endoftext|>
     # <|eot_id|> (126348) ends an Instruct turn; only meaningful with LLaDA's real vocabulary.
     eot = raw.get("eot_token_id", 126348 if vocab >= 126349 else None)

@@ -82,6 +82,15 @@ class RowMapping:
             return used | set(template_fields(self.prompt_template))
         return used | {self.prompt_field, self.messages_field}
 
+    def absent(self, columns) -> list[str]:
+        """Fields this mapping needs that `columns` lack: the id field, every template field, or (no template)
+        the prompt and messages fields when both are missing. Rows of such a source are all errors."""
+        have = set(columns)
+        missing = [f for f in [self.id_field, *template_fields(self.prompt_template)] if f not in have]
+        if not self.prompt_template and self.prompt_field not in have and self.messages_field not in have:
+            missing += [self.prompt_field, self.messages_field]
+        return missing
+
     def map(self, rec: dict) -> dict:
         """{id, prompt, messages, max_new_tokens, row_temperature, row_steps, row_tau_low_logit, row_top_p,
         row_top_k, error}."""

@@ -17,7 +17,8 @@ pipeline column gets the prefix `input_`.
 
 A shard's row total is known only at its end: rows carry `shard_rows` = 0 except those of the shard's
 last block, which carry the total (and `shard_blank_lines`); the writer commits a shard once its parts
-hold that many rows. `line` is 1-based: the file line for JSONL (blank lines are skipped, not rows), the
+hold that many rows. A shard without rows yields one marker row (error EMPTY_SHARD) the writer commits as an
+empty shard. `line` is 1-based: the file line for JSONL (blank lines are skipped, not rows), the
 record number for Parquet and JSON-array files. A `.json` file starting with `[` is one array (read whole).
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from stages.read.row_mapping import RowMapping, template_fields
+from stages.read.row_mapping import RowMapping
 from stages.read.source import ShardUnavailable, open_shard
 from stages.read.stream import Record, json_array, jsonl_chunks, parquet_batches
 from stages.storage import COMPRESSED, shard_name
@@ -45,6 +46,9 @@ ROW_SCHEMA = pa.schema([
 ])
 #: `line` of the row that stands for a whole shard that could not be read (stages/write/sink.py records it failed).
 FAILED_LINE = 0
+#: `error` of the one row that stands for a shard without rows (an empty file, only blank lines, a Parquet file
+#: of no rows): the writer commits the shard as empty, with no error row (stages/write/sink.py).
+EMPTY_SHARD = "line 1: empty shard (no rows)"
 #: Columns every row carries from here on (decode and write add theirs; pass-through columns follow).
 ROW_FIELDS = tuple(ROW_SCHEMA.names)
 #: Names a pass-through column may not take (it is renamed input_<name>).
@@ -137,8 +141,8 @@ class ShardReader:
             if pending is not None:
                 yield pending
             pending = table
-        if pending is None:  # an empty file: one error row, or the shard is never committed and the run fails
-            pending = self._records_table([(1, None, "empty shard (no rows)")])
+        if pending is None:  # no rows: one marker row (EMPTY_SHARD), or the shard is never committed
+            pending = self._records_table([(1, None, EMPTY_SHARD.removeprefix("line 1: "))])
         n = pending.num_rows
         pending = pending.set_column(2, "shard_rows", pa.array([self.rows] * n, pa.int64()))
         yield pending.set_column(3, "shard_blank_lines", pa.array([self.blank] * n, pa.int64()))
@@ -236,12 +240,7 @@ class ShardReader:
 
     def _absent_columns(self, columns: list[str]) -> str:
         """Why every row of a Parquet file lacks its id or prompt: the columns it lacks, and those it has."""
-        m = self.opts.mapping
-        wanted = [m.id_field] + (template_fields(m.prompt_template) if m.prompt_template
-                                 else [m.prompt_field, m.messages_field])
-        absent = [c for c in wanted if c not in columns]
-        prompt_gone = m.prompt_template or (m.prompt_field in absent and m.messages_field in absent)
-        absent = [c for c in absent if c == m.id_field or prompt_gone]
+        absent = self.opts.mapping.absent(columns)
         if not absent:
             return ""
         return f"the file has no column {', '.join(map(repr, absent))}; its columns: {', '.join(columns) or 'none'}"

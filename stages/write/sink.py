@@ -12,6 +12,7 @@ Layout under the output root, for input shard <name>:
   traces/<name>.steps.arrow    STEP_SCHEMA rows   traces/<name>.tokens.arrow   TOKEN_SCHEMA rows
   _done/<name>.json            completion marker with the shard's counts, its fingerprint (driver/fingerprint.py),
                                the attempt that committed it and when (driver/ledger.py)
+An input shard without rows is committed as empty (`"empty": true` in its marker, no rows, no error row).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from stages.write.commit import with_retries, write_json
 from settings.schema import StorageConfig
 from stages.write.trace_tables import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.write.formats import write_formats
-from stages.read.stage import FAILED_LINE, RESERVED
+from stages.read.stage import EMPTY_SHARD, FAILED_LINE, RESERVED
 from stages.storage import check_shard_name, filesystem, join
 
 OUTPUT_COLUMNS = ["id", "shard", "line", "sample", "prompt", "prompt_tokens", "output", "output_ids",
@@ -176,6 +177,11 @@ class ShardDatasink(Datasink):
         if rows.num_rows < total:  # overlapping parts (a retry regrouped its rows) over-counted: lines missing
             return False
         rows = restore_input_types(rows)
+        shard_path = rows["shard"][0].as_py()
+        blanks = rows["shard_blank_lines"] if "shard_blank_lines" in rows.column_names else None
+        empty = pc.equal(rows["error"], EMPTY_SHARD)   # the read stage's marker of a shard without rows
+        is_empty = bool(pc.any(empty).as_py())
+        rows = rows.filter(pc.invert(empty))
         ok = pc.equal(rows["error"], "")
         outputs, errors = rows.filter(ok), _one_per_problem(rows.filter(pc.invert(ok)))
         outputs = outputs.append_column("prompt_tokens", pc.list_value_length(outputs["prompt_ids"]).cast(pa.int32()))
@@ -188,10 +194,12 @@ class ShardDatasink(Datasink):
         write_formats(fs, join(root, "errors", name), errors.select(ERROR_COLUMNS + extra), self.formats)
         write_ipc(fs, join(root, "traces", f"{name}.steps.arrow"), steps)
         write_ipc(fs, join(root, "traces", f"{name}.tokens.arrow"), tokens)
-        summary = shard_summary(name, rows["shard"][0].as_py(), outputs, errors)
+        summary = shard_summary(name, shard_path, outputs, errors)
+        if is_empty:
+            summary["empty"] = True
         summary["actors"] = latest_actor_stats(rows)
-        if "shard_blank_lines" in rows.column_names:
-            summary["blank_lines"] = int(pc.max(rows["shard_blank_lines"]).as_py())
+        if blanks is not None:
+            summary["blank_lines"] = int(pc.max(blanks).as_py() or 0)
         summary["fingerprint"] = self.fingerprints.get(name)
         summary.update(attempt=self.attempt, committed_at=time.time())
         if self.kill:

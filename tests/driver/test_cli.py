@@ -39,7 +39,7 @@ def test_missing_input_is_one_line_error(tmp_path):
 
 def test_overrides_on_both_sides_of_a_flag():
     args = parse_args(["decode.steps=8", "--overwrite", "input.block_rows=64", "--config", "configs/s3.yaml"])
-    assert args.command == "run" and args.overwrite and args.config == "configs/s3.yaml"
+    assert args.command == "run" and args.overwrite and args.config == ["configs/s3.yaml"]
     assert args.overrides == ["decode.steps=8", "input.block_rows=64"]
     out = _run("--overwrite", "input.block_rows=-1")      # reaches config validation, names the key
     assert out.returncode == 2 and "input.block_rows" in out.stderr

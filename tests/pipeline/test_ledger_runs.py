@@ -14,9 +14,9 @@ import time
 
 import pyarrow as pa
 import pytest
-from faults.watch import wait_for_file
+from tests.support.faults.watch import wait_for_file
 
-from conftest import EMBEDDED_MODEL, ROOT
+from tests.support import EMBEDDED_MODEL, ROOT
 from driver.ledger import UNRECORDED
 from driver.procs import alive, descendants
 from driver.run import run_pipeline

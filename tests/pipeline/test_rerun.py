@@ -108,15 +108,16 @@ def test_model_that_fails_inside_ray_is_one_line_with_a_log(ray_cluster, tmp_pat
     model.mkdir()
     for f in EMBEDDED_MODEL.iterdir():
         (model / f.name).write_bytes(f.read_bytes())
-    cfg = json.loads((model / "config.json").read_text())
-    del cfg["mask_token_id"]                                            # passes the file checks, fails to load
-    (model / "config.json").write_text(json.dumps(cfg))
+    from safetensors.numpy import load_file, save_file
+    weights = load_file(str(model / "model.safetensors"))                # whole files, the pre-flight passes;
+    weights["model.norm_renamed.weight"] = weights.pop("model.norm.weight")   # the actor's load then fails
+    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
     _shard(tmp_path / "in.jsonl", _good("m", 2))
     res = _run(ray_cluster, tmp_path / "in.jsonl", tmp_path / "out", f"model.path={model}")
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
     assert "\x1b" not in last
-    m = re.fullmatch(r"error: ValueError: .*config has no mask_token_id, so it is not a masked diffusion LM "
+    m = re.fullmatch(r"error: ValueError: .*checkpoint lacks weights \['model\.norm\.weight'\] "
                      r"\(traceback: (\S+)\)", last)
     assert m, last
     assert "Traceback" in open(m.group(1)).read()

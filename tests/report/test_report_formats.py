@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import EMBEDDED_MODEL, ROOT
+from tests.support import EMBEDDED_MODEL, ROOT
 from driver.run import run_pipeline
 from report.main import RUN_ROW, fmt_summary, run_report
 from report.scan import IncompleteRun

@@ -106,15 +106,16 @@ def test_overlapping_parts_from_a_regrouped_retry(sink, decoded) -> None:
     check_committed(fs, root, "a", a)               # no duplicated outputs or trace rows
 
 
-def test_empty_input_shard_commits_with_one_error(sink) -> None:
-    """An empty input file (e.g. an empty Parquet part) must be committed, or the run reports it missing."""
+def test_empty_input_shard_commits_as_empty(sink) -> None:
+    """An empty input file (e.g. an empty Parquet part) must be committed, or the run reports it missing; it
+    is a skipped shard (`empty` in its marker), not an error row."""
     ds, fs, root = sink
     cfg = stage_config()
     out = run_stage(DecodeStage(cfg), pipeline_table(b"", cfg.decode, "/in/empty.jsonl", "empty"))[0]
     assert ds.write([out], None) == ["empty"]
     marker = committed_shards(fs, root)["empty"]
-    assert (marker["rows"], marker["outputs"], marker["errors"], marker["nfe"]) == (1, 0, 1, 0)
-    assert read_ipc(fs, f"{root}/errors/empty.arrow")["error"].to_pylist() == ["line 1: empty shard (no rows)"]
+    assert (marker["rows"], marker["outputs"], marker["errors"], marker["nfe"], marker["empty"]) == (0, 0, 0, 0, True)
+    assert read_ipc(fs, f"{root}/errors/empty.arrow").num_rows == 0
 
 
 def test_empty_blocks_write_nothing(sink) -> None:
