@@ -1,6 +1,6 @@
 """Early-exit policies on the embedded model and the held-out set: steps, speed and exact-match quality.
 
-    .venv/bin/python bench/decode.py [--limit N] [--threads 2] [--batch-size 32] [--workload toy|longform]
+    .venv/bin/python bench/decode.py [--limit N] [--threads 2] [--batch-size 32] [--workload toy|longform|reasoning]
 
 For each policy (fixed-step baseline, SchED linear/cosine/exp k=4/exp k=16, Fast-dLLM, Prophet) it
 decodes the same prompts through the same slot scheduler and reports NFE (forward passes x rows), step
@@ -8,7 +8,7 @@ speedup and wall-clock speedup against the baseline, exact-match accuracy, quali
 (accuracy / baseline accuracy) and QPS_4 = speedup x (exact match / baseline exact match)^4 (report/qps.py,
 the SchED paper's definition); on the long-form workload also token F1 (partial credit). Writes
 bench/results/decode.json (`--workload longform`: decode_longform.json, on embedded/longform/ with
-configs/longform.yaml).
+configs/longform.yaml; `--workload reasoning`: decode_reasoning.json, with the rows of WORKLOAD_VARIANTS).
 """
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ VARIANTS = {
     "sched-exp-k16-min": {"policy": ["sched"], "sched.schedule": "exp", "sched.k": 16.0, "sched.aggregate": "min"},
     "fastdllm": {"policy": ["fastdllm"]},
     "prophet": {"policy": ["prophet"]},
+}
+#: Extra rows per workload. The reasoning workload (answer tokens that depend on each other) must show the
+#: trade: fixed budgets below one token per step, SchED's paper defaults and Fast-dLLM at threshold 0.5.
+WORKLOAD_VARIANTS = {
+    "reasoning": {
+        "fixed-1/2": {"policy": ["none"], "steps": 16},
+        "fixed-1/4": {"policy": ["none"], "steps": 8},
+        "sched-paper": {"policy": ["sched"], "sched.schedule": "cosine", "sched.aggregate": "mean"},
+        "fastdllm-0.5": {"policy": ["fastdllm"], "fastdllm.threshold_prob": 0.5},
+    },
 }
 
 
@@ -118,7 +128,8 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows]
     decode_prompts(adapter, tok, prompts[:32], cfg.decode, args.batch_size)  # warm-up
     margins = first_step_margins(adapter, tok, prompts, cfg.decode)
-    table = run_variants(VARIANTS, adapter, tok, rows, cfg.decode, args.batch_size, args.workload)
+    table = run_variants({**VARIANTS, **WORKLOAD_VARIANTS.get(args.workload, {})}, adapter, tok, rows, cfg.decode,
+                         args.batch_size, args.workload)
     text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
                                "retention", *(["token_f1"] if "token_f1" in table[0] else []), "qps4"])
     print(f"first-step top-2 logit margin, mean over positions whose final token is end-of-text: "

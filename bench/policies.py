@@ -3,11 +3,12 @@ TSPD+CE+SchED against the fixed-step baseline.
 
     .venv/bin/python bench/policies.py [--limit N] [--controller embedded/taskmix/controller/tspd.pt]
     .venv/bin/python bench/policies.py --workload longform [--controller embedded/longform/controller/tspd.pt]
+    .venv/bin/python bench/policies.py --workload reasoning [--controller embedded/reasoning/controller/tspd.pt]
 
 Reports NFE, step and wall-clock speedup, exact match (the task metric), retention against the
 baseline's accuracy, agreement with the baseline's outputs, and QPS_4 = speedup x (exact match /
 baseline exact match)^4 (report/qps.py).
-Writes bench/results/policies.json (policies_longform.json for the long-form workload).
+Writes bench/results/policies.json (policies_<workload>.json for the long-form and reasoning workloads).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import argparse
 import torch
 
 from bench.common import print_table, save_result
-from bench.decode import VARIANTS, run_variants, workload_setup
+from bench.decode import VARIANTS, WORKLOAD_VARIANTS, run_variants, workload_setup
 from embedded.evaluate import WORKLOADS, load_heldout
 from decoder.offline import decode_prompts
 
@@ -47,7 +48,7 @@ def main() -> None:
     cfg, adapter, tok = workload_setup(args.workload, args.config, controller)
     rows = load_heldout(args.limit, args.workload)
     decode_prompts(adapter, tok, [r["prompt"] for r in rows[:32]], cfg.decode, args.batch_size)  # warm-up
-    table = run_variants({**VARIANTS, **TRACE_AWARE}, adapter, tok, rows, cfg.decode, args.batch_size, args.workload)
+    table = run_variants({**VARIANTS, **WORKLOAD_VARIANTS.get(args.workload, {}), **TRACE_AWARE}, adapter, tok, rows, cfg.decode, args.batch_size, args.workload)
     text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
                                "retention", *(["token_f1"] if "token_f1" in table[0] else []), "agreement", "qps4"])
     out = "policies" if args.workload == "toy" else f"policies_{args.workload}"

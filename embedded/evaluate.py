@@ -1,8 +1,9 @@
 """Task-metric evaluation of an embedded workload's held-out set (used by bench/ and the quality tests).
 
-Two workloads: `toy` (embedded/taskmix/model: copy/rev/sort/next of short strings; exact match) and `longform`
+Three workloads: `toy` (embedded/taskmix/model: copy/rev/sort/next of short strings; exact match), `longform`
 (embedded/longform/model: summarization-shaped documents; exact match plus bag-of-words token F1 for
-partial credit). `WORKLOADS[name]` gives the held-out file, the model and the config of each.
+partial credit) and `reasoning` (embedded/reasoning/model: running totals and sorting from reasoning-gym,
+answer tokens that depend on each other; exact match). `WORKLOADS[name]` gives the held-out file, the model and the config of each.
 `python -m embedded.evaluate --workload longform --model <checkpoint> --limit 96` scores a checkpoint.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable
 
 from embedded.taskmix import tasks as taskmix
 from embedded.longform import tasks as longform
+from embedded.reasoning import tasks as reasoning
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,6 +33,8 @@ WORKLOADS = {
     "toy": Workload(HERE / "taskmix" / "eval" / "heldout.jsonl", HERE / "taskmix" / "model", None, taskmix.exact_match),
     "longform": Workload(HERE / "longform" / "eval" / "heldout.jsonl", HERE / "longform" / "model",
                          "configs/longform.yaml", longform.exact_match, longform.token_f1),
+    "reasoning": Workload(HERE / "reasoning" / "eval" / "heldout.jsonl", HERE / "reasoning" / "model",
+                          "configs/reasoning.yaml", reasoning.exact_match),
 }
 HELDOUT = WORKLOADS["toy"].heldout
 
