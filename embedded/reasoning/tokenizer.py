@@ -6,19 +6,11 @@ saved as a HF tokenizer) over this workload's alphabet; special ids are fixed: [
 """
 from __future__ import annotations
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from embedded.reasoning.tasks import ALPHABET
-from embedded.taskmix.tokenizer import SPECIALS
+from embedded.taskmix import tokenizer as taskmix_tokenizer
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate((*SPECIALS, *ALPHABET))}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="[PAD]", mask_token="[MASK]", eos_token="[EOS]",
-        unk_token="[UNK]", padding_side="left",
-    )
+    return taskmix_tokenizer.build_tokenizer(ALPHABET)

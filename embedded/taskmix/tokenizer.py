@@ -13,9 +13,10 @@ from embedded.taskmix.tasks import ALPHABET
 SPECIALS = ("[PAD]", "[MASK]", "[EOS]", "[UNK]")
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
+    """One token per character of `alphabet` after the fixed special ids (other workloads pass their own)."""
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for ch in ALPHABET:
+    for ch in alphabet:
         vocab.setdefault(ch, len(vocab))
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
