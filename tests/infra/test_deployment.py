@@ -84,9 +84,9 @@ def _entrypoint_config(argv: list[str]):
     assert (ROOT / argv[1]).is_file()
     args = parse_args(argv[2:])
     assert args.command == "run" and args.config, argv
-    config = _in_repo(args.config)
-    assert config.is_file(), f"{args.config} does not exist in the repo"
-    return load_config(str(config), args.overrides)
+    configs = [_in_repo(c) for c in args.config]          # --config may repeat: the files layer in order
+    assert all(c.is_file() for c in configs), f"{args.config} does not exist in the repo"
+    return load_config([str(c) for c in configs], args.overrides)
 
 
 # ---------------------------------------------------------------- image name and Dockerfile
