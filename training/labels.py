@@ -14,9 +14,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from settings.schema import StorageConfig
+from settings.schema import MissingInputError, StorageConfig
 from decoder.features import FEATURE_NAMES, TrajectoryState, relative_positions, trajectory_features
 from stages.storage import filesystem, join
+from stages.write.formats import find_file, iter_batches
 from stages.write.sink import read_ipc
 
 LABEL_SCHEMA = pa.schema([("id", pa.string()), ("step", pa.int32()), ("position", pa.int32()),
@@ -60,7 +61,10 @@ def sequence_rows(tokens: dict[str, np.ndarray], output_ids: list[int], commit_s
 
 
 def shard_labels(fs, root: str, name: str, block_length: int, ema_decay: float) -> pa.Table:
-    outputs = read_ipc(fs, join(root, "outputs", f"{name}.arrow")).to_pylist()
+    path = find_file(fs, join(root, "outputs", name))   # the run's outputs in whichever format it wrote
+    if path is None:
+        raise MissingInputError(f"no outputs of shard {name} under {root}/outputs")
+    outputs = [row for batch in iter_batches(fs, path) for row in batch.to_pylist()]
     tokens = read_ipc(fs, join(root, "traces", f"{name}.tokens.arrow")).sort_by([("id", "ascending"),
                                                                                 ("step", "ascending"),
                                                                                 ("position", "ascending")])

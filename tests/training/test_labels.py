@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from stages.write.trace_tables import TOKEN_SCHEMA
 from training.labels import collect_labels
+from stages.write.formats import write_formats
 from stages.write.sink import write_ipc
 from tests.support.files import read_arrow
 
@@ -63,3 +64,18 @@ def test_label_features_are_replayed_from_the_trace(tmp_path) -> None:
     assert (a22["margin"], a22["margin_delta"], a22["progress"]) == (22.0, 10.0, 0.5)   # step 2 of budget 4
     assert a22["stable_steps"] == 0 and a00["stable_steps"] == 0                       # argmax 8 -> 2; first
     assert a12["margin"] == 12.0 and a12["rel_pos_answer"] == 1.0 and row[("b", 0, 1)]["rel_pos_answer"] == 1.0
+
+
+def test_labels_read_outputs_in_every_format_the_pipeline_writes(tmp_path) -> None:
+    """A run written as Parquet or JSONL gives the same labels as one written as Arrow (stages/write/formats.py)."""
+    for sub in ("arrow", "parquet", "jsonl"):
+        (tmp_path / sub).mkdir()
+    _, arrow = _labels(tmp_path / "arrow")
+    fs = fsspec.filesystem("file")
+    for fmt in ("parquet", "jsonl"):
+        run = _run_dir(tmp_path / fmt)
+        outputs = read_arrow(run / "outputs" / "s.arrow")
+        (run / "outputs" / "s.arrow").unlink()
+        write_formats(fs, str(run / "outputs" / "s"), outputs, [fmt])
+        collect_labels(str(run), str(tmp_path / f"{fmt}.arrow"))
+        assert read_arrow(tmp_path / f"{fmt}.arrow").equals(arrow), fmt
