@@ -5,7 +5,9 @@ files, with the shard's fingerprint). A rerun into the same output root skips co
 fingerprint matches (driver/fingerprint.py). Committed shards made with other settings or another input,
 and committed shards that are not in this run's input, stop the run before any work (`ResumeConflict`)
 unless `output.redo_changed` (`--redo-changed`): then exactly those are dropped and the changed ones
-decoded again. `--overwrite` clears everything first. Partial leftovers of an interrupted run are cleared.
+decoded again. `--overwrite` clears everything first. Of an interrupted run, the parts of shards still to
+decode are kept when their recorded fingerprint matches (`keep_parts`): the read stage skips the rows they
+hold and the commit merges them with the new ones; every other leftover is cleared.
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
+from stages.read.coverage import Coverage
 from stages.write.commit import write_json
+from stages.write.formats import iter_batches
+from stages.write.sink import PART_FINGERPRINT, PARTS
 from settings.schema import ConfigError
 from driver.fingerprint import changes, recorded
 from driver.redact import scrub
@@ -154,13 +159,45 @@ def drop_uncommitted(fs, root: str, committed: set[str]) -> list[str]:
 
 
 def prepare_output(fs, root: str, overwrite: bool) -> None:
-    """Drop partial parts of an interrupted run and the last run's failed-shard records (and everything,
-    with overwrite)."""
-    targets = ["_parts", "_failed"] + (["outputs", "errors", "traces", "_done", "_manifest.json"] if overwrite else [])
+    """Drop the last run's failed-shard records (and everything, parts included, with overwrite)."""
+    targets = ["_failed"] + ([PARTS] + ["outputs", "errors", "traces", "_done", "_manifest.json"] if overwrite else [])
     for t in targets:
         if fs.exists(join(root, t)):
             fs.rm(join(root, t), recursive=True)
     fs.makedirs(root, exist_ok=True)
+
+
+def keep_parts(fs, root: str, fingerprints: dict[str, dict], todo: set[str]) -> dict[str, Coverage]:
+    """The parts an interrupted run left that this run keeps: shard name -> the rows they hold. A shard's
+    folder stays when the shard is to be decoded and the fingerprint its parts recorded matches this run's;
+    other folders (committed, changed, no longer in the input, no fingerprint) and files cut short go."""
+    folder = join(root, PARTS)
+    if not fs.exists(folder):
+        return {}
+    kept = {}
+    for path in fs.ls(folder, detail=False):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        recorded = _read_json(fs, join(path, PART_FINGERPRINT)) if name in todo else None
+        if recorded is None or changes(recorded.get("fingerprint"), fingerprints[name]):
+            fs.rm(path, recursive=True)
+            continue
+        keys: list[tuple[int, int]] = []
+        for part in fs.ls(path, detail=False):
+            if ".tmp-" in part.rsplit("/", 1)[-1]:
+                fs.rm(part)
+            elif part.endswith(".rows.arrow"):   # written after its traces: a rows file means a whole part
+                for b in iter_batches(fs, part, ["line", "sample"]):
+                    keys += zip(b.column("line").to_pylist(), b.column("sample").to_pylist())
+        kept[name] = Coverage.of(keys)
+    return kept
+
+
+def _read_json(fs, path: str) -> dict | None:
+    try:
+        with fs.open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def versions() -> dict[str, str]:

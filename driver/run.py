@@ -1,8 +1,9 @@
 """Assemble and run the Ray Data pipeline for one config: pre-flight (driver/preflight.py: checkpoint, shards and
 their columns, output bucket), plan the resume (committed shards that match are kept; conflicts stop the run
-before Ray starts), open this command's attempt in the run ledger (driver/ledger.py), stream read -> parse ->
-preprocess -> decode actor pool -> shard datasink, show progress, close the attempt, write the manifest with
-the totals over attempts.
+before Ray starts), open this command's attempt in the run ledger (driver/ledger.py), keep the parts an
+interrupted run left (driver/resume.py: only the rows they lack are decoded), stream read -> parse ->
+preprocess -> decode actor pool -> shard datasink, show progress, close the attempt, write the manifest
+with the totals over attempts.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from settings.schema import PipelineConfig
 from stages.decode import DecodeStage
 from stages.preprocess import preprocess_batch
+from stages.read.coverage import Coverage
 from stages.read.stage import ReadOptions, read_shards
 from driver.ledger import Attempt, ledger_totals, read_attempts, table
 from driver.outcome import catch_sigterm
@@ -25,7 +27,7 @@ from driver.outcome import log_path
 from driver.preflight import Preflight, preflight
 from driver.worker_logs import route_worker_logs
 from driver.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, drop_uncommitted,
-                           failed_shards, plan_resume, prepare_output, write_manifest)
+                           failed_shards, keep_parts, plan_resume, prepare_output, write_manifest)
 from stages.storage import filesystem
 from driver.summary import ProgressWatcher, print_examples, print_summary
 from stages.write.sink import JobKill, ShardDatasink
@@ -70,13 +72,15 @@ def init_ray(cfg: PipelineConfig) -> None:
 _REAPER = None   # held for the life of the driver: its pipe closing is the signal
 
 
-def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str]) -> ray.data.Dataset:
+def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str],
+                  covered: dict[str, Coverage] | None = None) -> ray.data.Dataset:
     fs, _ = filesystem(cfg.input.url, cfg.storage)
     a = cfg.actors
     # one read task per shard, streaming its blocks (a generator): memory stays bounded whatever its size
     ds = ray.data.from_items([{"path": s} for s in shards], override_num_blocks=len(shards))
     ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"fs": fs, "names": names, "opts": ReadOptions.from_config(cfg)})
+                        fn_kwargs={"fs": fs, "names": names, "opts": ReadOptions.from_config(cfg),
+                                   "covered": covered or {}})
     if cfg.input.block_rows > 0:  # a big shard must not travel as one block (one task, one actor, no progress)
         ds = ds.repartition(target_num_rows_per_block=cfg.input.block_rows)
     ds = ds.map_batches(preprocess_batch, batch_format="pyarrow", batch_size=a.batch_rows,
@@ -109,8 +113,13 @@ def run_pipeline(cfg: PipelineConfig, checked: Preflight | None = None) -> dict:
         prepare_output(out_fs, out_root, cfg.output.overwrite)
         drop_shards(out_fs, out_root, [*plan.changed, *plan.stale])
         drop_uncommitted(out_fs, out_root, set(done) - set(plan.changed) - set(plan.stale))
-        if plan.todo:
-            decode(cfg, plan, shards, names, fingerprints, attempt.id, out_fs, out_root)
+        sink = datasink(cfg, fingerprints, attempt.id)
+        covered = keep_parts(out_fs, out_root, fingerprints, {names[s] for s in plan.todo})
+        finished = set(sink.commit_ready(sorted(covered)))   # interrupted after their last part
+        todo = [s for s in plan.todo if names[s] not in finished]
+        if todo:
+            decode(cfg, todo, shards, names, {n: c for n, c in covered.items() if n not in finished}, sink,
+                   out_fs, out_root, already={names[s] for s in plan.skipped} | finished)
         summaries = committed_shards(out_fs, out_root)
         failed.update({n: why for n, why in failed_shards(out_fs, out_root).items() if n not in summaries})
         missing = [names[s] for s in shards if names[s] not in summaries and names[s] not in failed]
@@ -131,9 +140,18 @@ def run_pipeline(cfg: PipelineConfig, checked: Preflight | None = None) -> dict:
     return manifest
 
 
-def decode(cfg: PipelineConfig, plan, shards: list[str], names: dict[str, str], fingerprints: dict[str, dict],
-           attempt: str, out_fs, out_root: str) -> None:
-    """Start Ray (a local one, or join a cluster) and decode the plan's shards, committing each one."""
+def datasink(cfg: PipelineConfig, fingerprints: dict[str, dict], attempt: str) -> ShardDatasink:
+    t = cfg.testing
+    kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker, t.kill_after_rows) \
+        if t.kill_after_commits or t.kill_before_marker or t.kill_after_rows else None
+    return ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill,
+                         formats=cfg.output.format, attempt=attempt)
+
+
+def decode(cfg: PipelineConfig, todo: list[str], shards: list[str], names: dict[str, str],
+           covered: dict[str, Coverage], sink: ShardDatasink, out_fs, out_root: str, already: set[str]) -> None:
+    """Start Ray (a local one, or join a cluster) and decode the shards `todo` (less the rows kept parts
+    hold, `covered`), committing each one; `already`: shards committed before Ray started."""
     init_ray(cfg)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -141,16 +159,10 @@ def decode(cfg: PipelineConfig, plan, shards: list[str], names: dict[str, str], 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours replace Ray's bars
     logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # pipeline.py logs the traceback itself
-    kept = {names[s] for s in plan.skipped}
-    watcher = ProgressWatcher(out_fs, out_root, len(shards), kept, enabled=cfg.progress)
+    watcher = ProgressWatcher(out_fs, out_root, len(shards), already, enabled=cfg.progress)
     watcher.start()
     try:
-        t = cfg.testing
-        kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker) \
-            if t.kill_after_commits or t.kill_before_marker else None
-        sink = ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill,
-                             formats=cfg.output.format, attempt=attempt)
-        build_dataset(cfg, plan.todo, names).write_datasink(sink)
+        build_dataset(cfg, todo, names, covered).write_datasink(sink)
     finally:
         watcher.stop()
 

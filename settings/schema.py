@@ -95,6 +95,7 @@ class TestingConfig:
     kill_after_commits: int = 0         # SIGKILL the job (driver, then the writer) once this many shards are
                                         # committed under the output root (single machine: the driver's pid)
     kill_before_marker: str = ""        # SIGKILL the job after this shard's files are merged, before its marker
+    kill_after_rows: int = 0            # SIGKILL the job once parts in flight hold this many rows
 
 
 @dataclass

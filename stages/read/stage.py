@@ -20,6 +20,9 @@ last block, which carry the total (and `shard_blank_lines`); the writer commits 
 hold that many rows. A shard without rows yields one marker row (error EMPTY_SHARD) the writer commits as an
 empty shard. `line` is 1-based: the file line for JSONL (blank lines are skipped, not rows), the
 record number for Parquet and JSON-array files. A `.json` file starting with `[` is one array (read whole).
+
+Rows a kept part already holds (a `Coverage`, stages/read/coverage.py) are parsed, so ids, types and totals
+are those of the whole shard, but not yielded: a rerun decodes only what the interrupted run had not.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from stages.read.coverage import Coverage
 from stages.read.row_mapping import RowMapping
 from stages.read.source import ShardUnavailable, open_shard
 from stages.read.stream import Record, json_array, jsonl_chunks, parquet_batches
@@ -128,8 +132,8 @@ class _ColumnTypes:
 class ShardReader:
     """One shard's rows, chunk by chunk (`tables()`); keeps only the ids seen and the column types."""
 
-    def __init__(self, path: str, name: str, opts: ReadOptions) -> None:
-        self.path, self.name, self.opts = path, name, opts
+    def __init__(self, path: str, name: str, opts: ReadOptions, covered: Coverage | None = None) -> None:
+        self.path, self.name, self.opts, self.covered = path, name, opts, covered
         self.seen: set[str] = set()
         self.types = _ColumnTypes()
         self.rows = self.blank = 0
@@ -139,13 +143,21 @@ class ShardReader:
         pending = None
         for table in self._chunks(f):
             if pending is not None:
-                yield pending
+                yield from self._uncovered(pending)
             pending = table
         if pending is None:  # no rows: one marker row (EMPTY_SHARD), or the shard is never committed
             pending = self._records_table([(1, None, EMPTY_SHARD.removeprefix("line 1: "))])
         n = pending.num_rows
         pending = pending.set_column(2, "shard_rows", pa.array([self.rows] * n, pa.int64()))
-        yield pending.set_column(3, "shard_blank_lines", pa.array([self.blank] * n, pa.int64()))
+        yield from self._uncovered(pending.set_column(3, "shard_blank_lines", pa.array([self.blank] * n, pa.int64())))
+
+    def _uncovered(self, table: pa.Table) -> Iterator[pa.Table]:
+        """`table` without the rows kept parts hold. A last block left empty is not needed: the rows of
+        the shard's last line are always in its last block, so the kept part holding them has the total."""
+        if self.covered:
+            table = table.filter(pa.array(self.covered.keep(table["line"].to_pylist(), table["sample"].to_pylist())))
+        if table.num_rows:
+            yield table
 
     def _chunks(self, f) -> Iterator[pa.Table]:
         o = self.opts
@@ -270,10 +282,13 @@ def _name(path: str, names: dict[str, str]) -> str:
     return names.get(path) or names.get(path.split("://", 1)[-1]) or shard_name(path, "")
 
 
-def read_shards(batch: pa.Table, fs, names: dict[str, str], opts: ReadOptions) -> Iterator[pa.Table]:
-    """Ray Data read task over a batch of shard paths (column `path`): yields each shard's blocks."""
+def read_shards(batch: pa.Table, fs, names: dict[str, str], opts: ReadOptions,
+                covered: dict[str, Coverage] | None = None) -> Iterator[pa.Table]:
+    """Ray Data read task over a batch of shard paths (column `path`): yields each shard's blocks, less
+    the rows `covered[shard name]` holds."""
     for path in batch.column("path").to_pylist():
-        reader = ShardReader(path, _name(path, names), opts)
+        name = _name(path, names)
+        reader = ShardReader(path, name, opts, (covered or {}).get(name))
         try:
             with open_shard(fs, path, compressed=shard_format(path, opts.fmt) != "parquet") as f:
                 yield from reader.tables(f)

@@ -4,7 +4,9 @@ Every write task splits its rows by input shard and writes them as a *part* unde
 named deterministically from the rows' line numbers, so a retried task overwrites its own part. When a
 shard's parts cover all its rows (the read stage counted them), the task that notices merges the parts
 into the final files (written under a temporary name, then renamed) and writes `_done/<shard>.json`
-last: a shard with a marker is complete, one without is redone by the next run (see driver/resume.py).
+last: a shard with a marker is complete, one without is finished by the next run (see driver/resume.py).
+Each part folder records the shard's fingerprint (`_parts/<shard>/fingerprint.json`): a rerun with the
+same settings and input keeps the parts of an interrupted run and decodes only the rows they lack.
 
 Layout under the output root, for input shard <name>:
   outputs/<name>.arrow         one row per decoded prompt (text, token ids, steps, NFE, exit, timings)
@@ -44,6 +46,9 @@ OUTPUT_COLUMNS = ["id", "shard", "line", "sample", "prompt", "prompt_tokens", "o
                   "nfe", "refreshes", "forward_tokens", "encoder_passes", "exit_reason", "commit_step", "queue_s",
                   "slot_s", "latency_s", "actor"]
 ERROR_COLUMNS = ["id", "shard", "line", "sample", "error"]
+PARTS = "_parts"
+#: In a shard's part folder: the fingerprint its parts were decoded with ({"fingerprint": ...}).
+PART_FINGERPRINT = "fingerprint.json"
 
 
 def passthrough_columns(table: pa.Table) -> list[str]:
@@ -92,10 +97,12 @@ def _merge_traces(fs, parts: list[str], kind: str) -> pa.Table:
 class JobKill:
     """Test-only fault injection (config `testing.kill_*`): SIGKILL the driver process `driver_pid`, then the
     writing worker, at a chosen point of the commit: after `after_commits` shards are committed under the
-    output root, or between shard `before_marker`'s merge and its marker. Needs the driver on this machine."""
+    output root, between shard `before_marker`'s merge and its marker, or once the parts in flight hold
+    `after_rows` rows (a part's name holds its row count). Needs the driver on this machine."""
 
-    def __init__(self, driver_pid: int, after_commits: int = 0, before_marker: str = "") -> None:
+    def __init__(self, driver_pid: int, after_commits: int = 0, before_marker: str = "", after_rows: int = 0) -> None:
         self.driver_pid, self.after_commits, self.before_marker = driver_pid, after_commits, before_marker
+        self.after_rows = after_rows
 
     def kill(self) -> None:
         try:
@@ -106,6 +113,11 @@ class JobKill:
 
     def merged(self, name: str) -> None:
         if name == self.before_marker:
+            self.kill()
+
+    def part_written(self, fs, root: str) -> None:
+        parts = fs.glob(join(root, PARTS, "*", "*.rows.arrow")) if self.after_rows else []
+        if self.after_rows and sum(int(p.rsplit("/", 1)[-1].split("-")[1]) for p in parts) >= self.after_rows:
             self.kill()
 
     def committed(self, fs, root: str) -> None:
@@ -139,6 +151,8 @@ class ShardDatasink(Datasink):
                 record_failure(fs, root, name, failed["shard"][0].as_py(), failed["error"][0].as_py())
                 continue
             self._retry(f"shard {name}: part write", lambda: self._write_part(fs, root, name, rows))
+            if self.kill:
+                self.kill.part_written(fs, root)
             if self._retry(f"shard {name}: commit", lambda: self._complete(fs, root, name)):
                 completed.append(name)
         return completed
@@ -150,11 +164,19 @@ class ShardDatasink(Datasink):
         keys = sorted(zip(rows["line"].to_pylist(), _samples(rows)))
         total = pc.max(rows["shard_rows"]).as_py() or 0   # known on the shard's last block only
         part = f"{keys[0][0]:09d}-{len(keys)}-{zlib.crc32(json.dumps(keys).encode()):08x}-{total}"
-        folder = join(root, "_parts", name)
+        folder = join(root, PARTS, name)
         fs.makedirs(folder, exist_ok=True)
+        if name in self.fingerprints and not fs.exists(join(folder, PART_FINGERPRINT)):
+            write_json(fs, join(folder, PART_FINGERPRINT), {"fingerprint": self.fingerprints[name]})
         write_ipc(fs, join(folder, f"{part}.steps.arrow"), _concat_ipc_blobs(rows["trace_steps"].to_pylist(), STEP_SCHEMA))
         write_ipc(fs, join(folder, f"{part}.tokens.arrow"), _concat_ipc_blobs(rows["trace_tokens"].to_pylist(), TOKEN_SCHEMA))
         write_ipc(fs, join(folder, f"{part}.rows.arrow"), rows.drop_columns(["trace_steps", "trace_tokens"]))
+
+    def commit_ready(self, names: list[str]) -> list[str]:
+        """Commit the shards among `names` whose kept parts already hold every row (a run interrupted
+        after their last part); returns those committed."""
+        fs, root = self._fs()
+        return [n for n in names if self._retry(f"shard {n}: commit", lambda: self._complete(fs, root, n))]
 
     def _complete(self, fs, root: str, name: str) -> bool:
         """Merge a shard whose parts cover all its rows; True if it is (now) committed. The total comes
@@ -162,7 +184,7 @@ class ShardDatasink(Datasink):
         marker = join(root, "_done", f"{name}.json")
         if fs.exists(marker):
             return True
-        folder = join(root, "_parts", name)
+        folder = join(root, PARTS, name)
         parts = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".rows.arrow"))
         fields = [p.rsplit("/", 1)[-1].split(".")[0].split("-") for p in parts]
         total = max((int(f[3]) for f in fields if len(f) > 3), default=0)
@@ -213,7 +235,7 @@ class ShardDatasink(Datasink):
     def on_write_complete(self, write_result) -> None:
         """Sweep: commit any shard whose last parts landed in two racing tasks; then drop the parts."""
         fs, root = self._fs()
-        parts_root = join(root, "_parts")
+        parts_root = join(root, PARTS)
         if not fs.exists(parts_root):
             return
         for folder in self._retry("listing parts", lambda: fs.ls(parts_root, detail=False)):

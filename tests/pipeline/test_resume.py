@@ -82,6 +82,43 @@ def test_resume_after_kill(ray_cluster, tmp_path):
     assert not (out / "_parts").exists()
 
 
+def _decoded_by(out, names) -> dict[str, tuple[str, str]]:
+    """id -> (output text, decode actor) of every committed output row."""
+    from tests.support.files import read_arrow
+    rows = {}
+    for n in names:
+        t = read_arrow(f"{out}/outputs/{n}.arrow", fsspec.filesystem("file"))
+        rows.update(zip(t["id"].to_pylist(), zip(t["output"].to_pylist(), t["actor"].to_pylist())))
+    return rows
+
+
+def test_rerun_keeps_the_rows_an_interrupted_run_decoded(ray_cluster, tmp_path):
+    """Rows of all shards interleave in the decode pool, so a job killed near its end has committed few
+    shards but written most rows into parts. The rerun keeps those parts (same fingerprint), decodes only
+    the rows they lack and commits every shard: outputs equal an uninterrupted run's, each id once."""
+    import pyarrow.ipc as ipc
+
+    inp, out, ref = tmp_path / "in", tmp_path / "out", tmp_path / "ref"
+    _write_shards(inp)
+    killed = _run(ray_cluster, inp, out, "testing.kill_after_rows=30")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    parts = list((out / "_parts").glob("*/*.rows.arrow"))
+    assert sum(int(p.name.split("-")[1]) for p in parts) >= 30 and len(_committed(out)) < N_SHARDS
+    assert all((p.parent / "fingerprint.json").exists() for p in parts)
+    first_actors = {a for p in parts for a in ipc.open_file(str(p)).read_all()["actor"].to_pylist() if a}
+    first_actors |= {a for _, a in _decoded_by(out, _committed(out)).values()}
+
+    done = _run(ray_cluster, inp, out)
+    assert done.returncode == 3, done.stderr[-2000:]           # completed; 3 = error rows (one per shard)
+    assert _ids(out) == _expected() and not (out / "_parts").exists()
+    names = [f"shard-{s}" for s in range(N_SHARDS)]
+    rows = _decoded_by(out, names)
+    redecoded = [i for i, (_, actor) in rows.items() if actor not in first_actors]
+    assert len(redecoded) <= 0.2 * len(rows), (len(redecoded), len(rows))
+    assert _run(ray_cluster, inp, ref).returncode == 3
+    assert {i: text for i, (text, _) in rows.items()} == {i: text for i, (text, _) in _decoded_by(ref, names).items()}
+
+
 def test_crash_between_merge_and_marker(ray_cluster, tmp_path):
     """The shard's final files are written but its marker is not: it is not committed, the rerun decodes
     and merges it again (over the same files) and commits it exactly once."""

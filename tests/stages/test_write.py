@@ -9,10 +9,15 @@ import pytest
 
 from settings.schema import StorageConfig
 from stages.decode import DecodeStage
-from driver.resume import committed_shards, prepare_output
+from driver.resume import committed_shards, keep_parts, prepare_output
 from stages.storage import filesystem
 from stages.write.sink import ERROR_COLUMNS, OUTPUT_COLUMNS, ShardDatasink, read_ipc
 from tests.stages.helpers import good_prompts, jsonl, pipeline_table, run_stage, stage_config
+
+
+def shard_a() -> bytes:
+    good = good_prompts(4)
+    return jsonl(good[0], "{oops", *good[1:3], {"id": "e", "prompt": " "}, good[3])
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +25,7 @@ def decoded() -> dict[str, pa.Table]:
     """Decode-stage output of two shards: 'a' (6 rows, 2 errors) and 'sub__b' (3 rows)."""
     cfg = stage_config()
     good = good_prompts(7)
-    a = pipeline_table(jsonl(good[0], "{oops", *good[1:3], {"id": "e", "prompt": " "}, good[3]),
-                       cfg.decode, "/in/a.jsonl", "a")
+    a = pipeline_table(shard_a(), cfg.decode, "/in/a.jsonl", "a")
     b = pipeline_table(jsonl(*good[4:7]), cfg.decode, "/in/sub/b.jsonl", "sub__b")
     out_a, out_b = run_stage(DecodeStage(cfg), a, b)
     return {"a": out_a, "sub__b": out_b}
@@ -130,8 +134,8 @@ def test_prepare_output(sink, decoded) -> None:
     ds.write([decoded["sub__b"], lines(decoded["a"], 0, 1)], None)
     with fs.open(f"{root}/_manifest.json", "w") as f:
         f.write("{}")
-    prepare_output(fs, root, overwrite=False)       # resume: keep committed shards, drop partial parts
-    assert set(committed_shards(fs, root)) == {"sub__b"} and not fs.exists(f"{root}/_parts")
+    prepare_output(fs, root, overwrite=False)       # resume: keep committed shards and parts (keep_parts sorts them)
+    assert set(committed_shards(fs, root)) == {"sub__b"} and fs.exists(f"{root}/_parts/a")
     assert fs.exists(f"{root}/outputs/sub__b.arrow") and fs.exists(f"{root}/_manifest.json")
     prepare_output(fs, root, overwrite=True)
     assert committed_shards(fs, root) == {} and fs.ls(root) == []
@@ -182,3 +186,51 @@ def test_shard_names_cannot_write_outside_the_output_root(sink, decoded, tmp_pat
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert written and all(w.startswith("out/") for w in written), written
     assert sorted(committed_shards(fs, root)) == ["..__escape", "_..", "a__..__..__b"]
+
+
+def test_interrupted_parts_are_kept_and_only_the_rows_they_lack_are_decoded(tmp_path, decoded) -> None:
+    """An interrupted run left a part of shard 'a' (lines 1-3) and of 'sub__b': the rerun keeps the part
+    whose fingerprint matches, reads only lines 4-6 of 'a', and the commit merges old and new parts into
+    what one uninterrupted run writes."""
+    import io
+
+    from stages.preprocess import preprocess_batch
+    from stages.read.stage import ReadOptions, ShardReader
+    from tests.stages.helpers import MODEL
+
+    fp = {"config": {"decode.steps": 16}, "input": {"size": 1, "etag": "x", "mtime": 1}}
+    other = {"config": {"decode.steps": 8}, "input": fp["input"]}
+    root = str(tmp_path / "out")
+    fs = filesystem(root, StorageConfig())[0]
+    interrupted = ShardDatasink(root, StorageConfig(), fingerprints={"a": fp, "sub__b": fp})
+    assert interrupted.write([lines(decoded["a"], 0, 1, 2), lines(decoded["sub__b"], 0)], None) == []
+    fs.pipe(f"{root}/_parts/a/000000004-1-abc-0.rows.arrow.tmp-1234", b"half a file")
+    fs.makedirs(f"{root}/_parts/gone", exist_ok=True)                # a shard no longer in the input
+
+    kept = keep_parts(fs, root, {"a": fp, "sub__b": other}, {"a", "sub__b"})
+    assert set(kept) == {"a"} and len(kept["a"]) == 3                # sub__b: decoded with other settings
+    assert [(line, 0) in kept["a"] for line in range(1, 7)] == [True] * 3 + [False] * 3
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/_parts")) == ["a"]
+    assert not fs.glob(f"{root}/_parts/a/*.tmp-*")
+
+    cfg = stage_config()
+    reader = ShardReader("/in/a.jsonl", "a", ReadOptions(), kept["a"])
+    blocks = list(reader.tables(io.BytesIO(shard_a())))
+    rest = pa.concat_tables(blocks)
+    assert rest["line"].to_pylist() == [4, 5, 6] and rest["shard_rows"].to_pylist()[-1] == 6
+    decoded_rest = run_stage(DecodeStage(cfg), preprocess_batch(rest, MODEL, cfg.decode))[0]
+    rerun = ShardDatasink(root, StorageConfig(), fingerprints={"a": fp})
+    assert rerun.write([decoded_rest], None) == ["a"]
+    check_committed(fs, root, "a", decoded["a"])
+
+
+def test_a_shard_whose_kept_parts_are_complete_commits_before_decoding(tmp_path, decoded) -> None:
+    fp = {"config": {}, "input": {"size": 1}}
+    root = str(tmp_path / "out")
+    fs = filesystem(root, StorageConfig())[0]
+    ShardDatasink(root, StorageConfig(), fingerprints={"a": fp})._write_part(fs, root, "a", decoded["a"])
+    assert not committed_shards(fs, root)                            # interrupted between its part and the commit
+    kept = keep_parts(fs, root, {"a": fp}, {"a"})
+    assert ShardDatasink(root, StorageConfig(), fingerprints={"a": fp}).commit_ready(sorted(kept)) == ["a"]
+    check_committed(fs, root, "a", decoded["a"])
+    assert keep_parts(fs, root, {"a": fp}, set()) == {} and not fs.ls(f"{root}/_parts")   # committed: dropped
