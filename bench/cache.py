@@ -1,7 +1,7 @@
 """Per-row KV cache (decode.cache = none | prefix | dual) on a random bidirectional Llama, one run.
 
     .venv/bin/python bench/cache.py [--threads 2] [--quick]
-    .venv/bin/python bench/cache.py --workload longform [--limit 96] [--policy fastdllm]
+    .venv/bin/python bench/cache.py --workload longform|reasoning [--limit 96] [--policy fastdllm]
 
 Model: random `LlamaForCausalLM` with `is_causal=False` (hidden 512, 4 layers, 8 heads, vocabulary 32,000)
 — a realistic layout scaled to this CPU. Workload: batch 16 of random prompts of 256 and 512 tokens,
@@ -20,6 +20,7 @@ with an early-exit policy (`--policy`, stop at EOS on) in static batches and thr
 scheduler. Columns: wall-clock speedup over the plain loop, answer tokens/s, forward tokens per generated
 token, exact match and its retention vs the plain loop, token F1, and agreement (identical answers) with
 the plain loop and with the same policy without a cache. Writes bench/results/cache_longform.json.
+`--workload reasoning`: the same on the reasoning model (configs/reasoning.yaml), cache_reasoning.json.
 """
 from __future__ import annotations
 
@@ -55,21 +56,21 @@ def decode(adapter, reqs, gen: int, steps: int, mode: str):
     return out, time.perf_counter() - t0, engine
 
 
-def longform(args) -> None:
-    """Quality and speed of the cache modes on the trained long-form model (see the module docstring)."""
+def trained(args) -> None:
+    """Quality and speed of the cache modes on a trained workload's model (see the module docstring)."""
     import copy
 
-    from embedded.evaluate import accuracy, load_heldout, token_score
+    from embedded.evaluate import WORKLOADS, accuracy, load_heldout, token_score
     from settings.loader import load_config
     from decoder.build import load_model
     from decoder.offline import answer_text
     from decoder.scheduler import SlotScheduler
     from stages.preprocess import load_tokenizer
 
-    cfg = load_config("configs/longform.yaml", ["decode.trace=off", *([f"model.path={args.model}"] if args.model else [])])
+    cfg = load_config(WORKLOADS[args.workload].config, ["decode.trace=off", *([f"model.path={args.model}"] if args.model else [])])
     adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
     tok = load_tokenizer(cfg.model.path)
-    rows = load_heldout(args.limit, "longform")
+    rows = load_heldout(args.limit, args.workload)
     reqs = [Request(str(i), tok(r["prompt"], add_special_tokens=False)["input_ids"]) for i, r in enumerate(rows)]
 
     def run(mode: str, policy: str, batching: str):
@@ -97,7 +98,7 @@ def longform(args) -> None:
         out, texts, answer_tokens, seconds = run(mode, policy, batching)
         texts_of[(mode, policy, batching)] = texts
         plain, same = texts_of[("none", "none", "static")], texts_of.get(("none", policy, batching), texts)
-        acc = accuracy(texts, rows, "longform")
+        acc = accuracy(texts, rows, args.workload)
         if mode == "none" and policy == "none":  # the first plan: the plain loop every ratio refers to
             base = {"seconds": seconds, "acc": acc}
         table.append({
@@ -106,7 +107,7 @@ def longform(args) -> None:
             "nfe": sum(r.steps_taken for r in out), "refreshes": sum(r.refreshes for r in out),
             "forward_tokens_per_generated": sum(r.forward_tokens for r in out) / max(answer_tokens, 1),
             "exact_match": acc, "retention": acc / base["acc"] if base["acc"] else 0.0,
-            "token_f1": token_score(texts, rows, "longform"),
+            "token_f1": token_score(texts, rows, args.workload),
             "agreement_vs_plain": sum(a == b for a, b in zip(texts, plain)) / len(rows),
             "agreement_vs_no_cache": sum(a == b for a, b in zip(texts, same)) / len(rows),
         })
@@ -114,7 +115,7 @@ def longform(args) -> None:
     text = print_table(table, ["mode", "policy", "batching", "speedup_vs_plain", "answer_tokens_per_s", "nfe",
                                "forward_tokens_per_generated", "exact_match", "retention", "token_f1",
                                "agreement_vs_plain", "agreement_vs_no_cache"])
-    save_result(args.out or "cache_longform", {"args": vars(args), "prompts": len(rows), "rows": table, "table": text,
+    save_result(args.out or f"cache_{args.workload}", {"args": vars(args), "prompts": len(rows), "rows": table, "table": text,
                                                "decode": {"gen_length": cfg.decode.gen_length, "steps": cfg.decode.steps,
                                                           "block_length": cfg.decode.block_length}})
 
@@ -122,10 +123,10 @@ def longform(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workload", choices=("random", "longform"), default="random")
+    ap.add_argument("--workload", choices=("random", "longform", "reasoning"), default="random")
     ap.add_argument("--limit", type=int, default=96, help="longform: held-out prompts")
     ap.add_argument("--policy", default="fastdllm", help="longform: the early-exit policy of the exit rows")
-    ap.add_argument("--out", default=None, help="longform: result name (default cache_longform)")
+    ap.add_argument("--out", default=None, help="trained workloads: result name (default cache_<workload>)")
     ap.add_argument("--model", default=None, help="longform: checkpoint (default: configs/longform.yaml's)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--gen", type=int, default=128)
@@ -133,8 +134,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--quick", action="store_true", help="smoke run: batch 2, prompt 64, gen 64, 8 steps")
     args = ap.parse_args()
-    if args.workload == "longform":
-        return longform(args)
+    if args.workload != "random":
+        return trained(args)
     if args.quick:
         args.batch, args.gen, args.steps, args.prompts = 2, 64, 8, [64]
     torch.set_num_threads(args.threads)
