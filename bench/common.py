@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+#: Where results go; BENCH_RESULTS_DIR redirects them (smoke runs, e.g. bench/gpu_all.py --smoke in the tests).
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
 
 
 def print_table(rows: list[dict], columns: list[str]) -> str:
@@ -38,5 +40,5 @@ def save_result(name: str, payload: dict) -> Path:
                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return path

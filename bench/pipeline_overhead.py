@@ -61,14 +61,16 @@ def break_even(fixed_s: float, bare_sps: float, in_actor: float) -> float | None
     return TARGET * fixed_s * bare_sps / slack if slack > 0 else None
 
 
-def measure(work: Path, n: int, shards: int, config: str) -> dict:
+def measure(work: Path, n: int, shards: int, config: str, device: str = "cpu", quick: bool = False) -> dict:
+    """`quick`: one bare run and the cold run only (the warm figures repeat the cold ones)."""
     prompts = write_shards(work / f"in-{n}", n, shards)
+    on_gpu = ["model.device=cuda", "actors.num_gpus=1", "ray.num_gpus=1"] if device == "cuda" else []
 
     def cfg_for(tag: str):
         return load_config(config, [f"input.url={work}/in-{n}/*.jsonl", f"output.url={work}/out-{n}-{tag}",
-                                    "progress=false"])
+                                    "progress=false", *on_gpu])
     cfg = cfg_for("cold")
-    adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
+    adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, device)
 
     def bare_seconds() -> float:
         return decode_prompts(adapter, load_tokenizer(cfg.model.path), prompts, cfg.decode,
@@ -78,10 +80,11 @@ def measure(work: Path, n: int, shards: int, config: str) -> dict:
     t = time.perf_counter()
     init_ray(cfg)
     ray_init_s = time.perf_counter() - t
-    cold_wall, _, _ = timed_run(cfg)
-    cold_wall += ray_init_s
-    warm_wall, manifest, first_step_s = timed_run(cfg_for("warm"))
-    bare_runs.append(bare_seconds())   # before and after the pipeline: the best of two (noisy machine)
+    cold_wall, manifest, first_step_s = timed_run(cfg)
+    warm_wall, cold_wall = cold_wall, cold_wall + ray_init_s
+    if not quick:
+        warm_wall, manifest, first_step_s = timed_run(cfg_for("warm"))
+        bare_runs.append(bare_seconds())   # before and after the pipeline: the best of two (noisy machine)
     bare_sps = n / min(bare_runs)
     actor = max(manifest["actors"].values(), key=lambda a: a["sequences"])
     in_actor = actor["sequences_per_s"] / bare_sps
@@ -99,11 +102,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 2048, 8192])
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: the bare loop and the decode actor on the GPU (one actor, one GPU)")
+    ap.add_argument("--quick", action="store_true", help="one bare run and the cold run only (smoke runs)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the decode actor runs with actors.threads = 1: same for the bare loop
     work = Path(tempfile.mkdtemp(prefix="pipeline-overhead-"))
     try:
-        table = [measure(work, n, args.shards, args.config) for n in args.sizes]
+        table = [measure(work, n, args.shards, args.config, args.device, args.quick) for n in args.sizes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for row in table:
@@ -112,7 +118,9 @@ def main() -> None:
     text = print_table(table, ["prompts", "bare_seq_s", "cold_ratio", "warm_ratio", "in_actor_ratio",
                                "ray_init_s", "to_first_step_s", "actor_load_s", "warm_fixed_s",
                                "break_even_prompts"])
-    save_result("pipeline_overhead", {"target_ratio": TARGET, "results": table, "table": text})
+    name = "pipeline_overhead" if args.device == "cpu" else "gpu_pipeline_overhead"
+    save_result(name, {"device": args.device, "quick": args.quick, "target_ratio": TARGET, "results": table,
+                       "table": text})
 
 
 if __name__ == "__main__":
