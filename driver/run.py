@@ -86,6 +86,10 @@ def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str],
     ds = ds.map_batches(preprocess_batch, batch_format="pyarrow", batch_size=a.batch_rows,
                         fn_kwargs={"model_path": cfg.model.path, "decode": cfg.decode,
                                    "use_template": cfg.model.chat_template})
+    # One decode task per Ray batch: a task's output block leaves the actor only when all its rows are
+    # decoded, so blocks of block_rows rows would hold decoded rows back from the writer (progress, parts
+    # kept across an interrupt) until the slowest of them is done.
+    ds = ds.repartition(target_num_rows_per_block=a.batch_rows)
     return ds.map_batches(
         DecodeStage, fn_constructor_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=a.batch_rows,
         num_gpus=a.num_gpus, num_cpus=a.num_cpus,
@@ -142,7 +146,7 @@ def run_pipeline(cfg: PipelineConfig, checked: Preflight | None = None) -> dict:
 
 def datasink(cfg: PipelineConfig, fingerprints: dict[str, dict], attempt: str) -> ShardDatasink:
     t = cfg.testing
-    kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker, t.kill_after_rows) \
+    kill = JobKill(os.getpid(), t.kill_after_commits, t.kill_before_marker, t.kill_after_rows, t.kill_signal) \
         if t.kill_after_commits or t.kill_before_marker or t.kill_after_rows else None
     return ShardDatasink(cfg.output.url, cfg.storage, cfg.output.parquet, fingerprints, kill,
                          formats=cfg.output.format, attempt=attempt)

@@ -54,7 +54,8 @@ def progress_counts(committed: dict[str, dict], parts: dict[str, list[PartStats]
     """Combine committed-shard summaries and in-flight parts into one `Progress` (pure: unit-tested).
     Shards in `already` were committed by an earlier run: they count toward rows done and total, but not
     toward this run's outputs/NFE. A shard's in-flight rows are capped at its size (a retried task may
-    have written a part twice)."""
+    have written a part twice). The total is None until some shard's size is known (its end was read):
+    a count and a rate, not a made-up percentage."""
     prog = Progress(shards_done=len(committed))
     sizes = []
     for name, s in committed.items():
@@ -67,15 +68,16 @@ def progress_counts(committed: dict[str, dict], parts: dict[str, list[PartStats]
     for name, ps in parts.items():
         if name in committed or not ps:
             continue
-        size = max(p.shard_rows for p in ps) or sum(p.rows for p in ps)   # 0 until the shard's end is read
-        sizes.append(size)
-        prog.rows_done += min(sum(p.rows for p in ps), size)
+        size = max(p.shard_rows for p in ps)   # 0 until the shard's end is read
+        if size:
+            sizes.append(size)
+        prog.rows_done += min(sum(p.rows for p in ps), size or sum(p.rows for p in ps))
         prog.outputs += sum(p.outputs for p in ps)
         prog.nfe += sum(p.nfe for p in ps)
         prog.step_budget += sum(p.step_budget for p in ps)
-    if sizes:
+    if sizes:   # shards whose size is not known yet count as the mean of those known
         unseen = max(n_shards - len(sizes), 0)
-        prog.rows_total = sum(sizes) + round(unseen * sum(sizes) / len(sizes))
+        prog.rows_total = max(sum(sizes) + round(unseen * sum(sizes) / len(sizes)), prog.rows_done)
     return prog
 
 

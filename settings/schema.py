@@ -96,6 +96,8 @@ class TestingConfig:
                                         # committed under the output root (single machine: the driver's pid)
     kill_before_marker: str = ""        # SIGKILL the job after this shard's files are merged, before its marker
     kill_after_rows: int = 0            # SIGKILL the job once parts in flight hold this many rows
+    kill_signal: str = "SIGKILL"        # what kill_after_rows sends the driver: SIGKILL (the writer dies too)
+                                        # or SIGTERM (a graceful stop; the writer goes on)
 
 
 @dataclass

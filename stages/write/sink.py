@@ -100,16 +100,18 @@ class JobKill:
     output root, between shard `before_marker`'s merge and its marker, or once the parts in flight hold
     `after_rows` rows (a part's name holds its row count). Needs the driver on this machine."""
 
-    def __init__(self, driver_pid: int, after_commits: int = 0, before_marker: str = "", after_rows: int = 0) -> None:
+    def __init__(self, driver_pid: int, after_commits: int = 0, before_marker: str = "", after_rows: int = 0,
+                 rows_signal: str = "SIGKILL") -> None:
         self.driver_pid, self.after_commits, self.before_marker = driver_pid, after_commits, before_marker
-        self.after_rows = after_rows
+        self.after_rows, self.rows_signal = after_rows, rows_signal
 
-    def kill(self) -> None:
+    def kill(self, how: str = "SIGKILL") -> None:
         try:
-            os.kill(self.driver_pid, signal.SIGKILL)
+            os.kill(self.driver_pid, getattr(signal, how))
         except ProcessLookupError:
             pass
-        os._exit(1)
+        if how == "SIGKILL":
+            os._exit(1)
 
     def merged(self, name: str) -> None:
         if name == self.before_marker:
@@ -118,7 +120,7 @@ class JobKill:
     def part_written(self, fs, root: str) -> None:
         parts = fs.glob(join(root, PARTS, "*", "*.rows.arrow")) if self.after_rows else []
         if self.after_rows and sum(int(p.rsplit("/", 1)[-1].split("-")[1]) for p in parts) >= self.after_rows:
-            self.kill()
+            self.kill(self.rows_signal)
 
     def committed(self, fs, root: str) -> None:
         if self.after_commits and len(fs.ls(join(root, "_done"), detail=False)) >= self.after_commits:

@@ -35,6 +35,14 @@ def test_nothing_seen_yet_has_no_total() -> None:
     assert p.rows_done == 0 and p.rows_total is None and p.shards_done == 0
 
 
+def test_rows_of_a_shard_whose_end_is_not_read_yet_count_without_a_made_up_total() -> None:
+    parts = {"big": [PartStats(0, 16, 16, 64, 256), PartStats(0, 16, 16, 64, 256)]}   # the end not read yet
+    p = progress_counts({}, parts, n_shards=1, already=set())
+    assert p.rows_done == 32 and p.rows_total is None                # not "32 of 32, 100 %"
+    p = progress_counts({"a": marker(100, 100, 400, 1600)}, parts, n_shards=2, already=set())
+    assert p.rows_done == 132 and p.rows_total == 200                # the unknown one: the known mean
+
+
 def test_scanner_reads_each_part_once(tmp_path) -> None:
     fs = fsspec.filesystem("file")
     root = str(tmp_path)

@@ -92,7 +92,8 @@ def _decoded_by(out, names) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def test_rerun_keeps_the_rows_an_interrupted_run_decoded(ray_cluster, tmp_path):
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_rerun_keeps_the_rows_an_interrupted_run_decoded(ray_cluster, tmp_path, how):
     """Rows of all shards interleave in the decode pool, so a job killed near its end has committed few
     shards but written most rows into parts. The rerun keeps those parts (same fingerprint), decodes only
     the rows they lack and commits every shard: outputs equal an uninterrupted run's, each id once."""
@@ -100,8 +101,8 @@ def test_rerun_keeps_the_rows_an_interrupted_run_decoded(ray_cluster, tmp_path):
 
     inp, out, ref = tmp_path / "in", tmp_path / "out", tmp_path / "ref"
     _write_shards(inp)
-    killed = _run(ray_cluster, inp, out, "testing.kill_after_rows=30")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    killed = _run(ray_cluster, inp, out, "testing.kill_after_rows=30", f"testing.kill_signal={how}")
+    assert killed.returncode == (-signal.SIGKILL if how == "SIGKILL" else 143), killed.stderr[-2000:]
     parts = list((out / "_parts").glob("*/*.rows.arrow"))
     assert sum(int(p.name.split("-")[1]) for p in parts) >= 30 and len(_committed(out)) < N_SHARDS
     assert all((p.parent / "fingerprint.json").exists() for p in parts)
