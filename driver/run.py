@@ -15,8 +15,7 @@ import ray
 from omegaconf import OmegaConf
 
 from settings.schema import PipelineConfig
-from stages.decode import DecodeStage
-from stages.preprocess import preprocess_batch
+from stages.processor import decode_stages
 from stages.read.coverage import Coverage
 from stages.read.stage import ReadOptions, read_shards
 from driver.ledger import Attempt, ledger_totals, read_attempts, table
@@ -75,7 +74,6 @@ _REAPER = None   # held for the life of the driver: its pipe closing is the sign
 def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str],
                   covered: dict[str, Coverage] | None = None) -> ray.data.Dataset:
     fs, _ = filesystem(cfg.input.url, cfg.storage)
-    a = cfg.actors
     # one read task per shard, streaming its blocks (a generator): memory stays bounded whatever its size
     ds = ray.data.from_items([{"path": s} for s in shards], override_num_blocks=len(shards))
     ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow",
@@ -83,19 +81,7 @@ def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str],
                                    "covered": covered or {}})
     if cfg.input.block_rows > 0:  # a big shard must not travel as one block (one task, one actor, no progress)
         ds = ds.repartition(target_num_rows_per_block=cfg.input.block_rows)
-    ds = ds.map_batches(preprocess_batch, batch_format="pyarrow", batch_size=a.batch_rows,
-                        fn_kwargs={"model_path": cfg.model.path, "decode": cfg.decode,
-                                   "use_template": cfg.model.chat_template})
-    # One decode task per Ray batch: a task's output block leaves the actor only when all its rows are
-    # decoded, so blocks of block_rows rows would hold decoded rows back from the writer (progress, parts
-    # kept across an interrupt) until the slowest of them is done.
-    ds = ds.repartition(target_num_rows_per_block=a.batch_rows)
-    return ds.map_batches(
-        DecodeStage, fn_constructor_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=a.batch_rows,
-        num_gpus=a.num_gpus, num_cpus=a.num_cpus,
-        compute=ray.data.ActorPoolStrategy(min_size=a.min_actors, max_size=a.max_actors,
-                                           max_tasks_in_flight_per_actor=2 * a.max_concurrent_batches,
-                                           max_concurrent_calls_per_actor=a.max_concurrent_batches))
+    return decode_stages(ds, cfg)   # the same decode path as the Python processor (stages/processor.py)
 
 
 def run_pipeline(cfg: PipelineConfig, checked: Preflight | None = None) -> dict:

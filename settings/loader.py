@@ -25,8 +25,9 @@ PATH_KEYS = ("model.path", "input.url", "output.url", "decode.tspd.controller_pa
 
 
 def load_config(path: str | Sequence[str] | None = None, overrides: list[str] | tuple[str, ...] = (),
-                defaults: bool = False) -> PipelineConfig:
-    """Schema <- configs/default.yaml (if `defaults`) <- YAML file(s) `path`, each on the one before <- dotted
+                defaults: bool = False, mappings: Sequence[dict] = ()) -> PipelineConfig:
+    """Schema <- configs/default.yaml (if `defaults`) <- YAML file(s) `path`, each on the one before <- nested
+    dicts `mappings` (the Python API's config dicts; relative paths against the current folder) <- dotted
     `key=value` overrides, validated into real dataclasses (types here, values in settings/checks.py)."""
     paths = [path] if isinstance(path, str) else list(path or [])
     try:
@@ -36,6 +37,8 @@ def load_config(path: str | Sequence[str] | None = None, overrides: list[str] | 
             files.insert(0, DEFAULT_CONFIG)
         for f in files:
             layers.append(resolve_paths(_plain(OmegaConf.load(f)), config_base(f)))
+        for m in mappings:
+            layers.append(resolve_paths(_plain(OmegaConf.create(m)), os.getcwd()))
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
