@@ -116,7 +116,7 @@ def dry_run(smoke: bool = False) -> list[dict]:
 def run_part(part: str, smoke: bool, out: Path, limit_s: float) -> dict:
     """One part in its own process; its status, seconds and (on failure) the end of its output."""
     cmd = [sys.executable, "-m", "bench.gpu_parts", part, "--out", str(out), *(["--smoke"] if smoke else [])]
-    env = {**os.environ, "BENCH_RESULTS_DIR": str(out), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "BENCH_RESULTS_DIR": str(out), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit_s)

@@ -136,7 +136,7 @@ def llada8b(s: dict) -> list[dict]:
 def _script(args: list[str], env: dict | None = None) -> list[dict]:
     """Run another benchmark script (its rows are in the JSON it writes under BENCH_RESULTS_DIR)."""
     import os
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})})
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     if done.returncode:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}")
     return []

@@ -192,6 +192,16 @@ def keep_parts(fs, root: str, fingerprints: dict[str, dict], todo: set[str]) -> 
     return kept
 
 
+def drop_parts(fs, root: str, names) -> None:
+    """Remove the part folders of shards committed from them (and `_parts` itself once it is empty)."""
+    folder = join(root, PARTS)
+    for name in names:
+        if fs.exists(join(folder, name)):
+            fs.rm(join(folder, name), recursive=True)
+    if fs.exists(folder) and not fs.ls(folder, detail=False):
+        fs.rm(folder, recursive=True)
+
+
 def _read_json(fs, path: str) -> dict | None:
     try:
         with fs.open(path) as f:

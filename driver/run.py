@@ -26,7 +26,7 @@ from driver.outcome import log_path
 from driver.preflight import Preflight, preflight
 from driver.worker_logs import route_worker_logs
 from driver.resume import (ResumeConflict, committed_shards, conflict_message, drop_shards, drop_uncommitted,
-                           failed_shards, keep_parts, plan_resume, prepare_output, write_manifest)
+                           drop_parts, failed_shards, keep_parts, plan_resume, prepare_output, write_manifest)
 from stages.storage import filesystem
 from driver.summary import ProgressWatcher, print_examples, print_summary
 from stages.write.sink import JobKill, ShardDatasink
@@ -106,6 +106,7 @@ def run_pipeline(cfg: PipelineConfig, checked: Preflight | None = None) -> dict:
         sink = datasink(cfg, fingerprints, attempt.id)
         covered = keep_parts(out_fs, out_root, fingerprints, {names[s] for s in plan.todo})
         finished = set(sink.commit_ready(sorted(covered)))   # interrupted after their last part
+        drop_parts(out_fs, out_root, finished)
         todo = [s for s in plan.todo if names[s] not in finished]
         if todo:
             decode(cfg, todo, shards, names, {n: c for n, c in covered.items() if n not in finished}, sink,

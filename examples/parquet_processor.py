@@ -23,8 +23,7 @@ pq.write_table(pa.table({"id": [r["id"] for r in rows], "prompt": [r["prompt"] f
                          "batch": ["demo"] * len(rows)}), out / "prompts.parquet")
 
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-processor = dllm.build_processor(str(ROOT / "configs/default.yaml"),
-                                 overrides=["decode.trace=off"], concurrency=1, batch_size=8)
+processor = dllm.build_processor(overrides=["decode.trace=off"], concurrency=1, batch_size=8)   # default.yaml
 processor(ray.data.read_parquet(str(out / "prompts.parquet"))).write_parquet(str(out / "outputs"))
 result = pq.read_table(out / "outputs")
 print(result.select(["id", "prompt", "output", "nfe", "error", "batch"]).slice(0, 5).to_pandas().to_string())

@@ -1,6 +1,8 @@
 """Reruns into an existing output root, exit codes and Ray-side failures, as users run pipeline.py."""
 from __future__ import annotations
 
+import pytest
+
 import hashlib
 import json
 import re
@@ -28,6 +30,7 @@ def _stamps(out, sub="outputs") -> dict[str, int]:
     return {p.stem: p.stat().st_mtime_ns for p in sorted((out / sub).glob("*.arrow"))}
 
 
+@pytest.mark.slow   # the default run's time budget; resume conflicts without Ray: tests/driver/test_resume_plan.py
 def test_rerun_refuses_changes_and_redo_changed_redoes_exactly_them(ray_cluster, tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()

@@ -92,7 +92,7 @@ def _decoded_by(out, names) -> dict[str, tuple[str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("how", ["SIGKILL", pytest.param("SIGTERM", marks=pytest.mark.slow)])
 def test_rerun_keeps_the_rows_an_interrupted_run_decoded(ray_cluster, tmp_path, how):
     """Rows of all shards interleave in the decode pool, so a job killed near its end has committed few
     shards but written most rows into parts. The rerun keeps those parts (same fingerprint), decodes only
@@ -141,6 +141,7 @@ def test_crash_between_merge_and_marker(ray_cluster, tmp_path):
     assert not (out / "_parts").exists()
 
 
+@pytest.mark.slow
 def test_driver_kill_takes_its_ray_along_and_rerun_completes(tmp_path):
     """A driver with its own local Ray, SIGKILLed mid-decode (its first part file is committed, the rest of
     the job is still decoding): every process it started is gone within 15 s (no raylet, GCS, agent or
