@@ -7,6 +7,7 @@ checkpoint_safety, the family's config check, intact weight files) and returns t
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import torch
 from transformers.utils import logging as hf_logging
@@ -16,23 +17,28 @@ from decoder.config import DecodeConfig
 from decoder.engine import Engine
 from decoder.families import DTYPES, FAMILY_SPECS, check_loadable
 from decoder.masked.engine import DecodeEngine
+from decoder.placement import resolve_placement
 
 ENGINES = {"masked": DecodeEngine, "canvas": CanvasEngine}
 
 
 def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto",
-               allow_pickle_weights: bool = False):
-    """Load a model by family ("auto" reads config.json), dtype name and device ("auto": cuda when present).
+               allow_pickle_weights: bool = False, device_map: str | dict = "auto",
+               offload_folder: str | None = None):
+    """Load a model by family ("auto" reads config.json), dtype name and device ("auto": cuda when present),
+    whole or split over this process's GPUs (`device_map`, decoder/placement.py).
     Refuses checkpoints that need remote code or hold only pickle weights (decoder/families/checkpoint_safety.py),
     and those whose config or weight files are incomplete (`check_loadable`)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    placement = resolve_placement(device, device_map, cuda, offload_folder)
+    if placement.split and importlib.util.find_spec("accelerate") is None:
+        raise RuntimeError("splitting a model over devices needs the accelerate package (pip install accelerate)")
     resolved = check_loadable(path, family, allow_pickle_weights)
     module = importlib.import_module(f"decoder.families.{resolved}")
     hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would break into the job's progress line
-    return module.load(path, dtype=DTYPES[dtype], device=device, allow_pickle_weights=allow_pickle_weights)
+    return module.load(path, dtype=DTYPES[dtype], placement=placement, allow_pickle_weights=allow_pickle_weights)
 
 
 def make_engine(adapter, cfg: DecodeConfig, **kwargs) -> Engine:

@@ -14,6 +14,7 @@ import string
 from decoder.config import DREAM_ALGS
 from decoder.families import DTYPES, FAMILIES, check_loadable, resolve_family
 from decoder.families.checkpoint_safety import CheckpointRefused
+from decoder.placement import STRATEGIES
 from decoder.policies.registry import POLICIES, composition_error
 from decoder.policies.schedules import SCHEDULES
 from decoder.transfer import validate_schedule
@@ -59,6 +60,7 @@ def check_values(cfg: PipelineConfig) -> None:
     _one_of("model.dtype", m.dtype, tuple(DTYPES))
     if not DEVICE.fullmatch(m.device):
         _fail("model.device", f"{m.device!r} is not one of auto, cpu, cuda, cuda:N")
+    _one_of("model.device_map", m.device_map, ("auto", "none", *STRATEGIES))
     _one_of("input.format", cfg.input.format, ("auto", "jsonl", "json", "parquet"))
     _at_least("input.block_rows", cfg.input.block_rows, 0)
     if cfg.input.read_chunk_mb <= 0:

@@ -20,6 +20,7 @@ class ModelConfig:
     family: str = "auto"                # auto | llada | dream | native | diffusion_gemma (auto reads config.json's model_type)
     dtype: str = "float32"              # float32 | bfloat16 | float16
     device: str = speed_only("auto")                # auto (cuda when available) | cpu | cuda
+    device_map: str = speed_only("auto")            # auto (split over the actor's GPUs when it has several) | none | balanced | balanced_low_0 | sequential
     chat_template: bool = True          # apply the tokenizer's chat template when it has one
     allow_pickle_weights: bool = speed_only(False)  # load pickle weights (pytorch_model.bin) when there are no safetensors
 

@@ -74,7 +74,7 @@ class DecodeStage:
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model.path)
         self.adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, cfg.model.device,
-                                  cfg.model.allow_pickle_weights)
+                                  cfg.model.allow_pickle_weights, cfg.model.device_map)
         self.engine = make_engine(self.adapter, cfg.decode)
         self.scheduler = SlotScheduler(self.engine, cfg.decode.max_batch_size, cfg.decode.max_batch_tokens,
                                        bucket=True, before_step=self._fault_hook if cfg.testing.fail_on_id or cfg.testing.step_delay_s else None)

@@ -20,6 +20,7 @@ import torch
 from decoder.families.base import ModelHandle, as_ids, check_loaded, read_config, weights_kwargs
 from decoder.families.canvas_kv import (LayerSpec, RowKV, StackedKV, decoder_masks, encoder_masks,
                                               split_new, stack)
+from decoder.placement import Placement
 
 #: HF's `DiffusionGemmaGenerationConfig` defaults, used where the checkpoint's generation_config.json is silent.
 HF_SAMPLING_DEFAULTS = {"max_denoising_steps": 48, "t_min": 0.4, "t_max": 0.8, "stability_threshold": 1,
@@ -153,7 +154,7 @@ def check_config(path: str) -> tuple[dict, list[int]]:
     return raw, eos
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = Placement("cpu"),
          allow_pickle_weights: bool = False) -> CanvasAdapter:
     """Load the checkpoint with the native class on SDPA (the engine's masks are SDPA bool masks)."""
     from transformers import DiffusionGemmaForBlockDiffusion
@@ -162,12 +163,13 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
     text = raw.get("text_config") or {}
     model, info = DiffusionGemmaForBlockDiffusion.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
                                                                   output_loading_info=True,
+                                                                  **placement.load_kwargs(),
                                                                   **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
     gen = _generation_config(path)
     pad = gen.get("pad_token_id", text.get("pad_token_id"))
     images = {int(raw[k]) for k in ("image_token_id", "boi_token_id", "eoi_token_id") if raw.get(k) is not None}
-    return CanvasAdapter(model=model.to(device).eval(), canvas_length=int(raw.get("canvas_length") or 256),
+    return CanvasAdapter(model=placement.place(model).eval(), canvas_length=int(raw.get("canvas_length") or 256),
                          eos_token_ids=tuple(dict.fromkeys(eos)), pad_token_id=int(pad if pad is not None else eos[0]),
                          context_length=int(text.get("max_position_embeddings") or 131072),
                          image_token_ids=frozenset(images), sampling=sampling_defaults(gen))

@@ -6,6 +6,7 @@ import torch
 
 from decoder.families.base import (ModelAdapter, as_ids, check_loaded, check_mask_id, eos_ids, read_config,
                                    weights_kwargs)
+from decoder.placement import Placement
 
 
 #: config.json keys `load` reads without a default.
@@ -26,7 +27,7 @@ def check_config(path: str) -> dict:
     return raw
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = Placement("cpu"),
          allow_pickle_weights: bool = False) -> ModelAdapter:
     """Dream as a bidirectional `Qwen2ForCausalLM` (its weight names already match); logits shift right by one."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -54,10 +55,11 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
         pad_token_id=pad,
     )
     model, info = Qwen2ForCausalLM.from_pretrained(path, config=cfg, dtype=dtype, output_loading_info=True,
+                                                   **placement.load_kwargs(),
                                                    **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
     return ModelAdapter(
-        model=model.to(device).eval(),
+        model=placement.place(model).eval(),
         mask_token_id=mask_id,
         eos_token_ids=eos_ids(path, raw.get("eos_token_id", pad), as_ids(eot)),
         pad_token_id=pad,

@@ -9,6 +9,7 @@ import torch
 
 from decoder.families.base import (ModelAdapter, as_ids, check_loaded, check_mask_id, eos_ids, read_config,
                                    weights_kwargs)
+from decoder.placement import Placement
 
 # LLaDA checkpoint names (OLMo layout) -> Llama names. Every pattern is anchored on the LLaDA prefix, so a
 # renamed key never matches a later pattern (transformers 5 applies every matching renaming in turn).
@@ -73,7 +74,7 @@ def _mask_id(raw: dict[str, Any]) -> int:
     return int(raw.get("mask_token_id", 126336))  # LLaDA's <|mdm_mask|> when the config omits it
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = Placement("cpu"),
          allow_pickle_weights: bool = False) -> ModelAdapter:
     """LLaDA as a bidirectional `LlamaForCausalLM`: same block (RMSNorm, RoPE, SwiGLU), renamed weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -103,12 +104,12 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
     )
     model, info = LlamaForCausalLM.from_pretrained(
         path, config=cfg, key_mapping=LLADA_KEY_MAPPING, dtype=dtype, output_loading_info=True,
-        **weights_kwargs(allow_pickle_weights))
+        **placement.load_kwargs(), **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
     eos_list = eos_ids(path, eos, as_ids(eot))
     pad = raw.get("pad_token_id")
     return ModelAdapter(
-        model=model.to(device).eval(),
+        model=placement.place(model).eval(),
         mask_token_id=mask_id,
         eos_token_ids=eos_list,
         pad_token_id=int(pad) if pad is not None else eos_list[0],

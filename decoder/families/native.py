@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from decoder.families.base import ModelAdapter, check_loaded, check_mask_id, eos_ids, weights_kwargs
+from decoder.placement import Placement
 
 
 def _context_length(config: Any, path: str) -> int:
@@ -44,7 +45,7 @@ def _is_encoder(config: Any) -> bool:
     return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = Placement("cpu"),
          allow_pickle_weights: bool = False) -> ModelAdapter:
     """Any bidirectional transformers model whose config names `mask_token_id` (e.g. the embedded model)."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
@@ -52,7 +53,7 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
     config = check_config(path)
     encoder = _is_encoder(config)
     auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
-    weights = weights_kwargs(allow_pickle_weights)
+    weights = {**weights_kwargs(allow_pickle_weights), **placement.load_kwargs()}
     try:
         model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **weights)
     except ValueError as e:  # the causal-LM auto class does not know this config
@@ -63,7 +64,7 @@ def load(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
     eos = eos_ids(path, config.eos_token_id, [])
     pad = config.pad_token_id
     return ModelAdapter(
-        model=model.to(device).eval(),
+        model=placement.place(model).eval(),
         mask_token_id=int(config.mask_token_id),
         eos_token_ids=eos,
         pad_token_id=int(pad) if pad is not None else eos[0],
