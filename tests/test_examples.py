@@ -19,7 +19,7 @@ def test_every_example_is_tested():
 
 #: Examples in the slow run (./test.sh -m slow) only: the default run's time budget (the processor path is
 #: also tested in tests/pipeline/test_processor.py).
-SLOW = {"cost_report.py", "chat_messages.py"}
+SLOW = {"cost_report.py", "chat_messages.py", "parquet_processor.py"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(EXPECT)])

@@ -2,6 +2,8 @@
 it speed only, so a new setting cannot be forgotten (driver/fingerprint.py, settings/schema.py)."""
 from __future__ import annotations
 
+import pytest
+
 import copy
 import json
 import subprocess
@@ -75,6 +77,7 @@ def test_a_fingerprint_made_before_a_later_setting_existed_still_matches() -> No
     assert changes({"config": fp, "input": {}}, {"config": argmax, "input": {}}) == ["decode.exit_fill"]
 
 
+@pytest.mark.slow
 def test_a_rerun_with_exit_fill_changed_stops_naming_the_key(tmp_path) -> None:
     prompts = tmp_path / "in.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"copy:ab{i}="}) + "\n" for i in range(3)))

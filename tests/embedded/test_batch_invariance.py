@@ -41,6 +41,9 @@ COMBOS = {
                                    "decode.sched.min_progress=0.2"],
 }
 N_PROMPTS, SLOTS = 32, 6
+#: Combinations in the default run: each policy once (the rest run with ./test.sh -m slow).
+DEFAULT_RUN = {"none", "sched-mean", "fastdllm", "prophet", "tspd+ce+sched", "fastdllm+ce", "dream-entropy",
+               "dream-alg_temp+sched-gated"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def _key(res) -> tuple:
     return res.output_ids, res.steps_taken, res.exit_reason, res.commit_step, res.commit_reason
 
 
-@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("combo", [c if c in DEFAULT_RUN else pytest.param(c, marks=pytest.mark.slow) for c in COMBOS])
 def test_alone_static_and_slot_scheduler_agree(model, combo):
     adapter, requests = model
     cfg = load_config("configs/default.yaml", COMBOS[combo] + [

@@ -2,6 +2,8 @@
 documents at the full step budget (no early exit, no cache) through the project's engine."""
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -20,6 +22,7 @@ def test_checkpoint_loads_and_fits_the_budget():
     assert sum(f.stat().st_size for f in Path(MODEL).iterdir()) <= 25 * 2 ** 20
 
 
+@pytest.mark.slow
 def test_full_budget_decoding_solves_held_out_documents(capsys):
     rows = load_heldout(12, "longform")
     assert {r["task"] for r in rows} == {"ends", "section"}

@@ -168,6 +168,7 @@ def test_stopped_after_a_commit_then_rerun(reference, ray_cluster, tmp_path, sig
     assert run["accelerator_s"] == pytest.approx(manifest["spent"]["accelerator_s"])
 
 
+@pytest.mark.slow
 def test_a_killed_attempt_is_counted_up_to_its_last_commit(reference, ray_cluster, tmp_path):
     """SIGKILL (no chance to close its record): the attempt stays `running` on disk and the rerun's
     manifest shows it as ended without record, timed up to its last marker, with the rows it committed."""

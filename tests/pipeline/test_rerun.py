@@ -106,6 +106,7 @@ def test_exit_codes_error_rows_blank_lines_and_line_numbers(ray_cluster, tmp_pat
     assert strict.returncode == 3 and "1 of 4 rows went to errors/ (25.0% > run.max_error_fraction=0)" in strict.stderr
 
 
+@pytest.mark.slow
 def test_model_that_fails_inside_ray_is_one_line_with_a_log(ray_cluster, tmp_path):
     model = tmp_path / "model"
     model.mkdir()

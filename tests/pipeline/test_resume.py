@@ -62,6 +62,7 @@ def _expected(n_shards=N_SHARDS) -> list[str]:
     return sorted(f"s{s}r{i}" for s in range(n_shards) for i in range(PER_SHARD))
 
 
+@pytest.mark.slow
 def test_resume_after_kill(ray_cluster, tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     _write_shards(inp)
@@ -120,6 +121,7 @@ def test_rerun_keeps_the_rows_an_interrupted_run_decoded(ray_cluster, tmp_path, 
     assert {i: text for i, (text, _) in rows.items()} == {i: text for i, (text, _) in _decoded_by(ref, names).items()}
 
 
+@pytest.mark.slow
 def test_crash_between_merge_and_marker(ray_cluster, tmp_path):
     """The shard's final files are written but its marker is not: it is not committed, the rerun decodes
     and merges it again (over the same files) and commits it exactly once."""

@@ -52,6 +52,7 @@ def _accounting(fs, bucket: str) -> list[str]:
     return ids
 
 
+@pytest.mark.slow
 def test_run_rides_out_s3_faults(ray_cluster, fault_s3, bucket) -> None:
     server, proxy = fault_s3
     name, fs = bucket
@@ -70,6 +71,7 @@ def test_run_rides_out_s3_faults(ray_cluster, fault_s3, bucket) -> None:
     assert sorted(manifest["shards"]) == [f"shard-{s}" for s in range(N_SHARDS)]
 
 
+@pytest.mark.slow
 def test_failed_commit_leaves_no_marker_and_rerun_redoes_it(ray_cluster, fault_s3, bucket) -> None:
     server, proxy = fault_s3
     name, fs = bucket

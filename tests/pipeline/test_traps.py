@@ -121,6 +121,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_the_readme_starts_a_local_s3_server_and_runs_against_it(tmp_path) -> None:
     """The README's commands, run as written but for the port (a free one): the server starts, and the
     default job writes its outputs into a bucket the run creates there."""

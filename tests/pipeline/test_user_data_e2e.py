@@ -56,6 +56,7 @@ def _outputs(fs, bucket, out: str, name: str) -> pa.Table:
     return read_arrow(f"{bucket}/{out}/outputs/{name}.arrow", fs)
 
 
+@pytest.mark.slow
 def test_own_data_end_to_end(ray_cluster, s3_server, s3fs_client, bucket):
     fs = s3fs_client
     _run(bucket, s3_server, "run1")

@@ -6,6 +6,8 @@ takes ~7 s here (json.loads on 4 KiB rows), so it runs by default.
 """
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -58,6 +60,7 @@ def test_peak_memory_does_not_grow_with_shard_size(tmp_path) -> None:
     assert grow_b < grow_s + 16, (grow_s, grow_b)          # 4x the shard (72 MB more), about the same memory
 
 
+@pytest.mark.slow
 def test_one_gigabyte_shard_reads_in_bounded_memory(tmp_path) -> None:
     path = tmp_path / "huge.jsonl"
     n = _shard(path, 1 << 30)
