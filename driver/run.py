@@ -15,6 +15,7 @@ import ray
 from omegaconf import OmegaConf
 
 from settings.schema import PipelineConfig
+from stages.decoded_counter import DecodedCounter
 from stages.processor import decode_stages
 from stages.read.coverage import Coverage
 from stages.read.stage import ReadOptions, read_shards
@@ -72,7 +73,7 @@ _REAPER = None   # held for the life of the driver: its pipe closing is the sign
 
 
 def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str],
-                  covered: dict[str, Coverage] | None = None) -> ray.data.Dataset:
+                  covered: dict[str, Coverage] | None = None, counter=None) -> ray.data.Dataset:
     fs, _ = filesystem(cfg.input.url, cfg.storage)
     # one read task per shard, streaming its blocks (a generator): memory stays bounded whatever its size
     ds = ray.data.from_items([{"path": s} for s in shards], override_num_blocks=len(shards))
@@ -81,7 +82,7 @@ def build_dataset(cfg: PipelineConfig, shards: list[str], names: dict[str, str],
                                    "covered": covered or {}})
     if cfg.input.block_rows > 0:  # a big shard must not travel as one block (one task, one actor, no progress)
         ds = ds.repartition(target_num_rows_per_block=cfg.input.block_rows)
-    return decode_stages(ds, cfg)   # the same decode path as the Python processor (stages/processor.py)
+    return decode_stages(ds, cfg, counter)   # the same decode path as the Python processor (stages/processor.py)
 
 
 def run_pipeline(cfg: PipelineConfig, checked: Preflight | None = None) -> dict:
@@ -150,10 +151,11 @@ def decode(cfg: PipelineConfig, todo: list[str], shards: list[str], names: dict[
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours replace Ray's bars
     logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # pipeline.py logs the traceback itself
-    watcher = ProgressWatcher(out_fs, out_root, len(shards), already, enabled=cfg.progress)
+    counter = DecodedCounter.remote() if cfg.progress else None
+    watcher = ProgressWatcher(out_fs, out_root, len(shards), already, enabled=cfg.progress, counter=counter)
     watcher.start()
     try:
-        build_dataset(cfg, todo, names, covered).write_datasink(sink)
+        build_dataset(cfg, todo, names, covered, counter).write_datasink(sink)
     finally:
         watcher.stop()
 

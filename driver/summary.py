@@ -2,9 +2,11 @@
 
 Progress is polled in a background thread from what the datasink writes: the part files of shards in
 flight (`_parts/<shard>/*.rows.arrow`, read once each, a few columns) and the completion markers of
-committed shards (`_done/*.json`). So it moves row by row even when the job is one big shard: rows done /
-total, shards committed, sequences/s, mean steps and steps saved so far. The total is exact for shards
-already seen (each row carries its shard's row count) and extrapolated for shards not yet started.
+committed shards (`_done/*.json`); and from the decode actors' own count of finished rows
+(stages/decoded_counter.py), which runs ahead of the parts since a decode task's rows reach the writer only
+when its last row is done. So it moves batch by batch from the first one, even when the job is one big shard:
+rows done / total, shards committed, sequences/s, mean steps and steps saved so far. The total is exact for
+shards already seen (each row carries its shard's row count) and extrapolated for shards not yet started.
 
 The end-of-run table totals the output root: wall time over every attempt of the run ledger
 (driver/ledger.py) and this command's own share, the KV-cache figures, the top error reasons; then a few
@@ -81,6 +83,20 @@ def progress_counts(committed: dict[str, dict], parts: dict[str, list[PartStats]
     return prog
 
 
+def with_decoded(written: Progress, start: Progress, decoded: dict | None) -> Progress:
+    """Progress from what is written (`written`), or from what was there when the attempt started (`start`)
+    plus what the actors have decoded since (`decoded`, DecodedCounts as a dict), whichever is further
+    (pure: unit-tested). Rows an actor decoded twice (a retried task) are capped at the known total."""
+    if not decoded:
+        return written
+    out = Progress(rows_total=written.rows_total, shards_done=written.shards_done)
+    for key, counted in (("rows_done", "rows"), ("outputs", "outputs"), ("nfe", "nfe"), ("step_budget", "step_budget")):
+        setattr(out, key, max(getattr(written, key), getattr(start, key) + decoded[counted]))
+    if out.rows_total is not None:
+        out.rows_done = max(min(out.rows_done, out.rows_total), written.rows_done)
+    return out
+
+
 class PartScanner:
     """Reads each in-flight part file once (its few progress columns) and remembers what it held."""
 
@@ -111,8 +127,11 @@ class PartScanner:
 
 
 class ProgressWatcher:
-    def __init__(self, fs, root: str, n_shards: int, already: set[str], enabled: bool, every_s: float = 2.0):
+    def __init__(self, fs, root: str, n_shards: int, already: set[str], enabled: bool, every_s: float = 2.0,
+                 counter=None):
         self.fs, self.root, self.n_shards, self.already, self.every_s = fs, root, n_shards, already, every_s
+        self.counter = counter          # the decode actors' DecodedCounter (stages/decoded_counter.py), or None
+        self.at_start = Progress()
         tty = sys.stderr.isatty()
         self.bar = tqdm(total=None, unit="row", desc="decoding", file=sys.stderr,
                         mininterval=0.5 if tty else 30.0, dynamic_ncols=tty) if enabled else None
@@ -124,11 +143,21 @@ class ProgressWatcher:
 
     def start(self) -> None:
         if self.bar is not None:
+            self.at_start = self._written()     # kept parts and shards committed before this attempt decoded
             self._thread.start()
 
-    def _poll(self) -> None:
+    def _written(self) -> Progress:
         done = self.committed = committed_shards(self.fs, self.root, self.committed)
-        p = progress_counts(done, self.parts.scan(set(done)), self.n_shards, self.already)
+        return progress_counts(done, self.parts.scan(set(done)), self.n_shards, self.already)
+
+    def _decoded(self) -> dict | None:
+        if self.counter is None:
+            return None
+        import ray
+        return ray.get(self.counter.totals.remote(), timeout=5)
+
+    def _poll(self) -> None:
+        p = with_decoded(self._written(), self.at_start, self._decoded())
         self.bar.total = p.rows_total
         self.bar.n = max(self.bar.n, p.rows_done)   # never backwards (a shard between merge and marker)
         postfix = {"shards": f"{p.shards_done}/{self.n_shards}"}

@@ -68,8 +68,10 @@ def trace_id(key: str) -> str:
 
 
 class DecodeStage:
-    def __init__(self, cfg: PipelineConfig) -> None:
+    def __init__(self, cfg: PipelineConfig, counter=None) -> None:
+        """`counter`: a DecodedCounter actor (stages/decoded_counter.py) told of each finished batch."""
         started = time.time()
+        self.counter = counter
         torch.set_num_threads(cfg.actors.threads)
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model.path)
@@ -113,7 +115,12 @@ class DecodeStage:
         if requests and (self._loop_task is None or self._loop_task.done()):
             self._loop_task = asyncio.ensure_future(self._step_loop())
         results = [await f if f is not None else None for f in futures]
-        return self._table(batch, rows, results)
+        table = self._table(batch, rows, results)
+        if self.counter is not None:
+            done = [r for r in results if isinstance(r, SequenceResult)]
+            self.counter.add.remote(len(rows), len(done), sum(r.steps_taken for r in done),
+                                    sum(r.step_budget for r in done))
+        return table
 
     async def _step_loop(self) -> None:
         """The one loop per actor: step while any call has rows waiting; yield between steps."""

@@ -41,16 +41,17 @@ SET_ASIDE = "__user__"
 RESULT_COLUMNS = [f.name for f in DECODE_FIELDS if not f.name.startswith(("trace_", "actor_stats"))]
 
 
-def decode_stages(ds, cfg: PipelineConfig):
+def decode_stages(ds, cfg: PipelineConfig, counter=None):
     """Validate/tokenize tasks -> the decode actor pool, one decode task per block of the input (the CLI's
-    blocks are `input.block_rows` rows)."""
+    blocks are `input.block_rows` rows); `counter`: a DecodedCounter the actors tell of finished rows."""
     import ray
     a = cfg.actors
     ds = ds.map_batches(preprocess_batch, batch_format="pyarrow", batch_size=a.batch_rows,
                         fn_kwargs={"model_path": cfg.model.path, "decode": cfg.decode,
                                    "use_template": cfg.model.chat_template})
     return ds.map_batches(
-        DecodeStage, fn_constructor_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=a.batch_rows,
+        DecodeStage, fn_constructor_kwargs={"cfg": cfg, "counter": counter}, batch_format="pyarrow",
+        batch_size=a.batch_rows,
         num_gpus=a.num_gpus, num_cpus=a.num_cpus,
         compute=ray.data.ActorPoolStrategy(min_size=a.min_actors, max_size=a.max_actors,
                                            max_tasks_in_flight_per_actor=2 * a.max_concurrent_batches,

@@ -6,7 +6,7 @@ import json
 import fsspec
 import pyarrow as pa
 
-from driver.summary import PartScanner, PartStats, progress_counts
+from driver.summary import PartScanner, PartStats, Progress, progress_counts, with_decoded
 from stages.write.sink import write_ipc
 
 
@@ -41,6 +41,21 @@ def test_rows_of_a_shard_whose_end_is_not_read_yet_count_without_a_made_up_total
     assert p.rows_done == 32 and p.rows_total is None                # not "32 of 32, 100 %"
     p = progress_counts({"a": marker(100, 100, 400, 1600)}, parts, n_shards=2, already=set())
     assert p.rows_done == 132 and p.rows_total == 200                # the unknown one: the known mean
+
+
+def test_rows_the_actors_decoded_count_before_they_are_written() -> None:
+    start = Progress(rows_done=30, outputs=30, nfe=90, step_budget=480)     # kept from an interrupted attempt
+    written = Progress(rows_done=46, rows_total=None, outputs=45, nfe=130, step_budget=720)
+    decoded = {"rows": 64, "outputs": 63, "nfe": 200, "step_budget": 1008}  # 16 of them written so far
+    p = with_decoded(written, start, decoded)
+    assert (p.rows_done, p.outputs, p.nfe, p.step_budget) == (94, 93, 290, 1488)
+    assert with_decoded(written, start, None) == written                    # no counter: the parts alone
+
+
+def test_decoded_rows_never_pass_the_total_nor_go_below_what_is_written() -> None:
+    written = Progress(rows_done=90, rows_total=100, outputs=90)
+    assert with_decoded(written, Progress(), {"rows": 130, "outputs": 130, "nfe": 0, "step_budget": 0}).rows_done == 100
+    assert with_decoded(written, Progress(), {"rows": 10, "outputs": 10, "nfe": 0, "step_budget": 0}).rows_done == 90
 
 
 def test_scanner_reads_each_part_once(tmp_path) -> None:

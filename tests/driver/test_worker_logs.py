@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from safetensors.numpy import load_file, save_file
 
 from driver.worker_logs import TracebackFilter, WorkerLogRouter, route_worker_logs
@@ -92,6 +94,7 @@ def test_route_worker_logs_replaces_rays_printer_once(tmp_path, monkeypatch, cap
     assert capsys.readouterr().out == "" and "checkpoint lacks weights" in (tmp_path / "b.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_fails_inside_ray_is_one_line_and_the_traceback_is_in_the_log(tmp_path) -> None:
     """Weights that do not match the architecture pass the pre-flight (their files are whole) and fail in
     the decode actor: the terminal shows the root cause in one line, the log file the workers' tracebacks."""

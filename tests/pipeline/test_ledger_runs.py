@@ -117,7 +117,7 @@ def test_a_noop_rerun_adds_an_attempt_and_changes_no_total(reference, tmp_path, 
     assert "KV cache (decode.cache=none)" in printed
 
 
-@pytest.mark.parametrize("sig, address, code", [(signal.SIGTERM, "local", 143),
+@pytest.mark.parametrize("sig, address, code", [pytest.param(signal.SIGTERM, "local", 143, marks=pytest.mark.slow),
                                                pytest.param(signal.SIGINT, "cluster", 130, marks=pytest.mark.slow)],
                          ids=["SIGTERM-local-ray", "SIGINT-cluster"])
 def test_stopped_after_a_commit_then_rerun(reference, ray_cluster, tmp_path, sig, address, code):

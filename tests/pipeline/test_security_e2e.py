@@ -90,6 +90,7 @@ def _address(table: str, hexaddr: str) -> str:
     return socket.inet_ntop(socket.AF_INET, raw[::-1])
 
 
+@pytest.mark.slow
 def test_a_local_ray_listens_on_loopback_only() -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     out = subprocess.run([sys.executable, "-c", LISTENERS], capture_output=True, text=True, timeout=180, cwd=ROOT,

@@ -38,13 +38,15 @@ def test_big_shard_two_actors_progress_and_report(run, capsys, monkeypatch):
     base, rows = run
     # polls by the watcher's own thread (stop() polls once more on the caller's thread: those do not count);
     # stop() waits until the thread has polled, so a run shorter than its first tick cannot skip the check
-    polls, polled = [], threading.Event()
+    polls, polled, ahead = [], threading.Event(), []
     real_poll, real_stop = ProgressWatcher._poll, ProgressWatcher.stop
 
     def poll(self):
         real_poll(self)
         if threading.current_thread() is self._thread:
             polls.append(time.time())
+            decoded, written = self._decoded()["rows"], self._written().rows_done
+            ahead.append(decoded - written)   # rows the actors finished that no part holds yet
             polled.set()
 
     def stop(self):
@@ -70,6 +72,7 @@ def test_big_shard_two_actors_progress_and_report(run, capsys, monkeypatch):
     assert set(outputs["actor"].to_pylist()) == set(manifest["actors"])   # both decoded part of the shard
     assert len(parts) > 1, parts
     assert polls, "the progress watcher never polled"
+    assert max(ahead) > 0, ahead   # progress counted rows before their decode task handed them to the writer
 
     report = run_report(argparse.Namespace(run_url=str(out), out=str(base / "report"), baseline=None,
                                            price_per_gpu_hour=2.0, config=None))

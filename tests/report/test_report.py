@@ -201,6 +201,7 @@ def test_default_out_is_under_a_local_run(runs, tmp_path):
     assert (copy / "report" / "report.html").exists() and (copy / "report" / "summary.csv").exists()
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(runs, tmp_path):
     out = tmp_path / "cli"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

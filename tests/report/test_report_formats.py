@@ -138,6 +138,7 @@ def test_baseline_cost_and_savings(runs, tmp_path):
     assert "saving_<wbr>per_<wbr>million_<wbr>prompts" in html and "<h3>Attempts</h3>" in html
 
 
+@pytest.mark.slow
 def test_report_takes_storage_settings_on_the_command_line(runs, s3_server, s3fs_client, tmp_path):
     bucket = "report-overrides"
     if not s3fs_client.exists(bucket):
