@@ -3,9 +3,11 @@
 Usage:
   python pipeline.py [run] [--config my.yaml] [--no-defaults] [--overwrite | --redo-changed] [key.sub=value ...]
   python pipeline.py report <run-output-url> [--out DIR] [--baseline URL] [--price-per-gpu-hour X]
-                     [--config my.yaml] [storage.key=value ...]
+                     [--what-if SETTING ...] [--config my.yaml] [storage.key=value ...]
   python pipeline.py labels <run-output-url> --out labels.arrow      (TSPD training rows from traces)
   python pipeline.py train-tspd labels.arrow --out controller.pt      (train the TSPD controller)
+  python pipeline.py calibrate [--config my.yaml] [--pilot 200] [--target 0.99] [--out calibrated.yaml]
+                     [--reference-field answer] [key.sub=value ...]   (choose the exit setting from a pilot)
 
 With no arguments it decodes the shipped prompt shards with the embedded model on CPU and writes to
 output/default. Config layers: configs/default.yaml, then each --config in the order given, then key=value
@@ -35,7 +37,7 @@ from driver.stderr_filter import filtered_stderr  # noqa: E402
 from settings.loader import load_config  # noqa: E402
 from settings.schema import ConfigError  # noqa: E402
 
-SUBCOMMANDS = ("run", "report", "labels", "train-tspd")
+SUBCOMMANDS = ("run", "report", "labels", "train-tspd", "calibrate")
 #: Set by a wrapper that changes folder before starting pipeline.py (./run.sh): the folder it was started in,
 #: which relative paths on the command line are resolved against.
 CALLER_DIR_ENV = "PIPELINE_CALLER_DIR"
@@ -63,6 +65,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--out", help="report directory (default: <run>/report for local runs)")
     rep.add_argument("--baseline", help="output root of a baseline run, for quality agreement and QPS")
     rep.add_argument("--price-per-gpu-hour", type=float, default=2.0, help="accelerator price (default 2.0)")
+    rep.add_argument("--what-if", action="append", metavar="SETTING",
+                     help="another exit setting, e.g. 'decode.sched.tau_high_logit=6,decode.sched.schedule=exp': "
+                          "its NFE, changed outputs and cost, replayed on the run's token traces (a greedy "
+                          "full-budget run with decode.trace=tokens); repeatable")
     rep.add_argument("--config", action="append", help="config of the runs (for storage settings); repeatable")
     rep.add_argument("overrides", nargs="*", help="storage.key=value settings, as for run "
                                                   "(e.g. storage.endpoint_url=http://127.0.0.1:9000)")
@@ -74,10 +80,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     trn.add_argument("labels", help="Arrow file written by `pipeline.py labels`")
     trn.add_argument("--out", required=True, help="controller file (point decode.tspd.controller_path at it)")
     trn.add_argument("--seed", type=int, default=0)
+    cal = sub.add_parser("calibrate", help="choose the exit setting from a pilot sample of the job's input",
+                         description="Decode a seeded pilot sample of the job's input once at the full budget, "
+                                     "replay every exit setting of a grid on its traces, and write the cheapest "
+                                     "one meeting --target as a config layer (docs/calibrate.md).")
+    cal.add_argument("--config", action="append", help="the job's config layers, as for run")
+    cal.add_argument("--no-defaults", action="store_true", help="as for run")
+    cal.add_argument("--pilot", type=int, default=200, help="pilot rows (default 200)")
+    cal.add_argument("--seed", type=int, default=0, help="pilot sampling seed (default 0)")
+    cal.add_argument("--target", type=float, default=0.99,
+                     help="quality the chosen setting must keep, the 95%% lower bound (default 0.99): agreement "
+                          "with the full budget, or with --reference-field the fraction of its accuracy")
+    cal.add_argument("--bound", choices=("lower", "point"), default="lower",
+                     help="compare the target with the 95%% interval's lower bound (default) or the pilot's figure")
+    cal.add_argument("--reference-field", help="input column holding the reference answer (exact match)")
+    cal.add_argument("--out", default="calibrated.yaml",
+                     help="config layer to write (default calibrated.yaml); .json table and .png plot beside it")
+    cal.add_argument("--price-per-gpu-hour", type=float, default=2.0, help="for the estimated job cost")
+    cal.add_argument("overrides", nargs="*", help="dotted key=value overrides, as for run")
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv = ["run", *argv]
     args, extra = ap.parse_known_args(argv)
-    if args.command in ("run", "report"):  # overrides may come on either side of the flags
+    if args.command in ("run", "report", "calibrate"):  # overrides may come on either side of the flags
         args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
         extra = [a for a in extra if not ("=" in a and not a.startswith("-"))]
     if extra:
@@ -114,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                       + ("TSPD commits every position at its first step" if every else "TSPD never exits early"),
                       file=sys.stderr)
             return EXIT_OK
+        if args.command == "calibrate":
+            return calibrate(args)
         return run(args)
     except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: Ray has shut down its part, committed shards stay
         code, message = interrupted_exit(e)
@@ -146,6 +172,28 @@ def run(args: argparse.Namespace) -> int:
     for message in messages:
         print(f"error: {scrub_text(message)}", file=sys.stderr)
     return code
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """`pipeline.py calibrate`: the pilot, the replayed grid, the table and the config layer."""
+    cfg = load_config(args.config, args.overrides, defaults=not args.no_defaults)
+    from driver.calibrate import calibrate as run_calibration, print_table
+    result = run_calibration(cfg, args.pilot, args.seed, args.target, args.out, args.reference_field,
+                             args.price_per_gpu_hour, bound=args.bound)
+    print_table(result)
+    out = os.path.abspath(args.out)
+    if result["chosen"] is None:
+        why = ""
+        if args.bound == "lower" and args.target > result["best_provable"]:
+            why = (f": a {result['pilot_rows']}-row pilot shows at most {result['best_provable']:.3f} at 95 % "
+                   f"confidence; use a larger --pilot or --bound point")
+        print(f"error: no setting meets --target {args.target} on this pilot{why} "
+              f"(table: {os.path.splitext(out)[0]}.json)", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"chosen: {result['chosen']['setting']} -> {out} (table {os.path.splitext(out)[0]}.json, "
+          f"plot {os.path.splitext(out)[0]}.png); pilot decoded in {result['decode_s']:.1f} s, "
+          f"{len(result['rows'])} settings replayed in {result['replay_s']:.1f} s")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

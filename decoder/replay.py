@@ -14,7 +14,7 @@ Modifiers (CE) and commit-threshold changes alter which tokens are committed: th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -88,55 +88,91 @@ class _Layout:
     gen_length: int
     answer_tokens: int
     prompt_length: int
-    extra: dict = field(default_factory=dict)
 
 
-def replay_row(row: RowTrace, cfg: DecodeConfig) -> Replayed:
-    """One row under `cfg`'s exit policies (its commit policy must be the one the trace was decoded with)."""
+@dataclass
+class TraceTensors:
+    """Rows of one answer window as dense [T, R, G] tensors (built once, replayed under many settings)."""
+    rows: list[RowTrace]
+    masked: torch.Tensor       # bool: still masked when the step read its logits
+    margin: torch.Tensor       # float32
+    candidate: torch.Tensor    # long
+    commit: torch.Tensor       # bool: the commit policy committed the position at the step
+    budget: torch.Tensor       # [R] step budgets
+    steps: torch.Tensor        # [R] steps the full-budget run took
+
+
+def trace_tensors(rows: list[RowTrace]) -> TraceTensors:
+    """Dense tensors of rows sharing an answer window (`gen_length`); see `replay`."""
+    g = rows[0].gen_length
+    if any(r.gen_length != g for r in rows):
+        raise ValueError("trace_tensors: rows of one answer window only (group them by gen_length)")
+    t_max = max(r.steps_taken for r in rows)
+    shape = (t_max, len(rows), g)
+    masked, commit = torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool)
+    margin, cand = torch.zeros(shape, dtype=torch.float32), torch.zeros(shape, dtype=torch.long)
+    for i, r in enumerate(rows):
+        t, p = torch.from_numpy(r.token_step), torch.from_numpy(r.position)
+        masked[t, i, p] = True
+        margin[t, i, p] = torch.from_numpy(r.margin)
+        cand[t, i, p] = torch.from_numpy(r.candidate)
+        commit[t, i, p] = torch.from_numpy((r.reason > 0) & (r.reason != int(CommitReason.EOS_FILL)))
+    return TraceTensors(rows, masked, margin, cand, commit, torch.tensor([r.step_budget for r in rows]),
+                        torch.tensor([r.steps_taken for r in rows]))
+
+
+def replay_tensors(tt: TraceTensors, cfg: DecodeConfig) -> list[Replayed]:
+    """Every row of `tt` under `cfg`'s exit policies, all rows a step at a time (as the engine batches them)."""
     why = replay_check(cfg)
     if why:
         raise ValueError(f"cannot replay {cfg.policy}: {why}")
-    policies = exit_policies(cfg)
-    if not policies:
-        return Replayed(row.id, list(row.output_ids), row.steps_taken, row.exit_reason)
-    g = row.gen_length
-    pos = {}
-    for pol in policies:
-        for name, (dtype, fill, shape) in getattr(pol, "position_state", {}).items():
-            pos[name] = torch.full((1, g, *shape), fill, dtype=dtype)
-    layout = [_Layout(g, row.answer_tokens, row.prompt_length)]
-    budget = torch.tensor([row.step_budget])
-    commits = (row.reason > 0) & (row.reason != int(CommitReason.EOS_FILL))
-    order = np.argsort(row.token_step, kind="stable")
-    bounds = np.searchsorted(row.token_step[order], np.arange(row.steps_taken + 1))
-    committed = np.full(g, -1, dtype=np.int64)   # tokens committed before the step
-    for t in range(row.steps_taken):
-        at = order[bounds[t]:bounds[t + 1]]
-        cols = torch.from_numpy(row.position[at])
-        masked = torch.zeros(1, g, dtype=torch.bool)
-        masked[0, cols] = True
-        margin = torch.zeros(1, g, dtype=torch.float32)
-        margin[0, cols] = torch.from_numpy(row.margin[at])
-        cand = torch.zeros(1, g, dtype=torch.long)
-        cand[0, cols] = torch.from_numpy(row.candidate[at])
-        signals = SimpleNamespace(margin=margin, argmax=cand, x0=cand)
-        ctx = StepContext(signals, None, masked, None, None,
-                          progress(torch.tensor([t]), budget, cfg.sched.progress_mode), pos=pos, rows=layout)
-        stop, by = False, ""
-        for pol in policies:
-            if bool(pol.should_exit(ctx).exit[0]) and not stop:
-                stop, by = True, pol.name
-        commit_now = commits[at]
-        if stop and not commit_now.all():      # an exit with nothing left to fill is not an early exit
-            out = committed.copy()
-            out[row.position[at]] = row.candidate[at]   # commits of the step, then the fill: both candidates
-            return Replayed(row.id, [int(x) for x in out[:row.answer_tokens]], t + 1, by, t)
-        committed[row.position[at][commit_now]] = row.candidate[at][commit_now]
-    return Replayed(row.id, list(row.output_ids), row.steps_taken, row.exit_reason)
+    policies, rows = exit_policies(cfg), tt.rows
+    n, g = len(rows), tt.masked.shape[2]
+    stopped_at = torch.full((n,), -1, dtype=torch.long)
+    stopped_by = [""] * n
+    if policies:
+        pos = {name: torch.full((n, g, *shape), fill, dtype=dtype)
+               for pol in policies for name, (dtype, fill, shape) in getattr(pol, "position_state", {}).items()}
+        layout = [_Layout(g, r.answer_tokens, r.prompt_length) for r in rows]
+        for t in range(tt.masked.shape[0]):
+            live = (stopped_at < 0) & (tt.steps > t)
+            masked = tt.masked[t] & live[:, None]
+            signals = SimpleNamespace(margin=tt.margin[t], argmax=tt.candidate[t], x0=tt.candidate[t])
+            ctx = StepContext(signals, None, masked, None, None,
+                              progress(torch.full((n,), t), tt.budget, cfg.sched.progress_mode), pos=pos, rows=layout)
+            exit_now, by = torch.zeros(n, dtype=torch.bool), [""] * n
+            for pol in policies:
+                d = pol.should_exit(ctx).exit & ~exit_now
+                for i in d.nonzero().flatten().tolist():
+                    by[i] = pol.name
+                exit_now |= d
+            exit_now &= (masked & ~tt.commit[t]).any(-1)   # an exit with nothing left to fill is not an early exit
+            for i in exit_now.nonzero().flatten().tolist():
+                stopped_at[i], stopped_by[i] = t, by[i]
+    out = []
+    for i, r in enumerate(rows):
+        t = int(stopped_at[i])
+        if t < 0:
+            out.append(Replayed(r.id, list(r.output_ids), r.steps_taken, r.exit_reason))
+            continue
+        tokens = tt.candidate[t, i]        # the step's commits, then the exit fill: both its candidates
+        if t:                              # positions committed at an earlier step: their candidate then
+            first = tt.commit[:t, i].int().argmax(0)
+            tokens = torch.where(tt.commit[:t, i].any(0), tt.candidate[:t, i].gather(0, first[None])[0], tokens)
+        out.append(Replayed(r.id, tokens[:r.answer_tokens].tolist(), t + 1, stopped_by[i], t))
+    return out
 
 
 def replay(rows: list[RowTrace], cfg: DecodeConfig) -> list[Replayed]:
-    return [replay_row(r, cfg) for r in rows]
+    """`rows` under `cfg`'s exit policies, in their order (grouped by answer window internally)."""
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.gen_length, []).append(i)
+    out: list[Replayed | None] = [None] * len(rows)
+    for idx in groups.values():
+        for i, res in zip(idx, replay_tensors(trace_tensors([rows[i] for i in idx]), cfg)):
+            out[i] = res
+    return out
 
 
 def with_exit(cfg: DecodeConfig, policy: list[str], **sections) -> DecodeConfig:

@@ -50,6 +50,8 @@ from report.cost import (accelerator_info, actor_rates, baseline_cost_columns, c
                          outputs_accelerator_s, spent)
 from report.scan import (RUN_ROW, Agreement, PlotData, ShardStats, count_rows, load_run, locate, run_settings,
                          scan_outputs, scan_steps, scan_token_margins)
+from report.what_if import fmt_what_if, parse_what_if
+from report.what_if import what_if as run_what_if
 from settings.schema import ConfigError, StorageConfig
 from stages.storage import filesystem, join
 
@@ -100,7 +102,7 @@ def _merge(shards: list[ShardStats]) -> ShardStats:
 
 
 def build_report(run_url: str, out_dir: str, baseline: str | None = None, price: float = 2.0,
-                 storage: StorageConfig | None = None) -> dict:
+                 storage: StorageConfig | None = None, what_if: list[str] | None = None) -> dict:
     """Aggregate a run, write every report file into the local directory `out_dir`; returns the numbers."""
     from report import plots as report_plots
 
@@ -108,6 +110,7 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
     fs, root = filesystem(run_url, storage)
     manifest, names = load_run(fs, root)
     files = locate(fs, root, manifest, names)       # refuses a run missing a file it needs
+    settings = [parse_what_if(w) for w in what_if or []]   # refused before any work too
     if baseline:   # read (and refused) before any work
         bfs, broot = filesystem(baseline, storage)
         bmanifest, bfiles = load_baseline(bfs, broot)
@@ -165,6 +168,8 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
                 "prompts": total.prompts}
         rows[-1].update(baseline_cost_columns(mine, base, price))
 
+    what_if_rows = run_what_if(fs, files, config, settings, outputs_s, price) if settings else []
+
     for key in dict.fromkeys(k for r in rows for k in r):   # run-row-only columns: empty on shard rows
         for r in rows:
             r.setdefault(key, None)
@@ -178,10 +183,11 @@ def build_report(run_url: str, out_dir: str, baseline: str | None = None, price:
                     os.path.join(out_dir, "attempts.csv"))
     plots.curve = cumulative_cost(fs, files, rates, price, total.sequences)
     info = {"run": run_url, "baseline": baseline, "config": config, "manifest": manifest, "price": price,
-            "accelerator": accel, "units": units, "warnings": warnings, "out_dir": out_dir, "attempts": attempts}
+            "accelerator": accel, "units": units, "warnings": warnings, "out_dir": out_dir, "attempts": attempts,
+            "what_if": what_if_rows}
     pngs = report_plots.write_plots(out_dir, plots, decode)
     report_plots.write_html(out_dir, rows, info, pngs)
-    return {"rows": rows, "run": rows[-1], "plots": pngs, "attempts": attempts,
+    return {"rows": rows, "run": rows[-1], "plots": pngs, "attempts": attempts, "what_if": what_if_rows,
             "files": ["summary.parquet", "summary.csv", "attempts.csv", *pngs.values(), "report.html"],
             "warnings": warnings, "out_dir": out_dir}
 
@@ -244,6 +250,8 @@ def fmt_summary(result: dict) -> str:
     lines.append(("report", os.path.join(result["out_dir"], "report.html")))
     width = max(len(k) for k, _ in lines)
     text = "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+    if result.get("what_if"):
+        text += "\n" + fmt_what_if(result["what_if"])
     return text + "".join(f"\nwarning: {w}" for w in result["warnings"])
 
 
@@ -265,14 +273,15 @@ def run_report(args) -> dict:
     storage = report_storage(getattr(args, "config", None), list(getattr(args, "overrides", None) or []))
     out = args.out or default_out(args.run_url)
     price = float(getattr(args, "price_per_gpu_hour", 2.0))
+    what_if = list(getattr(args, "what_if", None) or [])
     if price < 0:
         raise ConfigError("--price-per-gpu-hour must be >= 0")
     if _is_local(out):
-        result = build_report(args.run_url, out, args.baseline, price, storage)
+        result = build_report(args.run_url, out, args.baseline, price, storage, what_if)
     else:  # an object-store --out: build locally, then upload the files
         tmp = tempfile.mkdtemp(prefix="report-")
         try:
-            result = build_report(args.run_url, tmp, args.baseline, price, storage)
+            result = build_report(args.run_url, tmp, args.baseline, price, storage, what_if)
             ofs, opath = filesystem(out, storage)
             ofs.makedirs(opath, exist_ok=True)
             for f in result["files"]:

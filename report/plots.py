@@ -289,6 +289,14 @@ def write_html(out_dir: str, rows: list[dict], info: dict, pngs: dict[str, str])
                   "<p class='note'>Cost: each run's accelerator-seconds over all its attempts; saved = baseline − "
                   "run. The saving per million prompts projects each run's cost per prompt (the accelerator time "
                   "behind its outputs / prompts decoded).</p>", _table([run], saving_cols)]
+    what_if = info.get("what_if") or []
+    if what_if:
+        parts += ["<h2>What if</h2>",
+                  "<p class='note'>Other exit settings replayed on this run's token traces (no forward; exact for "
+                  "a greedy full-budget run): NFE, outputs whose answer would change, and the accelerator time "
+                  "and cost estimated in proportion to NFE.</p>",
+                  _table(what_if, ["setting", "rows", "nfe", "run_nfe", "steps_saved", "changed",
+                                   "changed_fraction", "est_accelerator_s", "est_cost"])]
     parts.append("<h2>Plots</h2><div class='plots'>")
     for key, name in pngs.items():
         parts.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(PLOT_FILES[key][1])}'>"

@@ -33,7 +33,7 @@ OUT_SCHEMA = pa.schema([
     ("step_budget", pa.int32()), ("nfe", pa.int32()), ("exit_reason", pa.string()), ("prompt_tokens", pa.int32()),
     ("generated_tokens", pa.int32()), ("slot_s", pa.float64()), ("actor", pa.string()),
     ("commit_step", pa.list_(pa.int32())), ("refreshes", pa.int32()), ("forward_tokens", pa.int64()),
-    ("encoder_passes", pa.int32()),
+    ("encoder_passes", pa.int32()), ("output_ids", pa.list_(pa.int32())),
 ])
 
 

@@ -117,9 +117,11 @@ class Processor:
     def __call__(self, ds):
         if self.preprocess is not None:
             ds = ds.map(self.preprocess)
+        if self.cfg.input.block_rows > 0:
+            # blocks of block_rows rows: a big input block (a Parquet file) must not be one decode task, nor
+            # the many small blocks of from_items a task each (strict: small blocks are combined)
+            ds = ds.repartition(target_num_rows_per_block=self.cfg.input.block_rows, strict=True)
         ds = ds.map_batches(to_pipeline_rows, batch_format="pyarrow", fn_kwargs={"cfg": self.cfg})
-        if self.cfg.input.block_rows > 0:   # a big input block (a Parquet file) must not be one decode task
-            ds = ds.repartition(target_num_rows_per_block=self.cfg.input.block_rows)
         ds = decode_stages(ds, self.cfg)
         ds = ds.map_batches(finish_rows, batch_format="pyarrow", fn_kwargs={"cfg": self.cfg})
         if self.postprocess is not None:

@@ -70,3 +70,11 @@ def check_loadable(path: str, family: str = "auto", allow_pickle_weights: bool =
     importlib.import_module(f"decoder.families.{resolved}").check_config(path)
     check_weight_files(path)
     return resolved
+
+
+def end_token_ids(path: str, family: str = "auto") -> list[int]:
+    """The ids that end an answer for a checkpoint, read from its config as its loader reads them (no weights)."""
+    module = importlib.import_module(f"decoder.families.{resolve_family(path, family)}")
+    if hasattr(module, "end_ids"):
+        return list(module.end_ids(path))
+    return list(module.check_config(path)[1])   # a canvas family: check_config gives (config, EOS ids)

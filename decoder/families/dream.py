@@ -27,6 +27,14 @@ def check_config(path: str) -> dict:
     return raw
 
 
+def end_ids(path: str, raw: dict | None = None) -> list[int]:
+    """The ids that end an answer: config.json's EOS (else Qwen2.5's <|endoftext|>, 151643) and, with the real
+    Qwen2.5 vocabulary, <|im_end|> (151645, the end of an Instruct turn)."""
+    raw = raw if raw is not None else check_config(path)
+    eot = raw.get("eot_token_id", 151645 if int(raw["vocab_size"]) >= 151646 else None)
+    return eos_ids(path, raw.get("eos_token_id", int(raw.get("pad_token_id", 151643))), as_ids(eot))
+
+
 def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = Placement("cpu"),
          allow_pickle_weights: bool = False) -> ModelAdapter:
     """Dream as a bidirectional `Qwen2ForCausalLM` (its weight names already match); logits shift right by one."""
@@ -36,8 +44,6 @@ def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = P
     vocab = int(raw["vocab_size"])
     mask_id = int(raw.get("mask_token_id", 151666))  # Dream's <|mask|> when the config omits it
     pad = int(raw.get("pad_token_id", 151643))  # Qwen2.5's <|endoftext|>
-    # <|im_end|> (151645) ends an Instruct turn; only meaningful with the real Qwen2.5 vocabulary.
-    eot = raw.get("eot_token_id", 151645 if vocab >= 151646 else None)
     cfg = Qwen2Config(
         hidden_size=int(raw["hidden_size"]),
         intermediate_size=int(raw["intermediate_size"]),
@@ -61,7 +67,7 @@ def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = P
     return ModelAdapter(
         model=placement.place(model).eval(),
         mask_token_id=mask_id,
-        eos_token_ids=eos_ids(path, raw.get("eos_token_id", pad), as_ids(eot)),
+        eos_token_ids=end_ids(path, raw),
         pad_token_id=pad,
         context_length=cfg.max_position_embeddings,
         shift_logits=True,

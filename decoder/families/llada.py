@@ -74,6 +74,15 @@ def _mask_id(raw: dict[str, Any]) -> int:
     return int(raw.get("mask_token_id", 126336))  # LLaDA's <|mdm_mask|> when the config omits it
 
 
+def end_ids(path: str, raw: dict | None = None) -> list[int]:
+    """The ids that end an answer: <|endoftext|> (126081) and, with LLaDA's real vocabulary, <|eot_id|>
+    (126348, the end of an Instruct turn), unless config.json names them."""
+    raw = raw if raw is not None else check_config(path)
+    vocab = int(raw.get("embedding_size") or raw["vocab_size"])
+    eot = raw.get("eot_token_id", 126348 if vocab >= 126349 else None)
+    return eos_ids(path, raw.get("eos_token_id", 126081), as_ids(eot))
+
+
 def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = Placement("cpu"),
          allow_pickle_weights: bool = False) -> ModelAdapter:
     """LLaDA as a bidirectional `LlamaForCausalLM`: same block (RMSNorm, RoPE, SwiGLU), renamed weights."""
@@ -82,9 +91,6 @@ def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = P
     raw = check_config(path)
     vocab = int(raw.get("embedding_size") or raw["vocab_size"])
     mask_id = _mask_id(raw)
-    eos = raw.get("eos_token_id", 126081)  # LLaDA's <|endoftext|>
-    # <|eot_id|> (126348) ends an Instruct turn; only meaningful with LLaDA's real vocabulary.
-    eot = raw.get("eot_token_id", 126348 if vocab >= 126349 else None)
     n_heads = int(raw["n_heads"])
     cfg = LlamaConfig(
         hidden_size=int(raw["d_model"]),
@@ -106,7 +112,7 @@ def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = P
         path, config=cfg, key_mapping=LLADA_KEY_MAPPING, dtype=dtype, output_loading_info=True,
         **placement.load_kwargs(), **weights_kwargs(allow_pickle_weights))
     check_loaded(info, path)
-    eos_list = eos_ids(path, eos, as_ids(eot))
+    eos_list = end_ids(path, raw)
     pad = raw.get("pad_token_id")
     return ModelAdapter(
         model=placement.place(model).eval(),

@@ -45,6 +45,11 @@ def _is_encoder(config: Any) -> bool:
     return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+def end_ids(path: str) -> list[int]:
+    """The ids that end an answer: the config's eos_token_id (one or several)."""
+    return eos_ids(path, check_config(path).eos_token_id, [])
+
+
 def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = Placement("cpu"),
          allow_pickle_weights: bool = False) -> ModelAdapter:
     """Any bidirectional transformers model whose config names `mask_token_id` (e.g. the embedded model)."""

@@ -1,0 +1,118 @@
+"""Choosing an exit setting from a pilot: the grid of settings, each one's figures from its replayed rows,
+and the cheapest setting that meets a quality target (pure functions; driver/calibrate.py runs them).
+
+Quality is agreement with the full-budget decode (same answer text), or accuracy against a reference column
+when the input has one; each with a 95 % Wilson interval from the pilot size, and the target is met when the
+interval's lower bound reaches it, so a small pilot cannot pick an aggressive setting by luck (a pilot of n
+rows cannot show more than n / (n + 3.84): 0.981 for 200 rows; `bound="point"` compares the pilot's own
+figure instead).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from report.qps import qps
+
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One exit setting: the exit policy and its section's fields (as `decode.<policy>.<field>` keys)."""
+    policy: str                         # sched | prophet | none (the full budget)
+    params: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.policy == "none":
+            return "full budget"
+        return self.policy + " " + " ".join(f"{k}={v}" for k, v in self.params)
+
+    def overrides(self) -> dict[str, object]:
+        return {f"decode.{self.policy}.{k}": v for k, v in self.params}
+
+
+def default_grid() -> list[Setting]:
+    """SchED's schedules x thresholds x aggregates (x k for exp), and Prophet's thresholds: 249 settings."""
+    grid = []
+    his, los = (3.0, 5.0, 7.5, 10.0, 12.0), (0.5, 1.5, 2.5, 4.0)
+    for schedule, hi, lo, agg in itertools.product(("linear", "cosine", "exp"), his, los, ("mean", "min", "quantile")):
+        if lo > hi:
+            continue
+        for k in ((4.0, 16.0) if schedule == "exp" else (None,)):
+            params = [("schedule", schedule), ("tau_high_logit", hi), ("tau_low_logit", lo), ("aggregate", agg)]
+            if agg == "quantile":
+                params.append(("quantile", 0.25))
+            if k is not None:
+                params.append(("k", k))
+            grid.append(Setting("sched", tuple(params)))
+    for hi, lo in itertools.product((5.0, 7.5, 10.0), (1.5, 2.5, 4.0)):
+        grid.append(Setting("prophet", (("tau_high_logit", hi), ("tau_low_logit", lo))))
+    return grid
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (0, 1 for n = 0)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def score(setting: Setting, texts: list[str], nfe: list[int], full_texts: list[str], full_nfe: list[int],
+          budget: list[int], references: list[str] | None = None, full_accuracy: float | None = None) -> dict:
+    """One setting's figures over the pilot rows: NFE, steps saved, agreement (and accuracy) with intervals,
+    QPS4 against the full budget (agreement as the score, or accuracy when there are references)."""
+    n = len(texts)
+    agree = sum(a == b for a, b in zip(texts, full_texts))
+    lo, hi = wilson(agree, n)
+    row = {"setting": setting.label, "policy": setting.policy, "mean_nfe": sum(nfe) / max(n, 1),
+           "steps_saved": 1 - sum(nfe) / max(sum(budget), 1), "speedup": sum(full_nfe) / max(sum(nfe), 1),
+           "agreement": agree / max(n, 1), "agreement_low": lo, "agreement_high": hi}
+    quality, base = row["agreement"], 1.0
+    if references is not None:
+        right = sum(t.strip() == r.strip() for t, r in zip(texts, references))
+        row["accuracy"] = right / max(n, 1)
+        row["accuracy_low"], row["accuracy_high"] = wilson(right, n)
+        quality, base = row["accuracy"], full_accuracy or 0.0
+    row["qps4"] = qps(row["speedup"], quality, base) if base else float("nan")
+    return row
+
+
+def choose(rows: list[dict], target: float, metric: str = "agreement", bound: str = "lower") -> dict | None:
+    """The cheapest row (least mean NFE) whose `metric` meets `target`: its interval's lower bound
+    (`bound="lower"`) or its pilot value (`"point"`). With references (metric accuracy) the target is a
+    fraction of the full budget's accuracy. None when no row meets it."""
+    key = f"{metric}_low" if bound == "lower" else metric
+    need = target
+    if metric == "accuracy":
+        need = target * next(r for r in rows if r["policy"] == "none")["accuracy"]
+    ok = [r for r in rows if r[key] >= need - 1e-12]
+    return min(ok, key=lambda r: (r["mean_nfe"], r["setting"])) if ok else None
+
+
+def best_provable(n: int) -> float:
+    """The highest lower bound a pilot of n rows can show (every row agreeing)."""
+    return wilson(n, n)[0]
+
+
+def pareto(rows: list[dict], metric: str = "agreement") -> list[dict]:
+    """Rows no other row beats on both mean NFE (lower) and `metric` (higher)."""
+    front, best = [], -1.0
+    for r in sorted(rows, key=lambda r: (r["mean_nfe"], -r[metric])):
+        if r[metric] > best:
+            front.append(r)
+            best = r[metric]
+    return front
+
+
+def config_layer(setting: Setting, commit: list[str]) -> dict:
+    """The config layer (a nested dict for YAML) selecting `setting` on top of the job's commit policy."""
+    decode: dict = {"policy": [*commit, setting.policy] if setting.policy != "none" else list(commit)}
+    if setting.params:
+        decode[setting.policy] = dict(setting.params)
+    return {"decode": decode}

@@ -1,0 +1,64 @@
+"""`pipeline.py calibrate` (driver/calibrate.py, report/calibration.py): the grid, the intervals and the
+choice; and on the task-mix model, what it reports for the chosen setting is what a real decode of the pilot
+with that setting gives (NFE and agreement), and its config layer runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import dllm
+import pipeline
+from driver.calibrate import calibrate
+from report.calibration import Setting, best_provable, choose, config_layer, default_grid, pareto, wilson
+from settings.loader import load_config
+
+
+def test_grid_intervals_and_choice():
+    grid = default_grid()
+    assert len(grid) >= 200 and len({s.label for s in grid}) == len(grid)
+    assert {s.policy for s in grid} == {"sched", "prophet"}
+    lo, hi = wilson(200, 200)
+    assert lo == pytest.approx(200 / (200 + 1.959964 ** 2)) and hi == pytest.approx(1.0) and best_provable(200) == lo
+    assert wilson(50, 100)[0] < 0.5 < wilson(50, 100)[1]
+    rows = [{"setting": "full budget", "policy": "none", "mean_nfe": 16, "agreement": 1.0, "agreement_low": 0.98},
+            {"setting": "a", "policy": "sched", "mean_nfe": 2, "agreement": 0.97, "agreement_low": 0.93},
+            {"setting": "b", "policy": "sched", "mean_nfe": 4, "agreement": 0.995, "agreement_low": 0.975},
+            {"setting": "c", "policy": "sched", "mean_nfe": 5, "agreement": 0.99, "agreement_low": 0.97}]
+    assert choose(rows, 0.97)["setting"] == "b"
+    assert choose(rows, 0.97, bound="point")["setting"] == "a"
+    assert choose(rows, 0.99) is None
+    assert [r["setting"] for r in pareto(rows)] == ["a", "b", "full budget"]
+    s = Setting("sched", (("schedule", "exp"), ("tau_high_logit", 5.0)))
+    assert config_layer(s, ["none"]) == {"decode": {"policy": ["none", "sched"],
+                                                    "sched": {"schedule": "exp", "tau_high_logit": 5.0}}}
+    assert config_layer(Setting("none"), ["fastdllm"]) == {"decode": {"policy": ["fastdllm"]}}
+
+
+def test_the_chosen_setting_decodes_as_calibrate_said(tmp_path):
+    cfg = load_config(None, ["decode.policy=[sched]"])   # the job's exit policy is replaced by the grid's
+    out = tmp_path / "calibrated.yaml"
+    result = calibrate(cfg, pilot=60, seed=3, target=0.95, out=str(out), bound="point")
+    chosen = result["chosen"]
+    assert chosen is not None and chosen["policy"] != "none" and chosen["mean_nfe"] < 16
+    assert result["replay_s"] < 10 * result["decode_s"] + 5       # replay is cheap next to decoding
+    assert json.loads(out.with_suffix(".json").read_text())["chosen"]["setting"] == chosen["setting"]
+    assert out.with_suffix(".png").stat().st_size > 1024
+    layer = yaml.safe_load(out.read_text())
+    assert layer["decode"]["policy"] == ["none", chosen["policy"]]
+
+    # the pilot decoded for real with the chosen layer: the same NFE and agreement calibrate reported
+    pilot = result["pilot"]
+    full = {r["id"]: r for r in dllm.decode(pilot, cfg, overrides=["decode.policy=[none]"])}
+    real = dllm.decode(pilot, load_config(None, [], mappings=[layer]))
+    assert sum(r["nfe"] for r in real) / len(real) == pytest.approx(chosen["mean_nfe"])
+    agree = sum(r["output"] == full[r["id"]]["output"] for r in real) / len(real)
+    assert agree == pytest.approx(chosen["agreement"])
+
+
+def test_cli_says_when_the_pilot_is_too_small_for_the_target(tmp_path, capsys):
+    code = pipeline.main(["calibrate", "--pilot", "40", "--out", str(tmp_path / "c.yaml")])
+    err = capsys.readouterr().err
+    assert code == 1 and "a 40-row pilot shows at most 0.912 at 95 % confidence" in err
+    assert (tmp_path / "c.json").exists() and not (tmp_path / "c.yaml").exists()
