@@ -90,7 +90,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     cal.add_argument("--seed", type=int, default=0, help="pilot sampling seed (default 0)")
     cal.add_argument("--target", type=float, default=0.99,
                      help="quality the chosen setting must keep, the 95%% lower bound (default 0.99): agreement "
-                          "with the full budget, or with --reference-field the fraction of its accuracy")
+                          "with the full budget, or with --reference-field the fraction of the full budget's right answers kept")
     cal.add_argument("--bound", choices=("lower", "point"), default="lower",
                      help="compare the target with the 95%% interval's lower bound (default) or the pilot's figure")
     cal.add_argument("--reference-field", help="input column holding the reference answer (exact match)")

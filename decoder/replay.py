@@ -100,6 +100,9 @@ class TraceTensors:
     commit: torch.Tensor       # bool: the commit policy committed the position at the step
     budget: torch.Tensor       # [R] step budgets
     steps: torch.Tensor        # [R] steps the full-budget run took
+    commit_step: torch.Tensor  # [R, G] the step each position was committed at (T where never)
+    commit_token: torch.Tensor # [R, G] its candidate then
+    layout: list               # [R] what the exit gates read of each row (_Layout)
 
 
 def trace_tensors(rows: list[RowTrace]) -> TraceTensors:
@@ -117,8 +120,12 @@ def trace_tensors(rows: list[RowTrace]) -> TraceTensors:
         margin[t, i, p] = torch.from_numpy(r.margin)
         cand[t, i, p] = torch.from_numpy(r.candidate)
         commit[t, i, p] = torch.from_numpy((r.reason > 0) & (r.reason != int(CommitReason.EOS_FILL)))
+    ever = commit.any(0)
+    first = torch.where(ever, commit.int().argmax(0), t_max)
+    token = cand.gather(0, first.clamp(max=t_max - 1)[None])[0]
     return TraceTensors(rows, masked, margin, cand, commit, torch.tensor([r.step_budget for r in rows]),
-                        torch.tensor([r.steps_taken for r in rows]))
+                        torch.tensor([r.steps_taken for r in rows]), first, token,
+                        [_Layout(g, r.answer_tokens, r.prompt_length) for r in rows])
 
 
 def replay_tensors(tt: TraceTensors, cfg: DecodeConfig) -> list[Replayed]:
@@ -129,37 +136,36 @@ def replay_tensors(tt: TraceTensors, cfg: DecodeConfig) -> list[Replayed]:
     policies, rows = exit_policies(cfg), tt.rows
     n, g = len(rows), tt.masked.shape[2]
     stopped_at = torch.full((n,), -1, dtype=torch.long)
-    stopped_by = [""] * n
+    stopped_by = torch.full((n,), -1, dtype=torch.long)   # index into `policies`
     if policies:
         pos = {name: torch.full((n, g, *shape), fill, dtype=dtype)
                for pol in policies for name, (dtype, fill, shape) in getattr(pol, "position_state", {}).items()}
-        layout = [_Layout(g, r.answer_tokens, r.prompt_length) for r in rows]
+        layout = tt.layout
         for t in range(tt.masked.shape[0]):
             live = (stopped_at < 0) & (tt.steps > t)
             masked = tt.masked[t] & live[:, None]
             signals = SimpleNamespace(margin=tt.margin[t], argmax=tt.candidate[t], x0=tt.candidate[t])
             ctx = StepContext(signals, None, masked, None, None,
                               progress(torch.full((n,), t), tt.budget, cfg.sched.progress_mode), pos=pos, rows=layout)
-            exit_now, by = torch.zeros(n, dtype=torch.bool), [""] * n
-            for pol in policies:
+            exit_now, by = torch.zeros(n, dtype=torch.bool), torch.full((n,), -1, dtype=torch.long)
+            for j, pol in enumerate(policies):
                 d = pol.should_exit(ctx).exit & ~exit_now
-                for i in d.nonzero().flatten().tolist():
-                    by[i] = pol.name
+                by = torch.where(d, j, by)
                 exit_now |= d
             exit_now &= (masked & ~tt.commit[t]).any(-1)   # an exit with nothing left to fill is not an early exit
-            for i in exit_now.nonzero().flatten().tolist():
-                stopped_at[i], stopped_by[i] = t, by[i]
+            stopped_at = torch.where(exit_now, t, stopped_at)
+            stopped_by = torch.where(exit_now, by, stopped_by)
+    # a stopped row: positions committed before its exit step keep their candidate then; the step's commits
+    # and the exit fill take the step's candidates
+    t = stopped_at.clamp(min=0)
+    at_exit = tt.candidate[t, torch.arange(n)]
+    tokens = torch.where(tt.commit_step < t[:, None], tt.commit_token, at_exit).tolist()
     out = []
-    for i, r in enumerate(rows):
-        t = int(stopped_at[i])
-        if t < 0:
+    for r, step, j, toks in zip(rows, stopped_at.tolist(), stopped_by.tolist(), tokens):
+        if step < 0:
             out.append(Replayed(r.id, list(r.output_ids), r.steps_taken, r.exit_reason))
-            continue
-        tokens = tt.candidate[t, i]        # the step's commits, then the exit fill: both its candidates
-        if t:                              # positions committed at an earlier step: their candidate then
-            first = tt.commit[:t, i].int().argmax(0)
-            tokens = torch.where(tt.commit[:t, i].any(0), tt.candidate[:t, i].gather(0, first[None])[0], tokens)
-        out.append(Replayed(r.id, tokens[:r.answer_tokens].tolist(), t + 1, stopped_by[i], t))
+        else:
+            out.append(Replayed(r.id, toks[:r.answer_tokens], step + 1, policies[j].name, step))
     return out
 
 

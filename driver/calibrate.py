@@ -139,7 +139,7 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
         row["overrides"] = setting.overrides()
         rows.append(row)
     replay_s = time.perf_counter() - t1
-    metric = "accuracy" if refs else "agreement"
+    metric = "kept" if refs else "agreement"
     best = choose(rows, target, metric, bound)
     commit = list(full_cfg.decode.policy)
     chosen = next((s for s in [Setting("none"), *(grid if grid is not None else default_grid())]

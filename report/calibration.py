@@ -1,9 +1,10 @@
 """Choosing an exit setting from a pilot: the grid of settings, each one's figures from its replayed rows,
 and the cheapest setting that meets a quality target (pure functions; driver/calibrate.py runs them).
 
-Quality is agreement with the full-budget decode (same answer text), or accuracy against a reference column
-when the input has one; each with a 95 % Wilson interval from the pilot size, and the target is met when the
-interval's lower bound reaches it, so a small pilot cannot pick an aggressive setting by luck (a pilot of n
+Quality is agreement with the full-budget decode (same answer text), or, when the input has a reference
+column, the fraction of the full budget's right answers a setting keeps (paired on the same rows, so the
+full budget's own errors do not count against it); each with a 95 % Wilson interval from the pilot size,
+and the target is met when the interval's lower bound reaches it, so a small pilot cannot pick an aggressive setting by luck (a pilot of n
 rows cannot show more than n / (n + 3.84): 0.981 for 200 rows; `bound="point"` compares the pilot's own
 figure instead).
 """
@@ -75,9 +76,14 @@ def score(setting: Setting, texts: list[str], nfe: list[int], full_texts: list[s
            "agreement": agree / max(n, 1), "agreement_low": lo, "agreement_high": hi}
     quality, base = row["agreement"], 1.0
     if references is not None:
-        right = sum(t.strip() == r.strip() for t, r in zip(texts, references))
-        row["accuracy"] = right / max(n, 1)
-        row["accuracy_low"], row["accuracy_high"] = wilson(right, n)
+        ok = [t.strip() == r.strip() for t, r in zip(texts, references)]
+        full_ok = [t.strip() == r.strip() for t, r in zip(full_texts, references)]
+        row["accuracy"] = sum(ok) / max(n, 1)
+        row["accuracy_low"], row["accuracy_high"] = wilson(sum(ok), n)
+        # paired: of the rows the full budget answers right, the fraction this setting still answers right
+        kept = sum(a and b for a, b in zip(ok, full_ok))
+        row["kept"] = kept / max(sum(full_ok), 1)
+        row["kept_low"], row["kept_high"] = wilson(kept, sum(full_ok))
         quality, base = row["accuracy"], full_accuracy or 0.0
     row["qps4"] = qps(row["speedup"], quality, base) if base else float("nan")
     return row
@@ -85,13 +91,10 @@ def score(setting: Setting, texts: list[str], nfe: list[int], full_texts: list[s
 
 def choose(rows: list[dict], target: float, metric: str = "agreement", bound: str = "lower") -> dict | None:
     """The cheapest row (least mean NFE) whose `metric` meets `target`: its interval's lower bound
-    (`bound="lower"`) or its pilot value (`"point"`). With references (metric accuracy) the target is a
-    fraction of the full budget's accuracy. None when no row meets it."""
+    (`bound="lower"`) or its pilot value (`"point"`). `metric` "kept" (with references): the fraction of the
+    full budget's right answers the setting keeps. None when no row meets it."""
     key = f"{metric}_low" if bound == "lower" else metric
-    need = target
-    if metric == "accuracy":
-        need = target * next(r for r in rows if r["policy"] == "none")["accuracy"]
-    ok = [r for r in rows if r[key] >= need - 1e-12]
+    ok = [r for r in rows if r[key] >= target - 1e-12]
     return min(ok, key=lambda r: (r["mean_nfe"], r["setting"])) if ok else None
 
 

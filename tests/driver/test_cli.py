@@ -75,10 +75,14 @@ def test_runs_from_another_folder_with_project_relative_defaults(tmp_path):
 
 def test_help_lists_every_subcommand():
     out = _run("--help").stdout
-    assert "{run,report,labels,train-tspd}" in out
+    assert "{run,report,labels,train-tspd,calibrate}" in out
     run_help = _run("run", "--help").stdout
     for flag in ("--config", "--no-defaults", "--overwrite", "--redo-changed"):
         assert flag in run_help
+    cal_help = _run("calibrate", "--help").stdout
+    for flag in ("--pilot", "--seed", "--target", "--bound", "--reference-field", "--out"):
+        assert flag in cal_help
+    assert "--what-if" in _run("report", "--help").stdout
 
 
 def test_unknown_flag_after_run_is_named_with_a_suggestion():
