@@ -39,7 +39,9 @@ def model():
     return load_model(str(EMBEDDED_MODEL)), load_tokenizer(str(EMBEDDED_MODEL))
 
 
-@pytest.mark.parametrize("layout", [["decode.block_length=16"], ["decode.block_length=4", "decode.gen_length=16"]])
+@pytest.mark.parametrize("layout", [["decode.block_length=16"],
+                                    pytest.param(["decode.block_length=4", "decode.gen_length=16"],
+                                                 marks=pytest.mark.slow)])
 def test_replayed_exits_equal_real_decodes(model, layout):
     adapter, tok = model
     prompts = [r["prompt"] for r in load_heldout(24)]

@@ -16,8 +16,7 @@ from settings.schema import ConfigError
 from tests.support import EMBEDDED_MODEL, ROOT
 from tests.support.files import read_arrow
 
-SETTINGS = ["decode.sched.tau_high_logit=5,decode.sched.tau_low_logit=1.5,decode.sched.aggregate=min",
-            "decode.sched.schedule=exp,decode.sched.k=4,decode.sched.tau_high_logit=10,decode.sched.tau_low_logit=0.5",
+SETTINGS = ["decode.sched.schedule=exp,decode.sched.k=4,decode.sched.tau_high_logit=10,decode.sched.tau_low_logit=0.5",
             "decode.prophet.tau_high_logit=7.5,decode.prophet.tau_low_logit=4"]
 
 
