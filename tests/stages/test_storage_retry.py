@@ -66,6 +66,7 @@ def _refused(proxy) -> int:
     return sum(what == "upstream-down" for _, _, what in list(proxy.log))
 
 
+@pytest.mark.slow
 def test_server_restart_mid_run(fault_s3) -> None:
     """The S3 server is down for 4 s (connections refused) while files are written and read back: it goes
     down before the first write and comes back once 4 s have passed and the writes' requests have been
