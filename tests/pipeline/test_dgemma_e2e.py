@@ -28,6 +28,7 @@ def tiny_model(tmp_path):
     return path
 
 
+@pytest.mark.slow   # the default run's time budget: the canvas engine's tests cover the family without Ray
 def test_dgemma_pipeline_s3(ray_cluster, s3_server, s3fs_client, tiny_model, tmp_path):
     bucket = "dgemma-e2e"
     if not s3fs_client.exists(bucket):

@@ -80,6 +80,7 @@ def test_rerun_refuses_changes_and_redo_changed_redoes_exactly_them(ray_cluster,
     assert sorted(p.name for p in (out / "outputs").iterdir()) == ["s0.arrow"]
 
 
+@pytest.mark.slow   # the default run's time budget: the read stage's error rows and line numbers are unit-tested
 def test_exit_codes_error_rows_blank_lines_and_line_numbers(ray_cluster, tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
