@@ -12,6 +12,7 @@ import importlib.util
 import torch
 from transformers.utils import logging as hf_logging
 
+from decoder.block.engine import BlockEngine
 from decoder.canvas.engine import CanvasEngine
 from decoder.config import DecodeConfig
 from decoder.engine import Engine
@@ -19,7 +20,7 @@ from decoder.families import DTYPES, FAMILY_SPECS, check_loadable
 from decoder.masked.engine import DecodeEngine
 from decoder.placement import resolve_placement
 
-ENGINES = {"masked": DecodeEngine, "canvas": CanvasEngine}
+ENGINES = {"masked": DecodeEngine, "canvas": CanvasEngine, "block": BlockEngine}
 
 
 def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "auto",
@@ -38,7 +39,7 @@ def load_model(path: str, family: str = "auto", dtype: str = "float32", device: 
     resolved = check_loadable(path, family, allow_pickle_weights)
     module = importlib.import_module(f"decoder.families.{resolved}")
     hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would break into the job's progress line
-    return module.load(path, dtype=DTYPES[dtype], placement=placement, allow_pickle_weights=allow_pickle_weights)
+    return module.load(path, dtype=getattr(torch, dtype), placement=placement, allow_pickle_weights=allow_pickle_weights)
 
 
 def make_engine(adapter, cfg: DecodeConfig, **kwargs) -> Engine:

@@ -97,6 +97,18 @@ class DGemmaConfig:
 
 
 @dataclass
+class BlockConfig:
+    """Block-diffusion families (LLaDA2.x, SDAR / TraDo, Fast-dLLM v2: decoder/block); None = the family's
+    released default (docs/models.md)."""
+    threshold_prob: float | None = when_set(None)   # commit candidates whose probability is above this ...
+    steps_per_block: int | None = when_set(None)    # ... when they meet the quota block_length / steps per step
+    sub_block_length: int | None = when_set(None)   # candidates: the masks of the first unfinished sub-block
+    block_length: int | None = when_set(None)       # None: the checkpoint's block size (what it was trained with)
+    recompute: bool = speed_only(False)             # run each forward over the whole sequence instead of the exact
+                                        # cache (the released LLaDA2 loop's way; the cache is checked against it)
+
+
+@dataclass
 class DecodeConfig:
     gen_length: int = 16                # answer tokens per row (per-row max_new_tokens may lower it); rounded
                                         # up to whole blocks internally, the extra positions fixed to EOS
@@ -121,6 +133,7 @@ class DecodeConfig:
     tspd: TspdConfig = field(default_factory=TspdConfig)
     ce: CeConfig = field(default_factory=CeConfig)
     dgemma: DGemmaConfig = field(default_factory=DGemmaConfig)
+    block: BlockConfig = field(default_factory=BlockConfig)
     max_batch_size: int = speed_only(16)            # slots: rows in one forward
     max_batch_tokens: int = speed_only(16384)       # token budget of one forward (rows x padded width)
     cache: str = when_set("none")                 # none | prefix | dual: per-row approximate KV cache (decoder/masked/kv_cache.py)
@@ -153,5 +166,11 @@ class DecodeConfig:
             raise ValueError(f"decode.dream.alg={self.dream.alg!r}: use {', '.join(DREAM_ALGS)}")
         if self.dgemma.rng not in ("per_row", "global"):
             raise ValueError(f"decode.dgemma.rng={self.dgemma.rng!r}: use per_row or global")
+        b = self.block
+        if b.threshold_prob is not None and not 0.0 <= b.threshold_prob <= 1.0:
+            raise ValueError("decode.block.threshold_prob must be in [0, 1]")
+        for key in ("steps_per_block", "sub_block_length", "block_length"):
+            if getattr(b, key) is not None and getattr(b, key) <= 0:
+                raise ValueError(f"decode.block.{key} must be positive")
         if self.max_logits_mb <= 0:
             raise ValueError("decode.max_logits_mb must be > 0")

@@ -53,7 +53,7 @@ class SlotScheduler:
         length = len(req.prompt_ids) + (req.gen_length or self.engine.cfg.gen_length)
         tokens = (rows + 1) * max(width, length)
         cache_mb = self.engine.cfg.max_cache_mb
-        if cache_mb and self.engine.cached and tokens * self.engine.kv_bytes_per_token > cache_mb * 2 ** 20:
+        if cache_mb and (self.engine.cached or getattr(self.engine, "exact_cache", False)) and tokens * self.engine.kv_bytes_per_token > cache_mb * 2 ** 20:
             return rows == 0
         return rows == 0 or tokens <= self.max_tokens
 

@@ -50,6 +50,7 @@ class CommitReason(IntEnum):
     TSPD = 6           # the TSPD controller judged the position converged
     CE_LOOKAHEAD = 7   # Confidence Extrapolation forecast the margin to clear the fixing threshold
     CANVAS = 8         # a canvas family's canvas ended (max steps or its stop rule): its last argmax committed
+    AUTOREGRESSIVE = 9  # a block family's block start: the argmax of the previous block's last position
 
 
 REASON_NAMES = [r.name.lower() for r in sorted(CommitReason)]

@@ -12,7 +12,7 @@ import re
 import string
 
 from decoder.config import DREAM_ALGS
-from decoder.families import DTYPES, FAMILIES, check_loadable, resolve_family
+from decoder.families import DTYPES, FAMILIES, FAMILY_SPECS, check_loadable, resolve_family
 from decoder.families.checkpoint_safety import CheckpointRefused
 from decoder.placement import STRATEGIES
 from decoder.policies.registry import POLICIES, composition_error
@@ -150,11 +150,15 @@ def check_policy(names: list[str]) -> None:
 
 def check_family(cfg: PipelineConfig, path: str) -> None:
     """What the model's family can run: a canvas family (DiffusionGemma) takes dgemma + sched/prophet and no
-    decode.cache / temperature / top-p / top-k; dgemma needs that family."""
+    decode.cache / temperature / top-p / top-k; a block family (LLaDA2, SDAR, Fast-dLLM v2) takes block +
+    sched/prophet and no decode.cache; dgemma and block need their families."""
     family, d = resolve_family(path, cfg.model.family), cfg.decode
     error = composition_error(list(d.policy), family)
     if error:
         _fail("decode.policy", f"{error}; this model's family is {family}")
+    if FAMILY_SPECS[family].engine == "block" and d.cache != "none":
+        _fail("decode.cache", f"{d.cache!r}: a block-diffusion family's block cache is exact and always on; use "
+                              "none (decode.block.recompute=true turns it off)")
     if family != "diffusion_gemma":
         return
     if d.cache != "none":

@@ -15,6 +15,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerFast
 
 from decoder.config import DecodeConfig
+from decoder.families.specs import block_size
 from decoder.transfer import blocks_of, row_schedule
 
 
@@ -51,10 +52,15 @@ def context_length(path: str) -> int:
     return int(cfg.get("max_position_embeddings") or cfg.get("max_sequence_length") or 1 << 30)
 
 
-def canvas_length(path: str) -> int:
-    """A canvas family's canvas (DiffusionGemma: answers occupy whole canvases); 0 for masked families."""
+def canvas_length(path: str, decode: DecodeConfig | None = None) -> int:
+    """The unit answers occupy whole ones of in a canvas or block family: DiffusionGemma's canvas, a
+    block-diffusion family's block (decode.block.block_length, else the checkpoint's); 0 for masked families,
+    whose answer layout follows decode.block_length and decode.steps."""
     cfg = _config(path)
-    return int(cfg.get("canvas_length") or 256) if cfg.get("model_type") == "diffusion_gemma" else 0
+    if cfg.get("model_type") == "diffusion_gemma":
+        return int(cfg.get("canvas_length") or 256)
+    block = block_size(path)
+    return (decode.block.block_length or block) if block and decode is not None else block
 
 
 def non_text_parts(messages: list) -> list[str]:
@@ -109,7 +115,7 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
                     f"to decode such rows at their own length)")
     try:
         ids = prompt_ids(tok, row["prompt"], row["messages"], use_template)
-        if canvas:   # a canvas family: whole canvases; per-row steps are checked by its engine
+        if canvas:   # a canvas or block family: whole canvases / blocks; per-row steps are checked by its engine
             g = -(-(mnt or decode.gen_length) // canvas) * canvas
         else:
             n, _ = row_schedule(decode.gen_length, decode.block_length, decode.steps, mnt)
@@ -128,7 +134,7 @@ def check_row(row: dict, tok, decode: DecodeConfig, context: int, use_template: 
 
 def preprocess_batch(batch: pa.Table, model_path: str, decode: DecodeConfig, use_template: bool = True) -> pa.Table:
     tok = load_tokenizer(model_path)
-    context, canvas = context_length(model_path), canvas_length(model_path)
+    context, canvas = context_length(model_path), canvas_length(model_path, decode)
     ids, errors = [], []
     for row in batch.to_pylist():
         row_ids, err = check_row(row, tok, decode, context, use_template, canvas)

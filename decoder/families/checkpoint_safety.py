@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 
-#: model_type values the adapters convert to stock classes themselves (their auto_map is ignored).
-CONVERTED_TYPES = {"llada", "dream"}
+#: family names and model_type values the adapters convert to stock classes themselves (their auto_map is ignored);
+#: tests/decoder/test_checkpoint_safety.py checks it covers every family of decoder/families.FAMILY_SPECS.
+CONVERTED_TYPES = {"llada", "dream", "llada2", "llada2_moe", "sdar", "fast_dllm_v2", "fast_dllm_qwen"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SAFE_SUFFIXES = (".safetensors",)
 
@@ -58,8 +59,8 @@ def check_checkpoint(path: str, family: str = "auto", allow_pickle_weights: bool
     if why:
         raise CheckpointRefused(
             f"{path}: refused: {why}. This pipeline never runs code shipped with a checkpoint "
-            f"(trust_remote_code is never set); use a checkpoint of a transformers architecture, or LLaDA / "
-            f"Dream (converted to stock classes)")
+            f"(trust_remote_code is never set); use a checkpoint of a transformers architecture, or one of "
+            f"the families converted to stock classes (LLaDA, Dream, LLaDA2.x, SDAR / TraDo, Fast-dLLM v2)")
     safe, pickled = weight_files(path)
     if pickled and not safe and not allow_pickle_weights:
         raise CheckpointRefused(

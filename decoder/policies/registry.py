@@ -14,6 +14,7 @@ from typing import Callable
 from decoder.config import DecodeConfig
 from decoder.families import FAMILY_SPECS
 from decoder.policies.base import PolicySet
+from decoder.policies.block import BlockCommitPolicy
 from decoder.policies.ce import ConfidenceExtrapolation
 from decoder.policies.commit import FastDllmPolicy, SchedulePolicy
 from decoder.policies.dgemma import DGemmaPolicy
@@ -22,7 +23,7 @@ from decoder.policies.exit import prophet_policy, sched_policy
 from decoder.policies.tspd import TspdPolicy
 
 KINDS = ("commit", "exit", "modifier")
-MASKED, CANVAS = frozenset({"masked"}), frozenset({"canvas"})
+MASKED, CANVAS, BLOCK = frozenset({"masked"}), frozenset({"canvas"}), frozenset({"block"})
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ POLICIES: dict[str, PolicySpec] = {s.name: s for s in (
     PolicySpec("fastdllm", "commit", FastDllmPolicy, MASKED, "fastdllm"),
     PolicySpec("tspd", "commit", TspdPolicy, MASKED, "tspd"),
     PolicySpec("dgemma", "commit", DGemmaPolicy, CANVAS, "dgemma"),
-    PolicySpec("sched", "exit", sched_policy, MASKED | CANVAS, "sched"),
-    PolicySpec("prophet", "exit", prophet_policy, MASKED | CANVAS, "prophet"),
+    PolicySpec("block", "commit", BlockCommitPolicy, BLOCK, "block"),
+    PolicySpec("sched", "exit", sched_policy, MASKED | CANVAS | BLOCK, "sched"),
+    PolicySpec("prophet", "exit", prophet_policy, MASKED | CANVAS | BLOCK, "prophet"),
     PolicySpec("ce", "modifier", ConfidenceExtrapolation, MASKED, "ce"),
 )}
 
@@ -85,6 +87,10 @@ def composition_error(names: list[str], family: str | None = None) -> str | None
         return f"names more than one commit policy {commits}; name at most one ({kinds})"
     spec = FAMILY_SPECS.get(family or "native")
     bad = sorted(n for n in names if spec.engine not in POLICIES[n].engines)
+    if bad and spec.engine == "block":
+        runnable = sorted(n for n, s in POLICIES.items() if "block" in s.engines)
+        return (f"{bad} cannot run on a block-diffusion family ({spec.name}: its loop commits by threshold and "
+                f"quota inside a block over an exact cache); use {runnable}")
     if bad and spec.engine == "canvas":
         runnable = sorted(n for n, s in POLICIES.items() if "canvas" in s.engines)
         return (f"{bad} cannot run on a canvas family ({spec.name}: no mask token, every position is resampled "

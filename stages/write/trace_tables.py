@@ -27,6 +27,8 @@ STEP_SCHEMA = pa.schema([
     ("canvas", pa.int32()),          # 0-based canvas of the row the step denoised
     ("accepted", pa.int32()),        # canvas positions the sampler accepted (the rest were re-noised)
     ("entropy_mean", pa.float32()),  # mean entropy of the canvas (nats, temperature-scaled): the stop signal
+    # block-diffusion families only (null for the others):
+    ("block", pa.int32()),           # 0-based answer block of the row the step denoised
 ])
 
 TOKEN_SCHEMA = pa.schema([
@@ -44,18 +46,18 @@ TOKEN_SCHEMA = pa.schema([
     ("settled_step", pa.int32()),    # the step from which the position's argmax kept its committed value
 ])
 
-#: the canvas-only columns, filled with nulls for masked families
-STEP_EXTRA = ("canvas", "accepted", "entropy_mean")
+#: the family-specific columns, filled with nulls for families that have no such value
+STEP_EXTRA = ("canvas", "accepted", "entropy_mean", "block")
 TOKEN_EXTRA = ("accepted", "settled_step")
 
 
 def _extra(traces: list[SequenceTrace], names: tuple[str, ...], schema: pa.Schema, attr: str, sizes: list[int]
            ) -> dict[str, pa.Array]:
-    """The canvas-only columns: each trace's values where it has them, nulls where it does not."""
+    """The family-specific columns: each trace's values where it has them, nulls where it does not."""
     out = {}
     for name in names:
         typ = schema.field(name).type
-        parts = [pa.array(getattr(t, attr)[name], typ) if getattr(t, attr) else pa.nulls(n, typ)
+        parts = [pa.array(getattr(t, attr)[name], typ) if name in (getattr(t, attr) or {}) else pa.nulls(n, typ)
                  for t, n in zip(traces, sizes)]
         out[name] = pa.concat_arrays(parts) if parts else pa.array([], typ)
     return out

@@ -82,3 +82,14 @@ def test_trust_remote_code_is_never_set_in_the_project() -> None:
                 hits.append(str(path.relative_to(ROOT)))
     assert "trust_remote_code=True" not in (ROOT / "pipeline.py").read_text()
     assert hits == []
+
+
+def test_every_converted_family_and_model_type_is_exempt_from_the_remote_code_refusal():
+    """Families the adapters map onto stock classes ship an auto_map; the refusal must know them all."""
+    from decoder.families import FAMILY_SPECS
+    from decoder.families.checkpoint_safety import CONVERTED_TYPES, native_model_types
+    for spec in FAMILY_SPECS.values():
+        converted = [t for t in spec.model_types if t not in native_model_types()]
+        assert set(converted) <= CONVERTED_TYPES, spec
+        if converted:
+            assert spec.name in CONVERTED_TYPES, spec

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from decoder.config import DecodeConfig, SchedConfig
+from decoder.families import FAMILY_SPECS
 from decoder.policies.registry import POLICIES, build_policies
 from decoder.policies.base import ExitDecision, StepContext, topk_mask
 from decoder.policies.commit import FastDllmPolicy, SchedulePolicy
@@ -258,7 +259,8 @@ def test_policy_conformance(name: str, seed: int, controller_path: str) -> None:
         assert d.gbar.shape == (b,) and d.gbar.dtype == torch.float32
         assert not (d.exit & ~ctx.masked.any(-1)).any(), "a row with nothing masked cannot exit"
         assert isinstance(pol.name, str) and pol.name
-    ps = build_policies(cfg)
+    owner = next((f for f, spec in FAMILY_SPECS.items() if POLICIES[name].runs_on(f)), None)
+    ps = build_policies(cfg, family=owner)   # the first family whose engine runs it
     assert ps.commit.select(ctx).shape == (b, g)
     for e in ps.exits:
         assert e.should_exit(ctx).exit.shape == (b,)
