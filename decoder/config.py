@@ -104,6 +104,8 @@ class BlockConfig:
     steps_per_block: int | None = when_set(None)    # ... when they meet the quota block_length / steps per step
     sub_block_length: int | None = when_set(None)   # candidates: the masks of the first unfinished sub-block
     block_length: int | None = when_set(None)       # None: the checkpoint's block size (what it was trained with)
+    stop: str | None = when_set(None)               # block: a finished block holding an EOS ends the row; eager: an
+                                        # EOS decoded with nothing masked before it ends it at once
     recompute: bool = speed_only(False)             # run each forward over the whole sequence instead of the exact
                                         # cache (the released LLaDA2 loop's way; the cache is checked against it)
 
@@ -169,6 +171,8 @@ class DecodeConfig:
         b = self.block
         if b.threshold_prob is not None and not 0.0 <= b.threshold_prob <= 1.0:
             raise ValueError("decode.block.threshold_prob must be in [0, 1]")
+        if b.stop not in (None, "block", "eager"):
+            raise ValueError(f"decode.block.stop={b.stop!r}: use block or eager")
         for key in ("steps_per_block", "sub_block_length", "block_length"):
             if getattr(b, key) is not None and getattr(b, key) <= 0:
                 raise ValueError(f"decode.block.{key} must be positive")

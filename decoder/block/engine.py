@@ -39,7 +39,7 @@ def resolve_loop(family: BlockLoop, cfg: DecodeConfig, block_length: int) -> Blo
     b, out = cfg.block, dict(vars(family))
     if out["sub_block_length"] and out["sub_block_length"] > block_length:
         out["sub_block_length"] = block_length
-    for key in ("threshold_prob", "steps_per_block", "sub_block_length"):
+    for key in ("threshold_prob", "steps_per_block", "sub_block_length", "stop"):
         if getattr(b, key) is not None:
             out[key] = getattr(b, key)
     return BlockLoop(**out)
@@ -63,6 +63,7 @@ class BlockEngine:
         if not isinstance(self.policies.commit, BlockCommitPolicy):
             raise ValueError(f"{adapter.family} needs the block commit policy")
         self.policies.commit.threshold_prob = self.loop.threshold_prob
+        self.policies.commit.over_block = self.loop.quota_over_block
         self.recompute = cfg.block.recompute
         self.device, self.mask_id = adapter.device, adapter.mask_token_id
         self.eos = torch.tensor(sorted(adapter.eos_token_ids), device=self.device)

@@ -81,11 +81,21 @@ def quota_schedule(block_length: int, steps: int) -> list[int]:
 
 
 def threshold_commits(p: torch.Tensor, candidates: torch.Tensor, threshold: torch.Tensor | float,
-                      quota: torch.Tensor) -> torch.Tensor:
+                      quota: torch.Tensor, over_block: bool = False) -> torch.Tensor:
     """[B, L] bool: per row, every candidate with p > threshold when there are at least quota[b] of them, else
-    the min(quota, candidates) most probable candidates (ties to the leftmost)."""
+    the min(quota, candidates) most probable candidates (ties to the leftmost).
+
+    `over_block` is SDAR's released rule instead: the quota's `torch.topk` runs over the whole row of
+    confidences (-inf where not a candidate) unclamped, so with fewer candidates than the quota it also picks
+    decided positions, which then take their fresh sample (the prompt tail of a first block included)."""
     threshold = torch.as_tensor(threshold, dtype=p.dtype, device=p.device)
     high = candidates & (p > (threshold[:, None] if threshold.dim() else threshold))
     enough = high.sum(-1) >= quota
-    top = topk_mask(p, candidates, torch.minimum(quota, candidates.sum(-1)))
+    if over_block:
+        conf = torch.where(candidates, p, float("-inf"))
+        top = torch.zeros_like(candidates)
+        for b in range(p.shape[0]):   # torch.topk's own order among equal values decides which decided positions
+            top[b, torch.topk(conf[b], int(quota[b])).indices] = True
+    else:
+        top = topk_mask(p, candidates, torch.minimum(quota, candidates.sum(-1)))
     return torch.where(enough[:, None], high, top)

@@ -30,6 +30,8 @@ class BlockLoop:
                                        # position (and the prompt's, when it fills whole blocks)
     stop: str = "block"                # block: a finished block holding an EOS ends the row; eager: an EOS
                                        # committed with nothing masked before it ends the row at once
+    quota_over_block: bool = False     # the quota's top-k is not limited to the masks left (SDAR's released
+                                       # loop: with fewer masks than the quota, decided positions are resampled)
 
 
 @dataclass

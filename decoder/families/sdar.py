@@ -4,7 +4,8 @@ block-causal attention over a cache of finished blocks, no logit shift.
 Mask id 151669 (`<|MASK|>`) and block size 4 when config.json omits `mask_token_id` / `block_size`. The released
 loop (`block_diffusion_generate`, `low_confidence_dynamic`): per step, sample every position of the block,
 commit masks whose probability is above 0.85 when they meet the quota block/steps, else the quota's most
-probable; a finished block holding a stop id ends the row.
+probable (its top-k runs over the whole block, so with fewer masks left than the quota it resamples decided
+positions too: kept, as its users get it); a finished block holding a stop id ends the row.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from decoder.families.specs import block_length_of
 from decoder.placement import Placement
 
 MASK_ID = 151669
-LOOP = BlockLoop(threshold_prob=0.85, steps_per_block=None, sampler="logits", stop="block")
+LOOP = BlockLoop(threshold_prob=0.85, steps_per_block=None, sampler="logits", stop="block", quota_over_block=True)
 _SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
           "max_position_embeddings")
 

@@ -22,6 +22,7 @@ class BlockCommitPolicy:
 
     def __init__(self, cfg: DecodeConfig) -> None:
         self.threshold_prob = 0.9 if cfg.block.threshold_prob is None else cfg.block.threshold_prob
+        self.over_block = False   # SDAR's unclamped quota (decoder/block/sampling.py threshold_commits)
 
     def select(self, ctx: StepContext) -> torch.Tensor:
-        return threshold_commits(ctx.signals.confidence, ctx.candidates, self.threshold_prob, ctx.k)
+        return threshold_commits(ctx.signals.confidence, ctx.candidates, self.threshold_prob, ctx.k, self.over_block)
