@@ -1,10 +1,11 @@
-"""The block engine on tiny random checkpoints of the block-diffusion families (SDAR and Fast-dLLM v2 layouts;
-LLaDA2's in tests/decoder/parity/block): the exact cache decodes as recomputing everything, rows decode the
-same alone, in a static batch and through the slot scheduler with rows joining, each family's stop rule, and
-exit policies inside a block."""
+"""The block engine on tiny random checkpoints of the block-diffusion families (SDAR and Fast-dLLM v2 layouts
+built here; LLaDA2's, the reference's own, from tests/decoder/parity/block, decoded in blocks of 4): the exact
+cache decodes as recomputing everything, rows decode the same alone, in a static batch and through the slot
+scheduler with rows joining, each family's stop rule, and exit policies inside a block."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +19,16 @@ from stages.write.trace_tables import step_table, token_table
 from tests.support.tiny_block import save_fast_dllm_v2, save_sdar
 
 SAVERS = {"sdar": save_sdar, "fast_dllm_v2": save_fast_dllm_v2}
+LLADA2 = Path(__file__).parent / "parity" / "block" / "tiny_llada2"
 PROMPTS = {"a": [5, 6, 7], "b": [8, 9, 10, 11], "c": [12, 13, 14, 15, 16, 17], "d": [3, 4, 5, 6, 7, 8, 9, 10, 11],
            "e": [20, 21]}   # lengths 3, 4, 6, 8+1, 2 (block 4: unaligned and aligned)
 
 
-@pytest.fixture(scope="module", params=sorted(SAVERS))
+@pytest.fixture(scope="module", params=[*sorted(SAVERS), "llada2"])
 def adapter(request, tmp_path_factory):
     torch.set_num_threads(1)
+    if request.param == "llada2":
+        return dataclasses.replace(load_model(str(LLADA2)), block_length=4)
     path = SAVERS[request.param](str(tmp_path_factory.mktemp(request.param)), seed=3)
     return load_model(path)
 
