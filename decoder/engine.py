@@ -1,9 +1,10 @@
 """The one engine interface: what the slot scheduler, the decode actor and the static loop ask of an engine.
 
-An engine owns the rows being decoded and nothing else (no tokenizer, no queue, no Ray). Two implement it:
-the masked-diffusion engine (decoder/masked: LLaDA, Dream, native) and the canvas engine (decoder/canvas:
-DiffusionGemma). Rows are admitted with `add`, advanced together by `step` (each row at its own step, block or
-canvas), and leave as `SequenceResult`s as soon as they finish, so a scheduler can refill their slots.
+An engine owns the rows being decoded and nothing else (no tokenizer, no queue, no Ray). Three implement it:
+the masked-diffusion engine (decoder/masked: LLaDA, Dream, native), the canvas engine (decoder/canvas:
+DiffusionGemma) and the block engine (decoder/block: LLaDA2, SDAR, Fast-dLLM v2). Rows are admitted with `add`,
+advanced together by `step` (each row at its own step, block or canvas), and leave as `SequenceResult`s as
+soon as they finish, so a scheduler can refill their slots.
 """
 from __future__ import annotations
 

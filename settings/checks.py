@@ -89,7 +89,7 @@ def check_values(cfg: PipelineConfig) -> None:
     if not 0.0 <= cfg.run.max_error_fraction <= 1.0:
         _fail("run.max_error_fraction", f"{cfg.run.max_error_fraction} is not in [0, 1]")
     try:
-        if "dgemma" not in d.policy:   # blocks and step budgets are masked-family settings (DiffusionGemma: canvases)
+        if not {"dgemma", "block"} & set(d.policy):   # masked-family settings (canvases, the model's blocks)
             validate_schedule(d.gen_length, d.block_length, d.steps)
     except ValueError as e:
         raise ConfigError(f"config error at decode: {e}") from None

@@ -122,3 +122,20 @@ def test_family_checks_before_a_job(tmp_path) -> None:
             check_files(load_config(None, [f"model.path={path}", override]))
     with pytest.raises(ConfigError, match="dgemma is DiffusionGemma's sampler"):
         check_files(load_config(None, ["decode.policy=[dgemma]"]))                 # the embedded model
+
+
+def test_block_family_configs_and_checks(tmp_path) -> None:
+    """The shipped block-family configs validate; a block family refuses the masked engine's policies and caches
+    before a job, naming the key."""
+    from settings.checks import check_values
+    from tests.support.tiny_block import save_sdar
+    for name in ("llada2", "sdar", "fast_dllm_v2"):
+        check_values(load_config(str(ROOT / f"configs/{name}.yaml"), []))
+    path = save_sdar(str(tmp_path / "sdar"))
+    check_files(load_config(None, [f"model.path={path}", "decode.policy=[block,sched]"]))
+    check_files(load_config(None, [f"model.path={path}"]))                       # default [sched]: block + sched
+    for override, key in [("decode.policy=[fastdllm]", "decode.policy"), ("decode.cache=prefix", "decode.cache")]:
+        with pytest.raises(ConfigError, match=f"config error at {key}"):
+            check_files(load_config(None, [f"model.path={path}", override]))
+    with pytest.raises(ConfigError, match="decode.block.stop"):
+        load_config(None, ["decode.block.stop=later"])
