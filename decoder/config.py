@@ -106,6 +106,9 @@ class BlockConfig:
     block_length: int | None = when_set(None)       # None: the checkpoint's block size (what it was trained with)
     stop: str | None = when_set(None)               # block: a finished block holding an EOS ends the row; eager: an
                                         # EOS decoded with nothing masked before it ends it at once
+    editing_threshold_prob: float | None = when_set(None)  # LLaDA2.1's token editing: replace a decided answer token
+                                        # whose candidate differs with a probability above this (None: off)
+    max_post_steps: int | None = when_set(None)     # editing: steps a block may take after its last mask (16)
     recompute: bool = speed_only(False)             # run each forward over the whole sequence instead of the exact
                                         # cache (the released LLaDA2 loop's way; the cache is checked against it)
 
@@ -169,8 +172,11 @@ class DecodeConfig:
         if self.dgemma.rng not in ("per_row", "global"):
             raise ValueError(f"decode.dgemma.rng={self.dgemma.rng!r}: use per_row or global")
         b = self.block
-        if b.threshold_prob is not None and not 0.0 <= b.threshold_prob <= 1.0:
-            raise ValueError("decode.block.threshold_prob must be in [0, 1]")
+        for key in ("threshold_prob", "editing_threshold_prob"):
+            if getattr(b, key) is not None and not 0.0 <= getattr(b, key) <= 1.0:
+                raise ValueError(f"decode.block.{key} must be in [0, 1]")
+        if b.max_post_steps is not None and b.max_post_steps < 0:
+            raise ValueError("decode.block.max_post_steps must be >= 0")
         if b.stop not in (None, "block", "eager"):
             raise ValueError(f"decode.block.stop={b.stop!r}: use block or eager")
         for key in ("steps_per_block", "sub_block_length", "block_length"):

@@ -51,6 +51,7 @@ class CommitReason(IntEnum):
     CE_LOOKAHEAD = 7   # Confidence Extrapolation forecast the margin to clear the fixing threshold
     CANVAS = 8         # a canvas family's canvas ended (max steps or its stop rule): its last argmax committed
     AUTOREGRESSIVE = 9  # a block family's block start: the argmax of the previous block's last position
+    EDIT = 10          # a block family's token edit (LLaDA2.1): a decided token replaced by a confident other one
 
 
 REASON_NAMES = [r.name.lower() for r in sorted(CommitReason)]

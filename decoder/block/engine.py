@@ -39,7 +39,8 @@ def resolve_loop(family: BlockLoop, cfg: DecodeConfig, block_length: int) -> Blo
     b, out = cfg.block, dict(vars(family))
     if out["sub_block_length"] and out["sub_block_length"] > block_length:
         out["sub_block_length"] = block_length
-    for key in ("threshold_prob", "steps_per_block", "sub_block_length", "stop"):
+    for key in ("threshold_prob", "steps_per_block", "sub_block_length", "stop", "editing_threshold_prob",
+                "max_post_steps"):
         if getattr(b, key) is not None:
             out[key] = getattr(b, key)
     return BlockLoop(**out)
@@ -64,6 +65,7 @@ class BlockEngine:
             raise ValueError(f"{adapter.family} needs the block commit policy")
         self.policies.commit.threshold_prob = self.loop.threshold_prob
         self.policies.commit.over_block = self.loop.quota_over_block
+        self.editing = self.loop.editing_threshold_prob is not None
         self.recompute = cfg.block.recompute
         self.device, self.mask_id = adapter.device, adapter.mask_token_id
         self.eos = torch.tensor(sorted(adapter.eos_token_ids), device=self.device)
@@ -198,14 +200,15 @@ class BlockEngine:
         r.creason = torch.zeros(self.bs, dtype=torch.int8, device=self.device)
         if r.start_token is not None and head == [r.start_token]:
             r.cstep[0], r.creason[0] = r.step, int(CommitReason.AUTOREGRESSIVE)
-        r.start_token, r.block_step = None, 0
+        r.start_token, r.block_step, r.post_steps = None, 0, 0
         r.pos = {k: torch.full((self.bs, *shape), fill, dtype=dt, device=self.device)
                  for k, (dt, fill, shape) in self.pos_spec.items()}
 
     # ----- one step: signals -> decide -> apply -> record --------------------------------------
     def step(self) -> list[SequenceResult]:
+        finished = self._close_settled() if self.editing else []
         if not self.rows:
-            return []
+            return finished
         self._prepare()
         rows = self.rows
         tokens = torch.stack([r.block for r in rows])
@@ -220,7 +223,25 @@ class BlockEngine:
         commit = self.policies.commit.select(ctx)
         exit_now, exit_by, tau, gbar = self._exits(ctx)
         self._count()
-        return self._apply(tokens, masked, sig, commit, exit_now, exit_by, tau, gbar)
+        return finished + self._apply(tokens, masked, sig, commit, exit_now, exit_by, tau, gbar)
+
+    def _close_settled(self) -> list[SequenceResult]:
+        """Editing (LLaDA2.1): a block with no mask left takes up to max_post_steps more steps that only edit;
+        past them it ends before its next forward."""
+        finished = []
+        for r in self.rows:
+            if r.block is not None and not bool((r.block == self.mask_id).any()):
+                r.post_steps += 1
+                if r.post_steps > self.loop.max_post_steps:
+                    finished += self._finish_block(r, -1)
+        if finished:
+            self._drop_finished()
+        return finished
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, r in enumerate(self.rows) if not r.done]
+        self.rows = [self.rows[i] for i in keep]
+        self.kv.keep(keep)
 
     def _sub_block(self, masked: torch.Tensor) -> torch.Tensor:
         """[B, L] bool: the positions of each row's first sub-block that still holds a mask (all positions
@@ -296,8 +317,11 @@ class BlockEngine:
         above = sig.confidence > self.loop.threshold_prob   # committed by the threshold, else by the quota
         reason = torch.where(commit, torch.where(above, int(CommitReason.THRESHOLD), int(CommitReason.SCHEDULE)), 0)
         reason = torch.where(fill, int(CommitReason.EXIT_FILL), reason).to(torch.int8)
+        edit = self._edits(tokens, masked, sig) if self.editing else torch.zeros_like(masked)
+        new = torch.where(edit, sig.x0, new)
+        reason = torch.where(edit, int(CommitReason.EDIT), reason).to(torch.int8)
         host = {"exit": exit_now.tolist(), "tau": tau.tolist(), "gbar": gbar.tolist(),
-                "n": (reason > 0).sum(-1).tolist()}
+                "n": (reason > 0).sum(-1).tolist(), "settled": (~masked.any(-1) & ~edit.any(-1)).tolist()}
         finished = []
         for i, r in enumerate(self.rows):
             r.block = new[i]
@@ -307,13 +331,21 @@ class BlockEngine:
             r.step, r.block_step = r.step + 1, r.block_step + 1
             r.forward_tokens, r.stored_now = r.forward_tokens + self.bs, 0
             by = exit_by[i] if host["exit"][i] and bool(fill[i].any()) else -1
-            if self._stops_now(r) or not bool((r.block == self.mask_id).any()):
+            whole = not bool((r.block == self.mask_id).any())
+            if self.editing and by < 0:   # a block ends when a step that began with no mask edited nothing
+                whole = whole and host["settled"][i]
+            if self._stops_now(r) or whole:
                 finished += self._finish_block(r, by)
         if finished:
-            keep = [i for i, r in enumerate(self.rows) if not r.done]
-            self.rows = [self.rows[i] for i in keep]
-            self.kv.keep(keep)
+            self._drop_finished()
         return finished
+
+    def _edits(self, tokens: torch.Tensor, masked: torch.Tensor, sig: StepSignals) -> torch.Tensor:
+        """[B, L] LLaDA2.1's token-to-token edits: decided answer positions (not the prompt tail) whose candidate
+        differs from their token with a probability above decode.block.editing_threshold_prob."""
+        slot = torch.arange(self.bs, device=self.device)
+        answer = slot[None, :] + torch.tensor([r.block_offset for r in self.rows], device=self.device)[:, None] >= 0
+        return ~masked & answer & (sig.confidence > self.loop.editing_threshold_prob) & (sig.x0 != tokens)
 
     def _stops_now(self, r: BlockRow) -> bool:
         """Eager stop rule: an EOS among the block's answer positions with no mask before it (earlier blocks

@@ -31,6 +31,7 @@ class BlockRow:
     cstep: torch.Tensor | None = None  # [B] step at which each position was committed (-1: not yet)
     creason: torch.Tensor | None = None   # [B] its CommitReason
     block_step: int = 0
+    post_steps: int = 0                # editing: steps since the block's last mask was decided
     step: int = 0                      # denoise forwards so far (its NFE)
     pending: list[int] = field(default_factory=list)   # tokens to write to the cache before the next step
     start_token: int | None = None     # the next block's autoregressive first token, once known

@@ -32,6 +32,9 @@ class BlockLoop:
                                        # committed with nothing masked before it ends the row at once
     quota_over_block: bool = False     # the quota's top-k is not limited to the masks left (SDAR's released
                                        # loop: with fewer masks than the quota, decided positions are resampled)
+    editing_threshold_prob: float | None = None   # LLaDA2.1's token editing: decided answer tokens whose
+                                       # candidate differs with a probability above this are replaced (None: off)
+    max_post_steps: int = 16           # editing: steps a block may take after its last mask is decided
 
 
 @dataclass

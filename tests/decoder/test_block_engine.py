@@ -135,3 +135,19 @@ def test_refused_settings_and_rows(adapter):
     from decoder.policies.registry import build_policies
     with pytest.raises(ValueError, match="cannot run on a block-diffusion family"):
         build_policies(_cfg(policy=["fastdllm"]), family=adapter.family)
+
+
+def test_token_editing_is_batch_invariant_and_exact_under_the_cache(adapter):
+    """LLaDA2.1's editing (post-steps that replace decided tokens) keeps a row's output independent of its batch
+    and of the cache; edits are recorded as such."""
+    if adapter.family != "llada2":
+        pytest.skip("token editing is LLaDA2.1's loop")
+    block = {"editing_threshold_prob": 0.5, "max_post_steps": 3, "threshold_prob": 0.7}
+    cfg = _cfg(temperature=0.8, block=block)
+    alone = {r.id: _decode(adapter, cfg, [r], 1)[r.id] for r in _requests()}
+    rows = {r.id: r for r in SlotScheduler(make_engine(adapter, cfg), 2, 10_000).run(_requests())}
+    recomputed = _decode(adapter, _cfg(temperature=0.8, block={**block, "recompute": True}))
+    for rid, r in alone.items():
+        assert rows[rid].output_ids == r.output_ids == recomputed[rid].output_ids, rid
+        assert rows[rid].commit_reason == r.commit_reason
+    assert any(CommitReason.EDIT in r.commit_reason for r in alone.values())
