@@ -74,6 +74,7 @@ def summary_row(shard: str, st: ShardStats, accel: str, units: float, accel_s: f
         "mean_steps": st.nfe / st.sequences if st.sequences else float("nan"),
         "refresh_row_steps": st.refreshes, "cached_row_steps": st.nfe - st.refreshes,
         "forward_tokens": st.forward_tokens, "encoder_passes": st.encoder_passes,
+        "blocks": st.blocks, "blocks_exited": st.blocks_exited,
         "forward_tokens_per_generated": st.forward_tokens / st.generated_tokens if st.generated_tokens else float("nan"),
         "exit_reasons": json.dumps(dict(sorted(st.exits.items()))),
         **{f"exit_{r}": int(st.exits.get(r, 0)) for r in reasons},
@@ -89,7 +90,8 @@ def _merge(shards: list[ShardStats]) -> ShardStats:
     traced = [s.nfe_traced for s in shards if s.nfe_traced is not None]
     for s in shards:
         for k in ("sequences", "prompts", "errors", "prompt_tokens", "generated_tokens", "nfe_outputs", "step_budget",
-                  "steps_taken", "slot_s", "refreshes", "forward_tokens", "encoder_passes"):
+                  "steps_taken", "slot_s", "refreshes", "forward_tokens", "encoder_passes", "blocks",
+                  "blocks_exited"):
             setattr(t, k, getattr(t, k) + getattr(s, k))
         t.exits.update(s.exits)
     # NFE from traces only when every shard has them; otherwise the outputs' column for all
@@ -225,6 +227,8 @@ def fmt_summary(result: dict) -> str:
         (f"NFE (from {r['nfe_source']})", r["nfe"]), ("step budget", r["step_budget"]),
         ("steps saved", f"{r['steps_saved']} ({r['steps_saved_frac']:.1%}, {r['step_speedup']:.2f}x fewer steps)"),
         ("exit reasons", ", ".join(f"{k}={v}" for k, v in json.loads(r["exit_reasons"]).items()) or "-"),
+        *([("blocks", f"{r['blocks']} decoded, {r['blocks_exited']} closed early by an exit policy")]
+          if r.get("blocks") else []),
         ("KV cache", f"{r['refresh_row_steps']} of {r['nfe']} row-steps ran the full sequence, "
                      f"{r['forward_tokens']} forward tokens ({r['forward_tokens_per_generated']:.1f} per generated)"),
         ("attempts", f"{r['attempts']}" + (f" ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items()))}), "

@@ -153,6 +153,8 @@ class ShardStats:
     refreshes: int = 0
     forward_tokens: int = 0
     encoder_passes: int = 0            # canvas families: encoder passes, not among the nfe
+    blocks: int = 0                    # block families: blocks decoded (from the step traces) ...
+    blocks_exited: int = 0             # ... of which an exit policy closed early
     exits: Counter = field(default_factory=Counter)
     slot_by_actor: dict = field(default_factory=lambda: defaultdict(float))
 
@@ -251,12 +253,19 @@ def scan_steps(fs, files: ShardFiles, st: ShardStats, plots: PlotData) -> None:
     if files.steps is None:
         return
     st.nfe_traced = 0
-    for b in iter_batches(fs, files.steps, ["step", "progress", "tau", "gbar"]):
+    last_block: dict[str, int] = {}    # block families: per row, its last block
+    for b in iter_batches(fs, files.steps, ["id", "step", "progress", "tau", "gbar", "exit", "block"]):
         st.nfe_traced += b.num_rows
         if b.num_rows:
             plots.add_margin(b.column("progress").to_numpy(zero_copy_only=False),
                              b.column("gbar").to_numpy(zero_copy_only=False),
                              b.column("tau").to_numpy(zero_copy_only=False))
+        if "block" in b.schema.names and b.column("block").null_count < b.num_rows:
+            t = pa.table({"id": b.column("id"), "block": b.column("block")}).drop_null()
+            for r in t.group_by("id").aggregate([("block", "max")]).to_pylist():
+                last_block[r["id"]] = max(last_block.get(r["id"], -1), r["block_max"])
+            st.blocks_exited += int(pc.sum(pc.and_(b.column("exit"), pc.is_valid(b.column("block")))).as_py() or 0)
+    st.blocks = sum(v + 1 for v in last_block.values())
 
 
 def scan_token_margins(fs, files: ShardFiles, progress_mode: str, plots: PlotData) -> None:

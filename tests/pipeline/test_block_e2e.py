@@ -68,6 +68,9 @@ def test_block_family_pipeline_s3(ray_cluster, s3_server, s3fs_client, tmp_path,
         run = result["run"]
         assert run["nfe"] == sum(r["nfe"] for r in out.values())
         assert run["encoder_passes"] == sum(r["encoder_passes"] for r in out.values())
+        rows_blocks = steps.group_by("id").aggregate([("block", "max")])["block_max"].to_pylist()
+        assert run["blocks"] == sum(b + 1 for b in rows_blocks)
+        assert run["blocks_exited"] == sum(steps["exit"].to_pylist()) > 0   # SchED closed some blocks early
         assert (tmp_path / "report" / "report.html").exists()
     finally:
         s3fs_client.rm(bucket, recursive=True)
