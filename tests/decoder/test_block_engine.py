@@ -151,3 +151,14 @@ def test_token_editing_is_batch_invariant_and_exact_under_the_cache(adapter):
         assert rows[rid].output_ids == r.output_ids == recomputed[rid].output_ids, rid
         assert rows[rid].commit_reason == r.commit_reason
     assert any(CommitReason.EDIT in r.commit_reason for r in alone.values())
+
+
+def test_max_cache_mb_bounds_the_rows_admitted(adapter):
+    """decode.max_cache_mb bounds the slots' caches: with room for about two rows' K/V, no forward holds more."""
+    engine = make_engine(adapter, _cfg())
+    per_row = (len(PROMPTS["d"]) + 11) * engine.kv_bytes_per_token
+    engine.cfg.max_cache_mb = 2.5 * per_row / 2 ** 20
+    seen = []
+    sched = SlotScheduler(engine, 8, 10_000, before_step=lambda ids: seen.append(len(ids)))
+    out = {r.id: r.output_ids for r in sched.run(_requests())}
+    assert max(seen) == 2 and out == {k: v.output_ids for k, v in _decode(adapter, _cfg()).items()}
