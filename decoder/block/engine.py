@@ -147,7 +147,7 @@ class BlockEngine:
         j = torch.arange(width)
         q_real = j[None, :] >= (width - counts)[:, None]
         q_pos = (start[:, None] + j[None, :] - (width - counts)[:, None]).clamp(min=0)
-        view = self.kv.view(idx)
+        view = self.kv.view(None if len(idx) == len(self.rows) else idx)   # all rows: slices, no copy
         cached = torch.zeros(len(rows), dtype=torch.long) if self.recompute else self.kv.lengths[idx].cpu()
         cache_width = view.keys[0].shape[2]
         mask = block_causal_mask(cached.to(self.device), cache_width, q_pos.to(self.device), q_real.to(self.device),
