@@ -66,6 +66,16 @@ def row_trace(res: SequenceResult, gen_length: int) -> RowTrace:
                     t.token_column("margin").astype(np.float32), t.reasons.astype(np.int8))
 
 
+def stored_row_trace(row: dict, block_length: int, step, position, argmax, margin, reason) -> RowTrace:
+    """A RowTrace from a stored row (its output columns: id, prompt_tokens, output_ids, step_budget, steps_taken,
+    exit_reason) and its token trace's columns as arrays; the answer window is whole blocks."""
+    n = len(row["output_ids"])
+    return RowTrace(row["id"], row["prompt_tokens"], -(-n // block_length) * block_length, n, row["step_budget"],
+                    row["steps_taken"], list(row["output_ids"]), str(row["exit_reason"]),
+                    np.asarray(step, np.int64), np.asarray(position, np.int64), np.asarray(argmax, np.int64),
+                    np.asarray(margin, np.float32), np.asarray(reason, np.int8))
+
+
 def replay_check(cfg: DecodeConfig) -> str | None:
     """Why `cfg` cannot be replayed on a trace decoded without an exit policy (None: it can)."""
     names = [cfg.policy] if isinstance(cfg.policy, str) else list(cfg.policy)

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from decoder.offline import answer_text
 from decoder.policies.registry import POLICIES
-from decoder.replay import RowTrace, replay_check, replay_tensors, trace_tensors, with_exit
+from decoder.replay import RowTrace, replay_check, replay_tensors, stored_row_trace, trace_tensors, with_exit
 from report.calibration import Setting, best_provable, choose, config_layer, default_grid, pareto, score
 from settings.schema import ConfigError, PipelineConfig
 from stages.preprocess import preprocess_batch
@@ -76,14 +76,10 @@ def row_traces(decoded: pa.Table, block_length: int) -> list[RowTrace]:
     """A RowTrace per decoded row, from the decode stage's columns (token traces as Arrow IPC bytes)."""
     out = []
     for row in decoded.to_pylist():
-        tokens = pa.ipc.open_stream(row["trace_tokens"]).read_all()
-        n = len(row["output_ids"])
-        out.append(RowTrace(
-            row["id"], len(row["prompt_ids"]), -(-n // block_length) * block_length, n, row["step_budget"],
-            row["steps_taken"], list(row["output_ids"]), row["exit_reason"],
-            tokens["step"].to_numpy().astype("int64"), tokens["position"].to_numpy().astype("int64"),
-            tokens["argmax"].to_numpy().astype("int64"), tokens["margin"].to_numpy().astype("float32"),
-            tokens["reason"].combine_chunks().indices.to_numpy().astype("int8")))
+        t = pa.ipc.open_stream(row["trace_tokens"]).read_all()
+        out.append(stored_row_trace({**row, "prompt_tokens": len(row["prompt_ids"])}, block_length,
+                                    *(t[c].to_numpy() for c in ("step", "position", "argmax", "margin")),
+                                    t["reason"].combine_chunks().indices.to_numpy()))
     return out
 
 

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import yaml
 
 from decoder.families import end_token_ids
-from decoder.replay import RowTrace, replay_check, replay_tensors, trace_tensors, with_exit
+from decoder.replay import RowTrace, replay_check, replay_tensors, stored_row_trace, trace_tensors, with_exit
 from report.calibration import Setting
 from report.scan import read_columns
 from settings.loader import load_config
@@ -64,12 +64,8 @@ def shard_rows(fs, outputs: str, tokens: str, block_length: int) -> list[RowTrac
     rows = []
     for r in table.to_pylist():
         a, b = starts.get(r["id"], (0, 0))
-        n = len(r["output_ids"])
-        rows.append(RowTrace(r["id"], r["prompt_tokens"], -(-n // block_length) * block_length, n, r["step_budget"],
-                             r["steps_taken"], list(r["output_ids"]), r["exit_reason"],
-                             cols["step"][a:b].astype("int64"), cols["position"][a:b].astype("int64"),
-                             cols["argmax"][a:b].astype("int64"), cols["margin"][a:b].astype("float32"),
-                             reason[a:b]))
+        rows.append(stored_row_trace(r, block_length, *(cols[c][a:b] for c in ("step", "position", "argmax", "margin")),
+                                     reason[a:b]))
     return rows
 
 
