@@ -156,7 +156,7 @@ def dgemma(s: dict) -> list[dict]:
             "--steps", str(s["steps"])]
     if device() == "cuda":
         args += ["--gpu", "--layers", str(s["layers"])]
-    return _script(args, "diffusion_gemma")
+    return _script(args, "gpu_diffusion_gemma" if device() == "cuda" else "diffusion_gemma")
 
 
 def pipeline(s: dict) -> list[dict]:
@@ -165,12 +165,24 @@ def pipeline(s: dict) -> list[dict]:
                     "--device", device(), *(["--quick"] if s.get("quick") else [])], "pipeline_overhead")
 
 
-#: Parts whose subject is not in the project yet: reported as "not run" with the reason, no process started.
-NOT_AVAILABLE = {"block_diffusion": "no block-diffusion family in the project yet (LLaDA2.x / SDAR / Fast-dLLM v2)"}
-
-
 def block_diffusion(s: dict) -> list[dict]:
-    raise NotImplementedError(NOT_AVAILABLE["block_diffusion"])
+    """bench/block_diffusion.py: a random LLaDA2 (written in its own layout, loaded by load_model) through the
+    block engine (exact cache, static batch; slot refill) vs the transcribed LLaDA2 generate() loop; on CUDA
+    LLaDA2.0-mini's per-layer shape in bf16, `layers` of its layers; on CPU (smoke) its --quick sizes."""
+    args = ["bench/block_diffusion.py", "--threads", str(torch.get_num_threads())]
+    if s.get("skip_check"):
+        args.append("--skip-check")
+    if device() != "cuda":
+        return _script(args + ["--quick"], "block_diffusion")
+    args += ["--gpu", "--layers", str(s["layers"]), "--prompt", str(s["prompt"]), "--new", str(s["new"]),
+             "--batch", str(s["batch"]), "--baseline-rows", str(s["baseline_rows"]),
+             "--sequences", str(s["sequences"]), "--repeats", str(s["repeats"])]
+    from bench.block_diffusion import GPU_RESULT
+    return _script(args, GPU_RESULT)
+
+
+#: Parts whose subject is not in the project yet: reported as "not run" with the reason, no process started.
+NOT_AVAILABLE: dict[str, str] = {}
 
 
 PARTS = {"correctness": correctness, "llada8b": llada8b, "dgemma": dgemma, "block_diffusion": block_diffusion,

@@ -50,11 +50,13 @@ class BlockEngine:
     cached = None        # the masked engine's approximate caches do not apply ...
     exact_cache = True   # ... this one is exact and always on; decode.max_cache_mb bounds it
 
-    def __init__(self, adapter: BlockAdapter, cfg: DecodeConfig) -> None:
+    def __init__(self, adapter: BlockAdapter, cfg: DecodeConfig, keep_finished_in_batch: bool = False) -> None:
+        """`keep_finished_in_batch` reproduces lockstep static batching (benchmarks only): a finished row stays in
+        every forward, decoding nothing, until each row of its batch is done."""
         if cfg.cache != "none":
             raise ValueError(f"decode.cache={cfg.cache!r} does not apply to {adapter.family}: its block cache is exact "
                              "and always on; use decode.cache=none (decode.block.recompute=true turns it off)")
-        self.adapter, self.cfg = adapter, cfg
+        self.adapter, self.cfg, self.keep_finished = adapter, cfg, keep_finished_in_batch
         self.bs = cfg.block.block_length or adapter.block_length
         self.loop = resolve_loop(adapter.loop, cfg, self.bs)
         sub = self.loop.sub_block_length
@@ -161,9 +163,20 @@ class BlockEngine:
         return hidden
 
     def _prepare(self) -> None:
-        """Write pending tokens to the caches (one grouped forward), learn autoregressive block starts, and
-        start the next block of every row that has none."""
+        """Write pending tokens to the caches, learn autoregressive block starts, and start the next block of
+        every row that has none. Finished blocks (one block each) and new rows' prompts (their whole blocks) go
+        in separate grouped forwards, so a block's commit is not padded to a prompt's length."""
         todo = [i for i, r in enumerate(self.rows) if r.block is None and (r.pending or self._needs_start(r))]
+        blocks = [i for i in todo if self.rows[i].block_index >= 0]
+        for group in (blocks, [i for i in todo if i not in blocks]):
+            if group:
+                self._store(group)
+        for r in self.rows:
+            if r.block is None:
+                self._start_block(r)
+
+    def _store(self, todo: list[int]) -> None:
+        """One grouped forward writing rows' pending tokens to their caches."""
         if todo:
             new = [self.rows[i].pending for i in todo]
             hidden = self._forward(todo, new, store=True)
@@ -178,9 +191,6 @@ class BlockEngine:
                 if self._needs_start(r):
                     r.start_token = int(self.adapter.head(hidden[b, -1]).argmax())
                 r.pending = []
-        for r in self.rows:
-            if r.block is None:
-                self._start_block(r)
 
     def _needs_start(self, r: BlockRow) -> bool:
         """Whether the row's next block starts with an autoregressive token it does not know yet: the family
@@ -230,7 +240,7 @@ class BlockEngine:
         past them it ends before its next forward."""
         finished = []
         for r in self.rows:
-            if r.block is not None and not bool((r.block == self.mask_id).any()):
+            if not r.done and r.block is not None and not bool((r.block == self.mask_id).any()):
                 r.post_steps += 1
                 if r.post_steps > self.loop.max_post_steps:
                     finished += self._finish_block(r, -1)
@@ -239,6 +249,8 @@ class BlockEngine:
         return finished
 
     def _drop_finished(self) -> None:
+        if self.keep_finished and not all(r.done for r in self.rows):
+            return
         keep = [i for i, r in enumerate(self.rows) if not r.done]
         self.rows = [self.rows[i] for i in keep]
         self.kv.keep(keep)
@@ -324,6 +336,8 @@ class BlockEngine:
                 "n": (reason > 0).sum(-1).tolist(), "settled": (~masked.any(-1) & ~edit.any(-1)).tolist()}
         finished = []
         for i, r in enumerate(self.rows):
+            if r.done:   # kept in the batch (lockstep static batching): it decodes nothing
+                continue
             r.block = new[i]
             r.cstep = torch.where(reason[i] > 0, r.step, r.cstep)
             r.creason = torch.where(reason[i] > 0, reason[i], r.creason)
@@ -410,7 +424,7 @@ class BlockEngine:
         s, b = self.stats, len(self.rows)
         s["forwards"] += 1
         s["row_steps"] += b
-        s["useful_row_steps"] += b
+        s["useful_row_steps"] += sum(not r.done for r in self.rows)
 
     # ----- static loop -------------------------------------------------------------------------
     def generate(self, requests: list[Request], batch_size: int | None = None) -> list[SequenceResult]:

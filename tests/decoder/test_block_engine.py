@@ -162,3 +162,17 @@ def test_max_cache_mb_bounds_the_rows_admitted(adapter):
     sched = SlotScheduler(engine, 8, 10_000, before_step=lambda ids: seen.append(len(ids)))
     out = {r.id: r.output_ids for r in sched.run(_requests())}
     assert max(seen) == 2 and out == {k: v.output_ids for k, v in _decode(adapter, _cfg()).items()}
+
+
+def test_lockstep_static_batches_keep_finished_rows_and_decode_the_same(adapter):
+    """`keep_finished_in_batch` (the benchmarks' lockstep static batching): finished rows stay in every forward
+    until the batch is done, and every row decodes what it decodes alone."""
+    reqs = [Request(k, v, gen_length=n) for (k, v), n in zip(PROMPTS.items(), (3, 11, 7, 11, 5))]
+    engine = make_engine(adapter, _cfg(), keep_finished_in_batch=True)
+    sizes, done = [], {}
+    engine.add(reqs)
+    while engine.rows:
+        sizes.append(len(engine.rows))
+        done.update({r.id: r.output_ids for r in engine.step()})
+    assert set(sizes) == {5} and engine.stats["useful_row_steps"] < engine.stats["row_steps"]
+    assert done == {r.id: r.output_ids for r in make_engine(adapter, _cfg()).generate(reqs, 5)}
