@@ -1,8 +1,8 @@
 """The block engine: block diffusion over an exact per-row KV cache (LLaDA2.x, SDAR/TraDo, Fast-dLLM v2).
 
 Rows at different blocks, block steps and cache lengths share one forward per step. A step first writes what
-rows have to the cache (new rows' whole prompt blocks, blocks finished at the last step: one grouped forward),
-starts their next blocks, then runs one denoise forward of every row's current block against its cache
+rows have to the cache (blocks finished at the last step in one grouped forward, new rows' whole prompt blocks
+in another), starts their next blocks, then runs one denoise forward of every row's current block against its cache
 (decoder/block/kv.py), and per row: the family's sampler (decoder/block/sampling.py), the commit rule (policy
 `block`), exit policies over the block's masked positions with progress measured within the block (an exit
 fills the block's remaining masks and moves on to the next block), the stop rule. A row leaves as soon as it
@@ -113,7 +113,7 @@ class BlockEngine:
         for req, (n, per_block) in zip(requests, configs):
             gen = None
             if self.temperature(req) > 0:
-                gen = torch.Generator(device="cpu").manual_seed(
+                gen = torch.Generator(device=self.device).manual_seed(
                     zlib.crc32(f"{self.cfg.seed}:{req.seed_key or req.id}".encode()))
             row = BlockRow(req, n, self.bs, per_block, gen)
             row.sequence = list(req.prompt_ids[:row.first_block * self.bs])
