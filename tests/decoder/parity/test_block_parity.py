@@ -105,7 +105,10 @@ def test_stock_class_gives_the_reference_logits(adapters, family):
     ref = GOLDEN["logits"][family]
     ids = torch.tensor([ref["input_ids"]])
     n, bs = ids.shape[1], GOLDEN["block_size"]
-    for dtype, tol in (("float32", 5e-5), ("bfloat16", 0.0 if family != "sdar" else 0.5)):
+    # measured: Fast-dLLM v2 bit-identical in both dtypes, LLaDA2 in bf16; SDAR's reference runs flash-attn's
+    # RMSNorm kernel and its own SDPA call (float32 within 3e-5, bf16 kernel noise)
+    tols = {"llada2": (1e-5, 0.0), "sdar": (5e-5, 0.5), "fast_dllm_v2": (0.0, 0.0)}[family]
+    for dtype, tol in zip(("float32", "bfloat16"), tols):
         adapter = adapters[(family, dtype)]
         pos = torch.arange(n)[None]
         mask = block_causal_mask(torch.zeros(1, dtype=torch.long), 0, pos, torch.ones(1, n, dtype=torch.bool), bs,
