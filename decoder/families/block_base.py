@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from decoder.families.base import ModelHandle, check_loaded, weights_kwargs
+from decoder.families.specs import block_length_of
 from decoder.placement import Placement
 
 
@@ -71,6 +72,16 @@ class BlockAdapter(ModelHandle):
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """float32 logits [..., V] of hidden states [..., H]."""
         return self.model.get_output_embeddings()(hidden).float()
+
+
+def block_adapter(model: torch.nn.Module, family: str, raw: dict, eos: tuple[int, ...], mask_id: int,
+                  loop: BlockLoop, context_length: int) -> BlockAdapter:
+    """A loaded family's adapter: ids from its config.json (the mask id and pad when it names them, else the
+    family's mask id and its first EOS) and its block size (FAMILY_SPECS)."""
+    pad = raw.get("pad_token_id")
+    return BlockAdapter(model=model, family=family, mask_token_id=int(raw.get("mask_token_id", mask_id)),
+                        eos_token_ids=eos, pad_token_id=int(pad) if pad is not None else eos[0],
+                        context_length=context_length, block_length=block_length_of(family, raw), loop=loop)
 
 
 def config_int(raw: dict, key: str, path: str, family: str) -> int:

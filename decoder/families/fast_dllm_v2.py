@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from decoder.families.base import as_ids, check_mask_id, eos_ids, read_config
-from decoder.families.block_base import BlockAdapter, BlockLoop, config_int, load_stock, qwen_config
-from decoder.families.specs import block_length_of
+from decoder.families.block_base import (BlockAdapter, BlockLoop, block_adapter, config_int, load_stock,
+                                         qwen_config)
 from decoder.placement import Placement
 
 MASK_ID, STOP_ID = 151665, 151645
@@ -54,9 +54,5 @@ def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = P
 
     raw = check_config(path)
     model = load_stock(Qwen2ForCausalLM, path, stock_config(raw), dtype, placement, allow_pickle_weights)
-    eos = end_ids(path, raw)
-    pad = raw.get("pad_token_id")
-    return BlockAdapter(model=model, family="fast_dllm_v2", mask_token_id=int(raw.get("mask_token_id", MASK_ID)),
-                        eos_token_ids=eos, pad_token_id=int(pad) if pad is not None else eos[0],
-                        context_length=int(raw["max_position_embeddings"]),
-                        block_length=block_length_of("fast_dllm_v2", raw), loop=LOOP)
+    return block_adapter(model, "fast_dllm_v2", raw, end_ids(path, raw), MASK_ID, LOOP,
+                         int(raw["max_position_embeddings"]))

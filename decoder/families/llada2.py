@@ -18,8 +18,7 @@ import threading
 import torch
 
 from decoder.families.base import check_mask_id, eos_ids, read_config
-from decoder.families.block_base import BlockAdapter, BlockLoop, config_int, load_stock
-from decoder.families.specs import block_length_of
+from decoder.families.block_base import BlockAdapter, BlockLoop, block_adapter, config_int, load_stock
 from decoder.placement import Placement
 
 MASK_ID, EOS_ID = 156895, 156892
@@ -115,9 +114,5 @@ def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = P
     register_qkv_split()
     model = load_stock(Glm4MoeForCausalLM, path, stock_config(raw), dtype, placement, allow_pickle_weights,
                        key_mapping=KEY_MAPPING)
-    eos = end_ids(path, raw)
-    pad = raw.get("pad_token_id")
-    return BlockAdapter(model=model, family="llada2", mask_token_id=int(raw.get("mask_token_id", MASK_ID)),
-                        eos_token_ids=eos, pad_token_id=int(pad) if pad is not None else eos[0],
-                        context_length=int(raw.get("max_position_embeddings", 16384)),
-                        block_length=block_length_of("llada2", raw), loop=LOOP)
+    return block_adapter(model, "llada2", raw, end_ids(path, raw), MASK_ID, LOOP,
+                         int(raw.get("max_position_embeddings", 16384)))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from decoder.families.base import check_mask_id, eos_ids, read_config
-from decoder.families.block_base import BlockAdapter, BlockLoop, config_int, load_stock, qwen_config
-from decoder.families.specs import block_length_of
+from decoder.families.block_base import (BlockAdapter, BlockLoop, block_adapter, config_int, load_stock,
+                                         qwen_config)
 from decoder.placement import Placement
 
 MASK_ID = 151669
@@ -56,9 +56,4 @@ def load(path: str, dtype: torch.dtype = torch.float32, placement: Placement = P
 
     raw = check_config(path)
     model = load_stock(Qwen3ForCausalLM, path, stock_config(raw), dtype, placement, allow_pickle_weights)
-    eos = end_ids(path, raw)
-    pad = raw.get("pad_token_id")
-    return BlockAdapter(model=model, family="sdar", mask_token_id=int(raw.get("mask_token_id", MASK_ID)),
-                        eos_token_ids=eos, pad_token_id=int(pad) if pad is not None else eos[0],
-                        context_length=int(raw["max_position_embeddings"]),
-                        block_length=block_length_of("sdar", raw), loop=LOOP)
+    return block_adapter(model, "sdar", raw, end_ids(path, raw), MASK_ID, LOOP, int(raw["max_position_embeddings"]))
