@@ -24,9 +24,9 @@ def test_a_vanished_shard_is_a_failed_shard_and_the_rerun_decodes_it(ray_cluster
         _shard(inp / f"s{s}.jsonl", f"s{s}-")
     build = run_module.build_dataset
 
-    def vanish_then_build(cfg, shards, names, covered=None):   # listed and fingerprinted; gone before any read
-        (inp / "s1.jsonl").rename(tmp_path / "s1.jsonl")           # task opens it
-        return build(cfg, shards, names, covered)
+    def vanish_then_build(*args, **kwargs):   # listed and fingerprinted; gone before any read task opens it
+        (inp / "s1.jsonl").rename(tmp_path / "s1.jsonl")
+        return build(*args, **kwargs)
 
     monkeypatch.setattr(run_module, "build_dataset", vanish_then_build)
     args = [f"input.url={inp}/*.jsonl", f"output.url={out}", "decode.trace=off"]
