@@ -2,8 +2,8 @@
 
 Three workloads: `toy` (embedded/taskmix/model: copy/rev/sort/next of short strings; exact match), `longform`
 (embedded/longform/model: summarization-shaped documents; exact match plus bag-of-words token F1 for
-partial credit) and `reasoning` (embedded/reasoning/model: running totals and sorting from reasoning-gym,
-answer tokens that depend on each other; exact match). `WORKLOADS[name]` gives the held-out file, the model and the config of each.
+partial credit) and `reasoning` (embedded/reasoning/model: reasoning-gym's palindrome_generation, answer
+tokens that depend on each other; the library's verifier, any palindrome of the prompt's letters). `WORKLOADS[name]` gives the held-out file, the model and the config of each.
 `python -m embedded.evaluate --workload longform --model <checkpoint> --limit 96` scores a checkpoint.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Workload:
     heldout: Path
     model: Path
     config: str | None                      # config layered on default.yaml (None: default.yaml alone)
-    exact_match: Callable[[str, str], bool]
+    exact_match: Callable[[str, str], bool]  # the task metric (prediction, reference answer); tables call it exact_match
     token_score: Callable[[str, str], float] | None = None   # partial credit per answer (0..1)
 
 
@@ -34,7 +34,7 @@ WORKLOADS = {
     "longform": Workload(HERE / "longform" / "eval" / "heldout.jsonl", HERE / "longform" / "model",
                          "configs/longform.yaml", longform.exact_match, longform.token_f1),
     "reasoning": Workload(HERE / "reasoning" / "eval" / "heldout.jsonl", HERE / "reasoning" / "model",
-                          "configs/reasoning.yaml", reasoning.exact_match),
+                          "configs/reasoning.yaml", reasoning.correct),
 }
 HELDOUT = WORKLOADS["toy"].heldout
 

@@ -10,7 +10,8 @@ embedded/reasoning/prompts/shard-00{0..3}.jsonl   configs/reasoning.yaml's input
 
 Each file draws from its own seed (reasoning-gym entry i of seed s uses Random(s + i), and the seeds are
 further apart than the sizes); the training pool then drops every prompt that occurs in another file.
-Every rendered reference is checked with the library's own `score_answer` (it must score 1.0).
+Every rendered reference is checked with the library's own `score_answer` (it must score 1.0), and
+`tasks.correct` must agree with it on the reference and on wrong answers made from it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import gzip
 import json
 from pathlib import Path
 
-from embedded.reasoning.tasks import SETTINGS, TASKS, library_answer, render, well_formed
+from embedded.reasoning.tasks import SETTINGS, TASKS, correct, render, well_formed
 from embedded.taskmix.make_data import write_jsonl
 
 HERE = Path(__file__).resolve().parent
@@ -37,13 +38,24 @@ def examples(seed: int, n: int) -> list[dict]:
         for entry in data:
             prompt, answer = render(entry)
             assert well_formed(task, answer), (task, answer)
-            assert data.score_answer(library_answer(task, answer), entry) == 1.0, (entry, answer)
+            assert data.score_answer(answer, entry) == 1.0, (entry, answer)
+            for wrong in _variants(answer):  # the metric is the library's verifier
+                assert correct(wrong, answer) == (data.score_answer(wrong, entry) == 1.0), (entry, wrong)
             rows.append({"task": task, "prompt": prompt, "answer": answer})
         per_task.append(rows)
     return [row for group in zip(*per_task) for row in group]
 
 
-def main(n_train: int = 320_000, n_eval: int = 512, n_tspd: int = 400, n_shards: int = 4, per_shard: int = 32) -> None:
+def _variants(answer: str) -> list[str]:
+    """Answers made from a right one: its halves swapped (right), two letters swapped, one changed, one
+    dropped, the mirror broken (mostly wrong)."""
+    half = len(answer) // 2
+    changed = ("a" if answer[0] != "a" else "b") + answer[1:]
+    return [answer[half:] + answer[:half], answer[1] + answer[0] + answer[2:], changed, answer[1:],
+            answer[:half] + answer[:half], answer.upper(), f" {answer} "]
+
+
+def main(n_train: int = 200_000, n_eval: int = 512, n_tspd: int = 400, n_shards: int = 4, per_shard: int = 32) -> None:
     heldout, tspd = examples(EVAL_SEED, n_eval), examples(TSPD_SEED, n_tspd)
     shards = examples(PROMPT_SEED, n_shards * per_shard)
     write_jsonl(HERE / "eval" / "heldout.jsonl",

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/../.."
 bash scripts/env.sh >/dev/null
 OUT=${OUT:-/tmp/rs/model}
 THREADS=${THREADS:-2}
-exec .venv/bin/python embedded/reasoning/train.py --out "$OUT" --steps 5000 --batch-size 64 --lr 1e-3 \
-  --decay 0.3 --hidden 128 --layers 4 --heads 4 --eval-every 500 --seed 0 --threads "$THREADS"
+exec .venv/bin/python embedded/reasoning/train.py --out "$OUT" --steps 4000 --batch-size 64 --lr 2e-3 \
+  --decay 0.3 --hidden 128 --layers 4 --heads 4 --eval-every 1000 --seed 0 --threads "$THREADS"

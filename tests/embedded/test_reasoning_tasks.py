@@ -1,6 +1,6 @@
 """The reasoning workload's committed data: the held-out set is disjoint from training, answers have the
-promised lengths and span >= 2 blocks, every answer is the function of its prompt the task says (checked
-by an independent re-computation), the metric scores exactly, and the tokenizer is lossless. No training,
+promised lengths and span >= 2 blocks, every answer is a palindrome of its prompt's letters (checked by an
+independent restatement of the rule), the metric is the library's rule, and the tokenizer is lossless. No training,
 no reasoning-gym (the data was generated once with it; make_data.py checked its `score_answer`)."""
 from __future__ import annotations
 
@@ -26,17 +26,10 @@ def _jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _solve(prompt: str) -> str:
-    """The answer recomputed from the prompt alone (not through tasks.render)."""
-    head, body = prompt.rstrip("=").replace(",__", "").split(":")
-    if head == "sum":
-        total, out = 0, []
-        for term in body.split(","):
-            total += int(term)
-            out.append(("-" if total < 0 else "+") + f"{abs(total):02d}")
-        return "".join(out)
-    values = sorted((int(v) for v in body.split(",")), reverse=head == "dsc")
-    return ",".join(f"{v:02d}" for v in values)
+def _valid(answer: str, prompt: str) -> bool:
+    """reasoning-gym's rule, restated from the prompt alone (not through tasks.correct)."""
+    letters = prompt[len("pal:"):-1]
+    return answer == "".join(reversed(answer)) and "".join(sorted(answer)) == letters
 
 
 def test_heldout_is_disjoint_from_training_and_large_enough():
@@ -53,36 +46,32 @@ def test_heldout_is_disjoint_from_training_and_large_enough():
 
 
 @pytest.mark.parametrize("source", ["heldout", "train"])
-def test_answers_follow_from_prompts(source):
+def test_answers_are_palindromes_of_the_prompt_letters(source):
     rows = load_heldout(None, "reasoning") if source == "heldout" else pool()[::97]
     for r in rows:
-        assert _solve(r["prompt"]) == r["answer"], r
-        assert tasks.well_formed(r["task"], r["answer"])
-        assert r["prompt"].startswith("sum:" if r["task"] == "chain_sum" else ("asc:", "dsc:"))
-        assert len(r["prompt"]) == 4 + 3 * tasks.SLOTS                # the fixed-width form
+        assert _valid(r["answer"], r["prompt"]), r
+        assert tasks.well_formed(r["task"], r["answer"]) and tasks.correct(r["answer"], r["answer"])
+        assert r["prompt"] == f"pal:{''.join(sorted(r['answer']))}=" and tasks.letters_of(r["prompt"]) == "".join(sorted(r["answer"]))
 
 
 def test_answer_lengths_span_at_least_two_blocks():
-    lengths = [len(r["answer"]) for r in load_heldout(None, "reasoning")]
-    assert 8 <= min(lengths) and max(lengths) + 1 <= tasks.GEN_LENGTH <= 64
-    assert min(lengths) + 1 > tasks.BLOCK_LENGTH                      # answer + [EOS] spans >= 2 blocks
-    assert max(lengths) + 1 > 3 * tasks.BLOCK_LENGTH                  # and some reach the 4th
-    assert len(set(lengths)) >= 10
+    lengths = {len(r["answer"]) for r in load_heldout(None, "reasoning")}
+    assert lengths == {12} and 12 + 1 <= tasks.GEN_LENGTH <= 64
+    assert 12 + 1 > tasks.BLOCK_LENGTH                                # answer + [EOS] spans >= 2 blocks
 
 
-def test_renderer_and_verifier_agree():
-    prompt, answer = tasks.render_chain_sum("4 + 1 - 7 + 7 - 9")
-    assert (prompt, answer) == ("sum:+4,+1,-7,+7,-9" + ",__" * 5 + "=", "+04+05-02+05-04")
-    assert tasks.library_answer("chain_sum", answer) == "-4"          # the library's answer: 4 + 1 - 7 + 7 - 9
-    entry = {"metadata": {"source_dataset": "number_sorting", "original_numbers": ["56.0", "9.0", "25.0"],
-                          "direction": "descending"}}
-    assert tasks.render(entry) == ("dsc:56,09,25" + ",__" * 7 + "=", "56,25,09")
-    assert tasks.library_answer("number_sorting", "56,25,09") == "['56', '25', '9']"
-    assert tasks.exact_match(" +04+05 ", "+04+05") and not tasks.exact_match("+04+06", "+04+05")
-    assert not tasks.exact_match("56,25", "56,25,09")
+def test_many_answers_are_right():
+    """The metric accepts every palindrome of the prompt's letters, not only the library's one."""
+    reference = "kjkmddddmkjk"
+    for right in ("mkjkddddkjkm", "ddkjkmmkjkdd", " KJKMDDDDMKJK "):
+        assert tasks.correct(right, reference)
+    for wrong in ("kjkmddddmkj", "kjkmddddmkjj", "jkkmddddmkjk", "", "kjkmdd"):
+        assert not tasks.correct(wrong, reference)
+    assert WORKLOADS["reasoning"].exact_match is tasks.correct
     with pytest.raises(ValueError):
-        tasks.render_number_sorting(["1.5"], "ascending")
-    assert WORKLOADS["reasoning"].exact_match is tasks.exact_match
+        tasks.render({"metadata": {"source_dataset": "chain_sum"}})
+    with pytest.raises(ValueError):
+        tasks.letters_of("sum:abc=")
 
 
 def test_tokenizer_round_trips_every_character():
