@@ -10,8 +10,8 @@ Cache modes refresh at each block start (the Fast-dLLM rule). Columns: tokens/s 
 speedup vs `none`, forward tokens per generated token (what the forwards ran, pads excluded), refresh
 and cached row-steps, agreement with the exact (`none`) decode (share of identical rows and of identical
 tokens). Random weights make agreement a stress figure, not a quality one: their logits are nearly flat,
-so any perturbation flips picks; the quality figure needs a trained model (the long-form workload, not
-yet trained). Writes bench/results/cache.json.
+so any perturbation flips picks; the quality figures come from the trained workloads below. Writes
+bench/results/cache.json.
 
 `--workload longform`: the trained long-form model (embedded/longform/model, configs/longform.yaml) on its
 held-out set, batch 16, the config's answer window and steps (64 and 64: 2 blocks of 32). The plain loop (no exit, no cache, static
@@ -19,7 +19,9 @@ batches, every row all steps) is the reference; then none / prefix / dual at fix
 with an early-exit policy (`--policy`, stop at EOS on) in static batches and through the rebatching slot
 scheduler. Columns: wall-clock speedup over the plain loop, answer tokens/s, forward tokens per generated
 token, exact match and its retention vs the plain loop, token F1, and agreement (identical answers) with
-the plain loop and with the same policy without a cache. Writes bench/results/cache_longform.json.
+the plain loop and with the same policy without a cache; two more dual rows refresh the cache every 2
+steps and every step (`--refresh-steps`; every step is exact, so it shows whether a loss is the
+approximation's). Writes bench/results/cache_longform.json.
 `--workload reasoning`: the same on the reasoning model (configs/reasoning.yaml), cache_reasoning.json.
 """
 from __future__ import annotations
@@ -73,9 +75,10 @@ def trained(args) -> None:
     rows = load_heldout(args.limit, args.workload)
     reqs = [Request(str(i), tok(r["prompt"], add_special_tokens=False)["input_ids"]) for i, r in enumerate(rows)]
 
-    def run(mode: str, policy: str, batching: str):
+    def run(mode: str, policy: str, batching: str, refresh: int = 0):
         d = copy.deepcopy(cfg.decode)
         d.cache, d.policy, d.stop_at_eos, d.max_batch_size = mode, [policy], policy != "none", args.batch
+        d.cache_refresh_steps = refresh
         engine = DecodeEngine(adapter, d, keep_finished_in_batch=batching == "static")
         t0 = time.perf_counter()
         if batching == "static":
@@ -91,18 +94,21 @@ def trained(args) -> None:
     warm = copy.deepcopy(cfg.decode)
     warm.cache, warm.gen_length, warm.steps = "prefix", 32, 4
     DecodeEngine(adapter, warm).generate(reqs[:2], batch_size=2)  # first-call costs out of the timings
-    plans = [(m, "none", "static") for m in ("none", "prefix", "dual")]
-    plans += [(m, args.policy, b) for b in ("static", "rebatching") for m in ("none", "prefix", "dual")]
+    plans = [(m, "none", "static", 0) for m in ("none", "prefix", "dual")]
+    # the dual cache refreshed every 2 steps and every step (= exact: the same outputs as no cache)
+    plans += [("dual", "none", "static", n) for n in args.refresh_steps]
+    plans += [(m, args.policy, b, 0) for b in ("static", "rebatching") for m in ("none", "prefix", "dual")]
     table, texts_of = [], {}
-    for mode, policy, batching in plans:
-        out, texts, answer_tokens, seconds = run(mode, policy, batching)
-        texts_of[(mode, policy, batching)] = texts
+    for mode, policy, batching, refresh in plans:
+        out, texts, answer_tokens, seconds = run(mode, policy, batching, refresh)
+        if not refresh:
+            texts_of[(mode, policy, batching)] = texts
         plain, same = texts_of[("none", "none", "static")], texts_of.get(("none", policy, batching), texts)
         acc = accuracy(texts, rows, args.workload)
         if mode == "none" and policy == "none":  # the first plan: the plain loop every ratio refers to
             base = {"seconds": seconds, "acc": acc}
         table.append({
-            "mode": mode, "policy": policy, "batching": batching, "wall_s": seconds,
+            "mode": mode, "policy": policy, "batching": batching, "refresh_steps": refresh, "wall_s": seconds,
             "speedup_vs_plain": base["seconds"] / seconds, "answer_tokens_per_s": answer_tokens / seconds,
             "nfe": sum(r.steps_taken for r in out), "refreshes": sum(r.refreshes for r in out),
             "forward_tokens_per_generated": sum(r.forward_tokens for r in out) / max(answer_tokens, 1),
@@ -112,7 +118,7 @@ def trained(args) -> None:
             "agreement_vs_no_cache": sum(a == b for a, b in zip(texts, same)) / len(rows),
         })
         print(table[-1], flush=True)
-    text = print_table(table, ["mode", "policy", "batching", "speedup_vs_plain", "answer_tokens_per_s", "nfe",
+    text = print_table(table, ["mode", "policy", "batching", "refresh_steps", "speedup_vs_plain", "answer_tokens_per_s", "nfe",
                                "forward_tokens_per_generated", "exact_match", "retention", "token_f1",
                                "agreement_vs_plain", "agreement_vs_no_cache"])
     save_result(args.out or f"cache_{args.workload}", {"args": vars(args), "prompts": len(rows), "rows": table, "table": text,
@@ -128,6 +134,8 @@ def main() -> None:
     ap.add_argument("--policy", default="fastdllm", help="longform: the early-exit policy of the exit rows")
     ap.add_argument("--out", default=None, help="trained workloads: result name (default cache_<workload>)")
     ap.add_argument("--model", default=None, help="longform: checkpoint (default: configs/longform.yaml's)")
+    ap.add_argument("--refresh-steps", type=int, nargs="*", default=[2, 1],
+                    help="trained workloads: extra dual-cache rows refreshed every N steps (decode.cache_refresh_steps)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--steps", type=int, default=32)

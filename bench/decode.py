@@ -37,16 +37,34 @@ VARIANTS = {
     "fastdllm": {"policy": ["fastdllm"]},
     "prophet": {"policy": ["prophet"]},
 }
+#: The row a workload's ratios refer to, first in its table (default: `none`, which stops a row at EOS).
+#: The reasoning workload's quality criteria refer to the full budget: one token per step over the whole
+#: 32-position window and no exit of any kind, not even at EOS.
+BASELINES = {
+    "reasoning": {"full": {"policy": ["none"], "stop_at_eos": False}},
+}
 #: Extra rows per workload. The reasoning workload (answer tokens that depend on each other) must show the
-#: trade: fixed budgets below one token per step, SchED's paper defaults and Fast-dLLM at threshold 0.5.
+#: trade: fixed budgets below one token per step, SchED's paper defaults and Fast-dLLM at threshold 0.5,
+#: and the settings that keep the full budget's accuracy at a fraction of its steps.
 WORKLOAD_VARIANTS = {
     "reasoning": {
         "fixed-1/2": {"policy": ["none"], "steps": 16},
         "fixed-1/4": {"policy": ["none"], "steps": 8},
         "sched-paper": {"policy": ["sched"], "sched.schedule": "cosine", "sched.aggregate": "mean"},
         "fastdllm-0.5": {"policy": ["fastdllm"], "fastdllm.threshold_prob": 0.5},
+        "fastdllm-0.95": {"policy": ["fastdllm"], "fastdllm.threshold_prob": 0.95},
+        "fastdllm-0.95+sched-exp-k16-min": {"policy": ["fastdllm", "sched"], "fastdllm.threshold_prob": 0.95,
+                                            "sched.schedule": "exp", "sched.k": 16.0, "sched.aggregate": "min"},
     },
 }
+
+
+def workload_variants(workload: str, *more: dict) -> dict:
+    """The rows of a workload's table in order: its baseline, the common variants, its own, then `more`."""
+    out = {**BASELINES.get(workload, {}), **VARIANTS, **WORKLOAD_VARIANTS.get(workload, {})}
+    for extra in more:
+        out.update(extra)
+    return out
 
 
 def variant_config(base, overrides: dict):
@@ -128,8 +146,8 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows]
     decode_prompts(adapter, tok, prompts[:32], cfg.decode, args.batch_size)  # warm-up
     margins = first_step_margins(adapter, tok, prompts, cfg.decode)
-    table = run_variants({**VARIANTS, **WORKLOAD_VARIANTS.get(args.workload, {})}, adapter, tok, rows, cfg.decode,
-                         args.batch_size, args.workload)
+    table = run_variants(workload_variants(args.workload), adapter, tok, rows, cfg.decode, args.batch_size,
+                         args.workload)
     text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
                                "retention", *(["token_f1"] if "token_f1" in table[0] else []), "qps4"])
     print(f"first-step top-2 logit margin, mean over positions whose final token is end-of-text: "

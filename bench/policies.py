@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from bench.common import print_table, save_result
-from bench.decode import VARIANTS, WORKLOAD_VARIANTS, run_variants, workload_setup
+from bench.decode import run_variants, workload_setup, workload_variants
 from embedded.evaluate import WORKLOADS, load_heldout
 from decoder.offline import decode_prompts
 
@@ -48,7 +48,8 @@ def main() -> None:
     cfg, adapter, tok = workload_setup(args.workload, args.config, controller)
     rows = load_heldout(args.limit, args.workload)
     decode_prompts(adapter, tok, [r["prompt"] for r in rows[:32]], cfg.decode, args.batch_size)  # warm-up
-    table = run_variants({**VARIANTS, **WORKLOAD_VARIANTS.get(args.workload, {}), **TRACE_AWARE}, adapter, tok, rows, cfg.decode, args.batch_size, args.workload)
+    table = run_variants(workload_variants(args.workload, TRACE_AWARE), adapter, tok, rows, cfg.decode,
+                         args.batch_size, args.workload)
     text = print_table(table, ["policy", "nfe", "mean_steps", "step_speedup", "wall_speedup", "exact_match",
                                "retention", *(["token_f1"] if "token_f1" in table[0] else []), "agreement", "qps4"])
     out = "policies" if args.workload == "toy" else f"policies_{args.workload}"
