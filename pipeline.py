@@ -7,7 +7,8 @@ Usage:
   python pipeline.py labels <run-output-url> --out labels.arrow      (TSPD training rows from traces)
   python pipeline.py train-tspd labels.arrow --out controller.pt      (train the TSPD controller)
   python pipeline.py calibrate [--config my.yaml] [--pilot 200] [--target 0.99] [--out calibrated.yaml]
-                     [--reference-field answer] [key.sub=value ...]   (choose the exit setting from a pilot)
+                     [--reference-field answer [--verifier module:function]] [--decode-budget-s 60]
+                     [key.sub=value ...]   (choose the exit setting from a pilot)
 
 With no arguments it decodes the shipped prompt shards with the embedded model on CPU and writes to
 output/default. Config layers: configs/default.yaml, then each --config in the order given, then key=value
@@ -94,6 +95,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     cal.add_argument("--bound", choices=("lower", "point"), default="lower",
                      help="compare the target with the 95%% interval's lower bound (default) or the pilot's figure")
     cal.add_argument("--reference-field", help="input column holding the reference answer (exact match)")
+    cal.add_argument("--verifier", metavar="MODULE:FUNCTION",
+                     help="judge answers against --reference-field with this callable (prediction, reference) -> "
+                          "bool instead of exact match, e.g. embedded.reasoning.tasks:correct")
+    cal.add_argument("--decode-budget-s", type=float, default=0.0,
+                     help="also decode the pilot once per commit setting (Fast-dLLM thresholds, CE; block "
+                          "thresholds) and replay the exit grid on each, within this many seconds (default 0: "
+                          "exit settings on the job's commit policy only)")
     cal.add_argument("--out", default="calibrated.yaml",
                      help="config layer to write (default calibrated.yaml); .json table and .png plot beside it")
     cal.add_argument("--price-per-gpu-hour", type=float, default=2.0, help="for the estimated job cost")
@@ -179,7 +187,8 @@ def calibrate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, defaults=not args.no_defaults)
     from driver.calibrate import calibrate as run_calibration, print_table
     result = run_calibration(cfg, args.pilot, args.seed, args.target, args.out, args.reference_field,
-                             args.price_per_gpu_hour, bound=args.bound)
+                             args.price_per_gpu_hour, bound=args.bound, verifier=args.verifier,
+                             decode_budget_s=args.decode_budget_s)
     print_table(result)
     out = os.path.abspath(args.out)
     if result["chosen"] is None:
@@ -192,7 +201,11 @@ def calibrate(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(f"chosen: {result['chosen']['setting']} -> {out} (table {os.path.splitext(out)[0]}.json, "
           f"plot {os.path.splitext(out)[0]}.png); pilot decoded in {result['decode_s']:.1f} s, "
-          f"{len(result['rows'])} settings replayed in {result['replay_s']:.1f} s")
+          f"{len(result['rows'])} settings scored, exit grid replayed in {result['replay_s']:.1f} s"
+          + (f", {len(result['commit_decodes'])} commit settings decoded (and the grid replayed on them) in "
+             f"{result['commit_s']:.1f} s"
+             if result["commit_decodes"] else "")
+          + (f" ({len(result['commit_skipped'])} skipped: over --decode-budget-s)" if result["commit_skipped"] else ""))
     return EXIT_OK
 
 

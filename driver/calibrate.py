@@ -13,25 +13,37 @@
    (`--out calibrated.yaml`, for `pipeline.py run --config calibrated.yaml`), with the table
    (`calibrated.json`) and the NFE-vs-quality plot (`calibrated.png`) beside it.
 
-Settings that change which tokens are committed (Fast-dLLM or TSPD thresholds, CE, Dream's algorithms) are
-not replayed: calibrate refuses a job whose policy has a modifier, and its grid is exit settings only.
+5. With `--decode-budget-s S` (default 0: off), settings that change which tokens are committed (Fast-dLLM's
+   threshold, CE; the block families' threshold) cannot be replayed: the pilot is decoded once per such
+   commit setting (report/calibration.py `default_commit_grid`), on the model already loaded, and the exit
+   grid is replayed on each decode's traces where replay is exact (not after CE), until S seconds of this
+   (decodes and their replays) are spent; the settings left are listed as skipped. They are scored against the same full-budget
+   decode and compete with the exit settings for the choice.
+
+Answers are judged against `--reference-field` by exact match, or by `--verifier module:function` (a
+callable (prediction, reference) -> bool, e.g. embedded.reasoning.tasks:correct, where many answers are right).
+A job whose own policy has a modifier (CE) is refused: its full budget cannot be replayed.
 """
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import math
 import random
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 
 from decoder.offline import answer_text
 from decoder.policies.registry import POLICIES
 from decoder.replay import RowTrace, replay_check, replay_tensors, stored_row_trace, trace_tensors, with_exit
-from report.calibration import Setting, best_provable, choose, config_layer, default_grid, pareto, score
+from decoder.families.specs import FAMILY_SPECS
+from report.calibration import (CommitSetting, Setting, best_provable, choose, config_layer, default_commit_grid,
+                                default_grid, exact, pareto, score)
 from settings.schema import ConfigError, PipelineConfig
 from stages.preprocess import preprocess_batch
 from stages.read.stage import ReadOptions, read_shards
@@ -83,24 +95,84 @@ def row_traces(decoded: pa.Table, block_length: int) -> list[RowTrace]:
     return out
 
 
+def load_verifier(spec: str | None) -> Callable[[str, str], bool]:
+    """`module:function` -> that callable (prediction, reference) -> bool; None -> exact match."""
+    if not spec:
+        return exact
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"--verifier {spec!r}: cannot import it ({e}); give module:function") from None
+    if not callable(fn):
+        raise ConfigError(f"--verifier {spec!r} is not callable")
+    return fn
+
+
+class PilotDecoder:
+    """The pilot's decodes in this process, on one loaded model: the full budget, then each commit setting."""
+
+    def __init__(self, cfg: PipelineConfig, rows: pa.Table) -> None:
+        from stages.decode import DecodeStage
+        self.cfg, self.rows = cfg, rows
+        self.stage = DecodeStage(cfg)
+        self._texts: dict[tuple, str] = {}
+
+    def decode(self, decode_cfg) -> tuple[pa.Table, list[RowTrace], float]:
+        """(decoded rows, their traces, seconds) under `decode_cfg` (token traces on)."""
+        self.stage.use_decode(decode_cfg)
+        t0 = time.perf_counter()
+        out = asyncio.run(self.stage(self.rows)) if self.rows.num_rows else self.rows
+        seconds = time.perf_counter() - t0
+        out = out.filter(pa.compute.equal(out["error"], ""))
+        return out, row_traces(out, decode_cfg.block_length), seconds
+
+    def text(self, output_ids) -> str:
+        """Answer text of output ids (memoised: most replayed settings repeat most rows' outputs)."""
+        key = tuple(output_ids)
+        if key not in self._texts:
+            self._texts[key] = answer_text(self.stage.tokenizer, output_ids, self.stage.adapter.eos_token_ids)[0]
+        return self._texts[key]
+
+    def tensors(self, traces: list[RowTrace]) -> list[tuple[list[int], object]]:
+        """The traces stacked once per answer length, for every setting replayed on them."""
+        if getattr(self, "_tensors_of", (None,))[0] is not traces:
+            groups: dict[int, list[int]] = {}
+            for i, t in enumerate(traces):
+                groups.setdefault(t.gen_length, []).append(i)
+            self._tensors_of = (traces, [(idx, trace_tensors([traces[i] for i in idx])) for idx in groups.values()])
+        return self._tensors_of[1]
+
+    def replayed(self, traces: list[RowTrace], decode_cfg, setting: Setting) -> tuple[list[str], list[int]]:
+        """Texts and NFE of `setting`'s exit policy replayed on `traces` (decoded under `decode_cfg`)."""
+        d = with_exit(decode_cfg, [setting.policy], **{setting.policy: dict(setting.params)})
+        texts, nfe = [""] * len(traces), [0] * len(traces)
+        for idx, tensors in self.tensors(traces):
+            for i, r in zip(idx, replay_tensors(tensors, d)):
+                texts[i], nfe[i] = self.text(r.output_ids), r.nfe
+        return texts, nfe
+
+
+def commit_config(decode_cfg, commit: CommitSetting):
+    """The full-budget decode config with `commit` in place of the job's commit policy."""
+    changes = {sec: replace(getattr(decode_cfg, sec), **fields) for sec, fields in commit.sections().items()}
+    return replace(decode_cfg, policy=list(commit.policy), **changes)
+
+
 def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: float = 0.99,
               out: str = "calibrated.yaml", reference_field: str | None = None, price: float = 2.0,
-              grid: list[Setting] | None = None, bound: str = "lower") -> dict:
+              grid: list[Setting] | None = None, bound: str = "lower", verifier: str | None = None,
+              decode_budget_s: float = 0.0, commit_grid: list[CommitSetting] | None = None) -> dict:
     """Run the calibration (module docstring); returns what calibrated.json holds."""
-    from stages.decode import DecodeStage
     full_cfg = full_budget(cfg)
+    correct = load_verifier(verifier)
     started = time.perf_counter()
     sample, total_rows = sample_pilot(cfg, pilot, seed)
     batch = preprocess_batch(sample, cfg.model.path, full_cfg.decode, cfg.model.chat_template)
-    ok = batch.filter(pa.compute.equal(batch["error"], ""))
-    stage = DecodeStage(full_cfg)
-    t0 = time.perf_counter()
-    decoded = asyncio.run(stage(ok)) if ok.num_rows else ok
-    decode_s = time.perf_counter() - t0
-    decoded = decoded.filter(pa.compute.equal(decoded["error"], ""))
+    pilot_dec = PilotDecoder(full_cfg, batch.filter(pa.compute.equal(batch["error"], "")))
+    decoded, traces, decode_s = pilot_dec.decode(full_cfg.decode)
     if decoded.num_rows == 0:
         raise ConfigError("calibrate: no pilot row decoded (every sampled row was rejected)")
-    traces = row_traces(decoded, full_cfg.decode.block_length)
     full_texts, full_nfe = decoded["output"].to_pylist(), [t.steps_taken for t in traces]
     budget = [t.step_budget for t in traces]
     refs = None
@@ -108,43 +180,59 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
         if reference_field not in decoded.column_names:
             raise ConfigError(f"--reference-field: the input has no column {reference_field!r}")
         refs = [str(v) for v in decoded[reference_field].to_pylist()]
-    groups: dict[int, list[int]] = {}
-    for i, t in enumerate(traces):
-        groups.setdefault(t.gen_length, []).append(i)
-    tensors = [(idx, trace_tensors([traces[i] for i in idx])) for idx in groups.values()]
-    eos = stage.adapter.eos_token_ids
-
-    def texts_of(setting: Setting) -> tuple[list[str], list[int]]:
-        if setting.policy == "none":
-            return full_texts, full_nfe
-        d = with_exit(full_cfg.decode, [setting.policy], **{setting.policy: dict(setting.params)})
-        texts, nfe = [""] * len(traces), [0] * len(traces)
-        for idx, tt in tensors:
-            for i, r in zip(idx, replay_tensors(tt, d)):
-                texts[i], nfe[i] = answer_text(stage.tokenizer, r.output_ids, eos)[0], r.nfe
-        return texts, nfe
-
-    full_acc = (sum(a.strip() == b.strip() for a, b in zip(full_texts, refs)) / len(refs)) if refs else None
+    elif verifier:
+        raise ConfigError("--verifier needs --reference-field (the column it judges answers against)")
+    full_acc = (sum(correct(a, b) for a, b in zip(full_texts, refs)) / len(refs)) if refs else None
     per_row_step_s = decode_s / max(sum(full_nfe), 1)
-    rows = []
-    t1 = time.perf_counter()
-    for setting in [Setting("none"), *(grid if grid is not None else default_grid())]:
-        texts, nfe = texts_of(setting)
-        row = score(setting, texts, nfe, full_texts, full_nfe, budget, refs, full_acc)
+    exits = grid if grid is not None else default_grid()
+    rows, settings = [], []
+
+    def add(setting: Setting, texts: list[str], nfe: list[int]) -> None:
+        row = score(setting, texts, nfe, full_texts, full_nfe, budget, refs, full_acc, correct)
         row["est_job_cost"] = total_rows * row["mean_nfe"] * per_row_step_s / 3600 * price
         row["overrides"] = setting.overrides()
+        row["layer"] = config_layer(setting, list(full_cfg.decode.policy))   # what --out would hold
         rows.append(row)
+        settings.append(setting)
+
+    t1 = time.perf_counter()
+    add(Setting("none"), full_texts, full_nfe)
+    for setting in exits:
+        add(setting, *pilot_dec.replayed(traces, full_cfg.decode, setting))
     replay_s = time.perf_counter() - t1
+
+    commit_s, decoded_commits, skipped = 0.0, [], []   # commit_s: their decodes and the replays on them
+    if decode_budget_s > 0:
+        engine = FAMILY_SPECS[pilot_dec.stage.adapter.family].engine
+        for commit in (commit_grid if commit_grid is not None else default_commit_grid(engine)):
+            last = decoded_commits[-1]["seconds"] if decoded_commits else decode_s
+            if commit_s + last > decode_budget_s:
+                skipped.append(commit.label)
+                continue
+            t2 = time.perf_counter()
+            d = commit_config(full_cfg.decode, commit)
+            out_c, traces_c, seconds = pilot_dec.decode(d)
+            decoded_commits.append({"commit": commit.label, "decode_s": seconds})
+            by_id = dict(zip(out_c["id"].to_pylist(), zip(out_c["output"].to_pylist(), (t.steps_taken for t in traces_c))))
+            ids = decoded["id"].to_pylist()
+            add(Setting("none", commit=commit), [by_id[i][0] for i in ids], [by_id[i][1] for i in ids])
+            if replay_check(d) is None:
+                order = {i: k for k, i in enumerate(out_c["id"].to_pylist())}
+                aligned = [traces_c[order[i]] for i in ids]
+                for setting in exits:
+                    texts, nfe = pilot_dec.replayed(aligned, d, setting)
+                    add(replace(setting, commit=commit), texts, nfe)
+            decoded_commits[-1]["seconds"] = time.perf_counter() - t2
+            commit_s += decoded_commits[-1]["seconds"]
     metric = "kept" if refs else "agreement"
     best = choose(rows, target, metric, bound)
-    commit = list(full_cfg.decode.policy)
-    chosen = next((s for s in [Setting("none"), *(grid if grid is not None else default_grid())]
-                   if best and s.label == best["setting"]), None)
+    chosen = settings[rows.index(best)] if best else None
     result = {"pilot_rows": decoded.num_rows, "input_rows": total_rows, "seed": seed, "target": target,
               "bound": bound, "best_provable": best_provable(decoded.num_rows), "metric": metric,
-              "full_budget_accuracy": full_acc, "decode_s": decode_s, "replay_s": replay_s,
-              "wall_s": time.perf_counter() - started, "seconds_per_row_step": per_row_step_s,
-              "price_per_hour": price, "chosen": best, "rows": rows,
+              "verifier": verifier or "exact", "full_budget_accuracy": full_acc, "decode_s": decode_s,
+              "replay_s": replay_s, "commit_decodes": decoded_commits, "commit_s": commit_s,
+              "commit_skipped": skipped, "wall_s": time.perf_counter() - started,
+              "seconds_per_row_step": per_row_step_s, "price_per_hour": price, "chosen": best, "rows": rows,
               "pilot": [{k: r[k] for k in ("id", "prompt", "messages") if r.get(k) is not None}
                         for r in decoded.select([c for c in ("id", "prompt", "messages")
                                                  if c in decoded.column_names]).to_pylist()],
@@ -152,7 +240,7 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if chosen is not None:
-        write_layer(out_path, config_layer(chosen, commit), best, result)
+        write_layer(out_path, config_layer(chosen, list(full_cfg.decode.policy)), best, result)
     out_path.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     plot(out_path.with_suffix(".png"), rows, metric, best)
     return result
@@ -176,8 +264,12 @@ def plot(path: Path, rows: list[dict], metric: str, best: dict | None) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for policy, colour in (("sched", "tab:blue"), ("prophet", "tab:orange"), ("none", "black")):
-        pts = [r for r in rows if r["policy"] == policy]
+        pts = [r for r in rows if r["policy"] == policy and not r.get("commit")]
         ax.scatter([r["mean_nfe"] for r in pts], [r[metric] for r in pts], s=12, c=colour, label=policy, alpha=0.7)
+    commits = [r for r in rows if r.get("commit")]
+    if commits:   # decoded commit settings (and exits replayed on them)
+        ax.scatter([r["mean_nfe"] for r in commits], [r[metric] for r in commits], s=12, c="tab:green",
+                   marker="^", label="commit settings", alpha=0.7)
     front = pareto(rows, metric)
     ax.plot([r["mean_nfe"] for r in front], [r[metric] for r in front], c="grey", lw=1, label="Pareto front")
     if best:

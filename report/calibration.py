@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from report.qps import qps
 
@@ -20,19 +21,45 @@ Z95 = 1.959964
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One exit setting: the exit policy and its section's fields (as `decode.<policy>.<field>` keys)."""
-    policy: str                         # sched | prophet | none (the full budget)
-    params: tuple[tuple[str, object], ...] = ()
+class CommitSetting:
+    """A commit setting that replaces the job's: its policy list (commit policy and modifiers) and fields of
+    their sections as (section, field, value). It changes which tokens are committed, so the pilot is
+    decoded with it (exit settings are then replayed on that decode's traces where they can be)."""
+    policy: tuple[str, ...]
+    params: tuple[tuple[str, str, object], ...] = ()
 
     @property
     def label(self) -> str:
-        if self.policy == "none":
-            return "full budget"
-        return self.policy + " " + " ".join(f"{k}={v}" for k, v in self.params)
+        return "+".join(self.policy) + "".join(f" {sec}.{k}={v}" for sec, k, v in self.params)
 
     def overrides(self) -> dict[str, object]:
-        return {f"decode.{self.policy}.{k}": v for k, v in self.params}
+        return {"decode.policy": list(self.policy), **{f"decode.{sec}.{k}": v for sec, k, v in self.params}}
+
+    def sections(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for sec, k, v in self.params:
+            out.setdefault(sec, {})[k] = v
+        return out
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of the grid: an exit policy and its section's fields (as `decode.<policy>.<field>` keys),
+    on the job's commit policy or, with `commit`, on another commit setting."""
+    policy: str                         # sched | prophet | none (no exit: the full budget, or `commit` alone)
+    params: tuple[tuple[str, object], ...] = ()
+    commit: CommitSetting | None = None
+
+    @property
+    def label(self) -> str:
+        exit_ = self.policy + " " + " ".join(f"{k}={v}" for k, v in self.params) if self.policy != "none" else ""
+        if self.commit is None:
+            return exit_ or "full budget"
+        return self.commit.label + (f" + {exit_}" if exit_ else "")
+
+    def overrides(self) -> dict[str, object]:
+        out = self.commit.overrides() if self.commit else {}
+        return {**out, **{f"decode.{self.policy}.{k}": v for k, v in self.params}}
 
 
 def default_grid() -> list[Setting]:
@@ -54,6 +81,18 @@ def default_grid() -> list[Setting]:
     return grid
 
 
+def default_commit_grid(engine: str) -> list[CommitSetting]:
+    """Commit settings decoded on the pilot when asked for (`calibrate --decode-budget-s`): Fast-dLLM's
+    threshold and CE on the masked engine, the threshold of the block families' rule on the block engine."""
+    if engine == "masked":
+        return [*(CommitSetting(("fastdllm",), (("fastdllm", "threshold_prob", t),))
+                  for t in (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)),   # denser where 1 - p is small
+                CommitSetting(("none", "ce"))]
+    if engine == "block":
+        return [CommitSetting(("block",), (("block", "threshold_prob", t),)) for t in (0.7, 0.8, 0.9, 0.95)]
+    return []
+
+
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """95 % Wilson score interval of a proportion (0, 1 for n = 0)."""
     if n == 0:
@@ -64,20 +103,28 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def exact(prediction: str, reference: str) -> bool:
+    """The default verifier: the answer text equals the reference, surrounding space ignored."""
+    return prediction.strip() == reference.strip()
+
+
 def score(setting: Setting, texts: list[str], nfe: list[int], full_texts: list[str], full_nfe: list[int],
-          budget: list[int], references: list[str] | None = None, full_accuracy: float | None = None) -> dict:
-    """One setting's figures over the pilot rows: NFE, steps saved, agreement (and accuracy) with intervals,
-    QPS4 against the full budget (agreement as the score, or accuracy when there are references)."""
+          budget: list[int], references: list[str] | None = None, full_accuracy: float | None = None,
+          correct: Callable[[str, str], bool] = exact) -> dict:
+    """One setting's figures over the pilot rows: NFE, steps saved, agreement (and accuracy, `correct`
+    judging each answer against its reference) with intervals, QPS4 against the full budget (agreement as
+    the score, or accuracy when there are references)."""
     n = len(texts)
     agree = sum(a == b for a, b in zip(texts, full_texts))
     lo, hi = wilson(agree, n)
-    row = {"setting": setting.label, "policy": setting.policy, "mean_nfe": sum(nfe) / max(n, 1),
+    row = {"setting": setting.label, "policy": setting.policy,
+           "commit": setting.commit.label if setting.commit else None, "mean_nfe": sum(nfe) / max(n, 1),
            "steps_saved": 1 - sum(nfe) / max(sum(budget), 1), "speedup": sum(full_nfe) / max(sum(nfe), 1),
            "agreement": agree / max(n, 1), "agreement_low": lo, "agreement_high": hi}
     quality, base = row["agreement"], 1.0
     if references is not None:
-        ok = [t.strip() == r.strip() for t, r in zip(texts, references)]
-        full_ok = [t.strip() == r.strip() for t, r in zip(full_texts, references)]
+        ok = [correct(t, r) for t, r in zip(texts, references)]
+        full_ok = [correct(t, r) for t, r in zip(full_texts, references)]
         row["accuracy"] = sum(ok) / max(n, 1)
         row["accuracy_low"], row["accuracy_high"] = wilson(sum(ok), n)
         # paired: of the rows the full budget answers right, the fraction this setting still answers right
@@ -114,8 +161,12 @@ def pareto(rows: list[dict], metric: str = "agreement") -> list[dict]:
 
 
 def config_layer(setting: Setting, commit: list[str]) -> dict:
-    """The config layer (a nested dict for YAML) selecting `setting` on top of the job's commit policy."""
-    decode: dict = {"policy": [*commit, setting.policy] if setting.policy != "none" else list(commit)}
+    """The config layer (a nested dict for YAML) selecting `setting` on top of the job's commit policy
+    `commit` (or the setting's own commit setting)."""
+    base = list(setting.commit.policy) if setting.commit else list(commit)
+    decode: dict = {"policy": [*base, setting.policy] if setting.policy != "none" else base}
+    if setting.commit:
+        decode.update(setting.commit.sections())
     if setting.params:
         decode[setting.policy] = dict(setting.params)
     return {"decode": decode}

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+from dataclasses import replace
 
 import pyarrow as pa
 import torch
@@ -77,15 +78,29 @@ class DecodeStage:
         self.tokenizer = load_tokenizer(cfg.model.path)
         self.adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, cfg.model.device,
                                   cfg.model.allow_pickle_weights, cfg.model.device_map)
-        self.engine = make_engine(self.adapter, cfg.decode)
-        self.scheduler = SlotScheduler(self.engine, cfg.decode.max_batch_size, cfg.decode.max_batch_tokens,
-                                       bucket=True, before_step=self._fault_hook if cfg.testing.fail_on_id or cfg.testing.step_delay_s else None)
+        self._build(cfg.decode)
         self._waiters: dict[str, asyncio.Future] = {}
         self.requests_by_id: dict[str, Request] = {}
         self.actor_name = f"{socket.gethostname()}:{os.getpid()}"
         self._loop_task: asyncio.Task | None = None
         self.ready_at = time.time()
         self.load_s = self.ready_at - started   # tokenizer + model load: the actor's start-up cost
+
+    def _build(self, decode) -> None:
+        t = self.cfg.testing
+        self.engine = make_engine(self.adapter, decode)
+        self.scheduler = SlotScheduler(self.engine, decode.max_batch_size, decode.max_batch_tokens, bucket=True,
+                                       before_step=self._fault_hook if t.fail_on_id or t.step_delay_s else None)
+
+    def use_decode(self, decode) -> None:
+        """Decode later calls under other decode settings on the model already loaded (calibrate decodes
+        its pilot once per commit setting). Only between calls: rows in flight would be lost."""
+        if decode is self.cfg.decode:
+            return
+        if self.scheduler.has_work:
+            raise RuntimeError("use_decode while rows are decoding")
+        self.cfg = replace(self.cfg, decode=decode)
+        self._build(decode)
 
     def _fault_hook(self, ids: list[str]) -> None:
         time.sleep(self.cfg.testing.step_delay_s)

@@ -1,6 +1,8 @@
 """Replay of exit policies on a full-budget trace (decoder/replay.py) equals real decodes with those
 settings, row for row: outputs, NFE and exit reason, for random SchED and Prophet settings (schedules,
-thresholds, k, aggregates, gates, progress modes) on the task-mix model, with block-wise and one-block decoding."""
+thresholds, k, aggregates, gates, progress modes) on the task-mix model, with block-wise and one-block decoding,
+and on the reasoning model (answers that depend on each other), under LLaDA's schedule and under Fast-dLLM's
+threshold as the commit policy."""
 from __future__ import annotations
 
 import random
@@ -10,7 +12,7 @@ import pytest
 from decoder.build import load_model
 from decoder.offline import decode_prompts
 from decoder.replay import replay, replay_check, row_trace, with_exit
-from embedded.evaluate import load_heldout
+from embedded.evaluate import WORKLOADS, load_heldout
 from settings.loader import load_config
 from stages.preprocess import load_tokenizer
 from tests.support import EMBEDDED_MODEL
@@ -35,17 +37,28 @@ def random_setting(rng: random.Random) -> tuple[list[str], dict]:
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model(str(EMBEDDED_MODEL)), load_tokenizer(str(EMBEDDED_MODEL))
+def models():
+    loaded = {}
+
+    def get(workload: str):
+        if workload not in loaded:
+            path = str(EMBEDDED_MODEL if workload == "toy" else WORKLOADS[workload].model)
+            loaded[workload] = load_model(path), load_tokenizer(path)
+        return loaded[workload]
+    return get
 
 
-@pytest.mark.parametrize("layout", [["decode.block_length=16"],
-                                    pytest.param(["decode.block_length=4", "decode.gen_length=16"],
-                                                 marks=pytest.mark.slow)])
-def test_replayed_exits_equal_real_decodes(model, layout):
-    adapter, tok = model
-    prompts = [r["prompt"] for r in load_heldout(24)]
-    full_cfg = load_config(None, ["decode.policy=[none]", "decode.trace=tokens", *layout]).decode
+@pytest.mark.parametrize("workload,layout", [
+    ("toy", ["decode.block_length=16"]),
+    pytest.param("toy", ["decode.block_length=4", "decode.gen_length=16"], marks=pytest.mark.slow),
+    ("reasoning", []),
+    pytest.param("reasoning", ["decode.policy=[fastdllm]", "decode.fastdllm.threshold_prob=0.9"],
+                 marks=pytest.mark.slow),
+], ids=["toy-one-block", "toy-blocks", "reasoning", "reasoning-fastdllm"])
+def test_replayed_exits_equal_real_decodes(models, workload, layout):
+    adapter, tok = models(workload)
+    prompts = [r["prompt"] for r in load_heldout(24, workload)]
+    full_cfg = load_config(WORKLOADS[workload].config, ["decode.policy=[none]", "decode.trace=tokens", *layout]).decode
     full = decode_prompts(adapter, tok, prompts, full_cfg)
     traces = [row_trace(r, full_cfg.gen_length) for r in full.results]
     rng = random.Random(7)

@@ -62,3 +62,43 @@ def test_cli_says_when_the_pilot_is_too_small_for_the_target(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "a 40-row pilot shows at most 0.912 at 95 % confidence" in err
     assert (tmp_path / "c.json").exists() and not (tmp_path / "c.yaml").exists()
+
+
+def test_commit_settings_are_decoded_and_judged_by_the_verifier(tmp_path):
+    """On the reasoning model (many right answers, judged by the task's verifier): commit settings that
+    cannot be replayed are decoded on the pilot within the budget, exits are replayed on them where exact,
+    each figure is what a real decode of the pilot with that layer gives, and the budget skips the rest."""
+    from embedded.evaluate import WORKLOADS, load_heldout
+    from embedded.reasoning.tasks import correct
+    from report.calibration import CommitSetting
+
+    rows = load_heldout(48, "reasoning")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(WORKLOADS["reasoning"].config, [f"input.url={tmp_path / 'in'}", "decode.policy=[none]"])
+    grid = [Setting("sched", (("schedule", "exp"), ("tau_high_logit", 7.5), ("tau_low_logit", 2.5),
+                              ("aggregate", "min"), ("k", 16.0)))]
+    commits = [CommitSetting(("fastdllm",), (("fastdllm", "threshold_prob", 0.95),)), CommitSetting(("none", "ce"))]
+    out = tmp_path / "c.yaml"
+    result = calibrate(cfg, pilot=48, target=0.9, out=str(out), reference_field="answer", bound="point",
+                       verifier="embedded.reasoning.tasks:correct", grid=grid, decode_budget_s=600,
+                       commit_grid=commits)
+    labels = [r["setting"] for r in result["rows"]]
+    assert labels == ["full budget", grid[0].label, "fastdllm fastdllm.threshold_prob=0.95",
+                      "fastdllm fastdllm.threshold_prob=0.95 + " + grid[0].label, "none+ce"]   # no replay after CE
+    assert [c["commit"] for c in result["commit_decodes"]] == ["fastdllm fastdllm.threshold_prob=0.95", "none+ce"]
+    full = {r["id"]: r for r in dllm.decode(result["pilot"], cfg)}
+    refs = {r["id"]: r["answer"] for r in rows}
+    full_right = {i for i, r in full.items() if correct(r["output"], refs[i])}
+    assert result["full_budget_accuracy"] == pytest.approx(len(full_right) / len(full))
+    assert len(full_right) > sum(r["output"] == refs[i] for i, r in full.items())   # the verifier, not exact match
+    for row in result["rows"][1:]:   # each setting's config layer, decoded for real on the pilot
+        real = dllm.decode(result["pilot"], load_config(WORKLOADS["reasoning"].config, [], mappings=[row["layer"]]))
+        assert sum(r["nfe"] for r in real) / len(real) == pytest.approx(row["mean_nfe"]), row["setting"]
+        kept = sum(r["id"] in full_right and correct(r["output"], refs[r["id"]]) for r in real)
+        assert kept / len(full_right) == pytest.approx(row["kept"]), row["setting"]
+
+    skipped = calibrate(cfg, pilot=48, target=0.9, out=str(tmp_path / "s.yaml"), reference_field="answer",
+                        bound="point", verifier="embedded.reasoning.tasks:correct", grid=grid,
+                        decode_budget_s=1e-6, commit_grid=commits)
+    assert skipped["commit_decodes"] == [] and skipped["commit_skipped"] == [c.label for c in commits]
