@@ -94,6 +94,9 @@ def _merge_traces(fs, parts: list[str], kind: str) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+HOLD_AFTER_SIGNAL_S = 60.0
+
+
 class JobKill:
     """Test-only fault injection (config `testing.kill_*`): SIGKILL the driver process `driver_pid`, then the
     writing worker, at a chosen point of the commit: after `after_commits` shards are committed under the
@@ -112,6 +115,9 @@ class JobKill:
             pass
         if how == "SIGKILL":
             os._exit(1)
+        # a graceful signal: this writer holds its rows, as one that is mid-write when the signal lands, until
+        # the driver's stop takes the workers down (else on a small job it commits the rest first)
+        time.sleep(HOLD_AFTER_SIGNAL_S)
 
     def merged(self, name: str) -> None:
         if name == self.before_marker:
