@@ -35,7 +35,7 @@ from bench.common import check_invariant, print_table, save_result
 from stages.write.formats import find_file, iter_batches
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
+PROGRESS = re.compile(rb"(\d+)(?:/\d+ |row )\[")
 
 
 def command(inp: Path, out: Path, extra: list[str]) -> list[str]:
@@ -60,8 +60,8 @@ def run_until(cmd: list[str], at_rows: int | None, how: str) -> dict:
                 break
             buf = (buf + chunk)[-4096:]
             counts = PROGRESS.findall(buf)
-            if counts and at_rows is not None and sent is None and int(counts[-1][0]) >= at_rows:
-                decoded_at_signal, sent = int(counts[-1][0]), time.time()
+            if counts and at_rows is not None and sent is None and int(counts[-1]) >= at_rows:
+                decoded_at_signal, sent = int(counts[-1]), time.time()
                 os.kill(pid, getattr(signal, how))
     _, status = os.waitpid(pid, 0)
     return {"rc": os.waitstatus_to_exitcode(status), "wall_s": time.time() - started,

@@ -79,7 +79,7 @@ def check_values(cfg: PipelineConfig) -> None:
     _one_of("actors.on_error", a.on_error, ("record", "fail"))
     if not 1 <= a.min_actors <= a.max_actors:
         _fail("actors.min_actors", f"need 1 <= min_actors ({a.min_actors}) <= max_actors ({a.max_actors})")
-    for key in ("threads", "batch_rows", "max_concurrent_batches"):
+    for key in ("threads", "batch_rows", "max_concurrent_batches", "max_tasks_in_flight"):
         _at_least(f"actors.{key}", getattr(a, key), 1)
     _at_least("actors.num_gpus", a.num_gpus, 0)
     _at_least("actors.num_cpus", a.num_cpus, 0)

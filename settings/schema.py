@@ -74,6 +74,7 @@ class ActorConfig:
     threads: int = 1                    # torch intra-op threads per actor
     batch_rows: int = 16                # rows per Ray Data batch sent to a decode actor
     max_concurrent_batches: int = 8     # Ray batches one actor decodes at once (feeds its slots)
+    max_tasks_in_flight: int = 2        # decode tasks (input blocks) queued per actor; few = they finish in order
     on_error: str = "record"            # record: failed rows go to errors/ | fail: stop the job
 
 

@@ -54,7 +54,7 @@ def decode_stages(ds, cfg: PipelineConfig, counter=None):
         batch_size=a.batch_rows,
         num_gpus=a.num_gpus, num_cpus=a.num_cpus,
         compute=ray.data.ActorPoolStrategy(min_size=a.min_actors, max_size=a.max_actors,
-                                           max_tasks_in_flight_per_actor=2 * a.max_concurrent_batches,
+                                           max_tasks_in_flight_per_actor=a.max_tasks_in_flight,
                                            max_concurrent_calls_per_actor=a.max_concurrent_batches))
 
 
