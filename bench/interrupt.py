@@ -68,16 +68,23 @@ def run_until(cmd: list[str], at_rows: int | None, how: str) -> dict:
             "decoded_at_signal": decoded_at_signal, "signal_at_s": (sent - started) if sent else None}
 
 
+def committed_batches(out: Path):
+    """(shard name, record batch) of every committed shard's output."""
+    fs = fsspec.filesystem("file")
+    for marker in sorted((out / "_done").glob("*.json")) if (out / "_done").exists() else []:
+        for batch in iter_batches(fs, find_file(fs, str(out / "outputs" / marker.stem))):
+            yield marker.stem, batch
+
+
 def rows_kept(out: Path) -> tuple[int, set[str]]:
     """(rows in committed outputs and committed parts, the decode actors that wrote them)."""
-    fs, n, actors = fsspec.filesystem("file"), 0, set()
-    markers = list((out / "_done").glob("*.json")) if (out / "_done").exists() else []
-    for marker in markers:
-        for batch in iter_batches(fs, find_file(fs, str(out / "outputs" / marker.stem))):
-            n += batch.num_rows
-            actors |= set(batch.column("actor").to_pylist())
+    n, actors, committed = 0, set(), set()
+    for shard, batch in committed_batches(out):
+        committed.add(shard)
+        n += batch.num_rows
+        actors |= set(batch.column("actor").to_pylist())
     for part in (out / "_parts").glob("*/*.rows.arrow") if (out / "_parts").exists() else []:
-        if part.parent.name in {m.stem for m in markers}:
+        if part.parent.name in committed:
             continue   # a committed shard's parts not removed yet: its rows are counted in its output
         t = ipc.open_file(str(part)).read_all()
         n += t.num_rows
@@ -87,13 +94,12 @@ def rows_kept(out: Path) -> tuple[int, set[str]]:
 
 def outputs(out: Path) -> dict[str, tuple[str, str]]:
     """id -> (output text, actor) of every committed output row."""
-    fs, rows = fsspec.filesystem("file"), {}
-    for marker in sorted((out / "_done").glob("*.json")):
-        for batch in iter_batches(fs, find_file(fs, str(out / "outputs" / marker.stem))):
-            for i, o, a in zip(batch.column("id").to_pylist(), batch.column("output").to_pylist(),
-                               batch.column("actor").to_pylist()):
-                assert i not in rows, f"duplicated id {i}"
-                rows[i] = (o, a)
+    rows = {}
+    for _, batch in committed_batches(out):
+        for i, o, a in zip(batch.column("id").to_pylist(), batch.column("output").to_pylist(),
+                           batch.column("actor").to_pylist()):
+            assert i not in rows, f"duplicated id {i}"
+            rows[i] = (o, a)
     return rows
 
 

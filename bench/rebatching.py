@@ -27,12 +27,19 @@ from embedded.evaluate import WORKLOADS, load_heldout
 from settings.loader import load_config
 from decoder.build import load_model
 from decoder.masked.engine import DecodeEngine
+from bench.decode import WORKLOAD_VARIANTS
 
-#: The policy each workload is benchmarked with (default: SchED with the config's settings).
-POLICY_OVERRIDES = {
-    "reasoning": ["decode.policy=[fastdllm,sched]", "decode.fastdllm.threshold_prob=0.95",
-                  "decode.sched.schedule=exp", "decode.sched.k=16", "decode.sched.aggregate=min"],
-}
+#: The policy each workload is benchmarked with (default: SchED with the config's settings): a variant
+#: of bench/decode.py's tables.
+POLICY_OVERRIDES = {"reasoning": "fastdllm-0.95+sched-exp-k16-min"}
+
+
+def policy_overrides(workload: str) -> list[str]:
+    """`decode.*` key=value overrides of the workload's benchmarked policy."""
+    if workload not in POLICY_OVERRIDES:
+        return ["decode.policy=[sched]"]
+    variant = WORKLOAD_VARIANTS[workload][POLICY_OVERRIDES[workload]]
+    return [f"decode.{k}=[{','.join(v)}]" if isinstance(v, list) else f"decode.{k}={v}" for k, v in variant.items()]
 from decoder.types import Request
 from decoder.scheduler import SlotScheduler
 from stages.preprocess import load_tokenizer
@@ -67,7 +74,7 @@ def main() -> None:
     args.config = args.config or WORKLOADS[args.workload].config or "configs/default.yaml"
     args.out = args.out or ("rebatching" if args.workload == "toy" else f"rebatching_{args.workload}")
     torch.set_num_threads(args.threads)
-    policy = POLICY_OVERRIDES.get(args.workload, ["decode.policy=[sched]"])
+    policy = policy_overrides(args.workload)
     cfg = load_config(args.config, ["decode.trace=off", *policy])
     adapter = load_model(cfg.model.path, cfg.model.family, cfg.model.dtype, "cpu")
     tok = load_tokenizer(cfg.model.path)

@@ -114,9 +114,10 @@ class PilotDecoder:
 
     def __init__(self, cfg: PipelineConfig, rows: pa.Table) -> None:
         from stages.decode import DecodeStage
-        self.cfg, self.rows = cfg, rows
+        self.rows = rows
         self.stage = DecodeStage(cfg)
         self._texts: dict[tuple, str] = {}
+        self._tensors_of: tuple = (None, [])
 
     def decode(self, decode_cfg) -> tuple[pa.Table, list[RowTrace], float]:
         """(decoded rows, their traces, seconds) under `decode_cfg` (token traces on)."""
@@ -136,7 +137,7 @@ class PilotDecoder:
 
     def tensors(self, traces: list[RowTrace]) -> list[tuple[list[int], object]]:
         """The traces stacked once per answer length, for every setting replayed on them."""
-        if getattr(self, "_tensors_of", (None,))[0] is not traces:
+        if self._tensors_of[0] is not traces:
             groups: dict[int, list[int]] = {}
             for i, t in enumerate(traces):
                 groups.setdefault(t.gen_length, []).append(i)
@@ -185,7 +186,7 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
     full_acc = (sum(correct(a, b) for a, b in zip(full_texts, refs)) / len(refs)) if refs else None
     per_row_step_s = decode_s / max(sum(full_nfe), 1)
     exits = grid if grid is not None else default_grid()
-    rows, settings = [], []
+    rows = []
 
     def add(setting: Setting, texts: list[str], nfe: list[int]) -> None:
         row = score(setting, texts, nfe, full_texts, full_nfe, budget, refs, full_acc, correct)
@@ -193,7 +194,6 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
         row["overrides"] = setting.overrides()
         row["layer"] = config_layer(setting, list(full_cfg.decode.policy))   # what --out would hold
         rows.append(row)
-        settings.append(setting)
 
     t1 = time.perf_counter()
     add(Setting("none"), full_texts, full_nfe)
@@ -202,6 +202,7 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
     replay_s = time.perf_counter() - t1
 
     commit_s, decoded_commits, skipped = 0.0, [], []   # commit_s: their decodes and the replays on them
+    ids = decoded["id"].to_pylist()
     if decode_budget_s > 0:
         engine = FAMILY_SPECS[pilot_dec.stage.adapter.family].engine
         for commit in (commit_grid if commit_grid is not None else default_commit_grid(engine)):
@@ -213,20 +214,17 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
             d = commit_config(full_cfg.decode, commit)
             out_c, traces_c, seconds = pilot_dec.decode(d)
             decoded_commits.append({"commit": commit.label, "decode_s": seconds})
-            by_id = dict(zip(out_c["id"].to_pylist(), zip(out_c["output"].to_pylist(), (t.steps_taken for t in traces_c))))
-            ids = decoded["id"].to_pylist()
-            add(Setting("none", commit=commit), [by_id[i][0] for i in ids], [by_id[i][1] for i in ids])
+            order = {i: k for k, i in enumerate(out_c["id"].to_pylist())}
+            pick = [order[i] for i in ids]                      # this decode's rows in the full budget's order
+            outputs, aligned = out_c["output"].to_pylist(), [traces_c[k] for k in pick]
+            add(Setting("none", commit=commit), [outputs[k] for k in pick], [t.steps_taken for t in aligned])
             if replay_check(d) is None:
-                order = {i: k for k, i in enumerate(out_c["id"].to_pylist())}
-                aligned = [traces_c[order[i]] for i in ids]
                 for setting in exits:
-                    texts, nfe = pilot_dec.replayed(aligned, d, setting)
-                    add(replace(setting, commit=commit), texts, nfe)
+                    add(replace(setting, commit=commit), *pilot_dec.replayed(aligned, d, setting))
             decoded_commits[-1]["seconds"] = time.perf_counter() - t2
             commit_s += decoded_commits[-1]["seconds"]
     metric = "kept" if refs else "agreement"
     best = choose(rows, target, metric, bound)
-    chosen = settings[rows.index(best)] if best else None
     result = {"pilot_rows": decoded.num_rows, "input_rows": total_rows, "seed": seed, "target": target,
               "bound": bound, "best_provable": best_provable(decoded.num_rows), "metric": metric,
               "verifier": verifier or "exact", "full_budget_accuracy": full_acc, "decode_s": decode_s,
@@ -239,8 +237,8 @@ def calibrate(cfg: PipelineConfig, pilot: int = 200, seed: int = 0, target: floa
               "pareto": [r["setting"] for r in pareto(rows, metric)]}
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if chosen is not None:
-        write_layer(out_path, config_layer(chosen, list(full_cfg.decode.policy)), best, result)
+    if best is not None:
+        write_layer(out_path, best["layer"], best, result)
     out_path.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     plot(out_path.with_suffix(".png"), rows, metric, best)
     return result
