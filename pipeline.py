@@ -93,7 +93,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                      help="quality the chosen setting must keep, the 95%% lower bound (default 0.99): agreement "
                           "with the full budget, or with --reference-field the fraction of the full budget's right answers kept")
     cal.add_argument("--bound", choices=("lower", "point"), default="lower",
-                     help="compare the target with the 95%% interval's lower bound (default) or the pilot's figure")
+                     help="compare the target with the 95%% interval's lower bound (default), or with the pilot's "
+                          "count to its resolution (point: a setting may miss as many rows as one exactly at the "
+                          "target typically would, the median of Binomial(n, 1 - target))")
     cal.add_argument("--reference-field", help="input column holding the reference answer (exact match)")
     cal.add_argument("--verifier", metavar="MODULE:FUNCTION",
                      help="judge answers against --reference-field with this callable (prediction, reference) -> "

@@ -8,8 +8,8 @@
    the traced signals, no forward; exact for greedy rows, checked against real decodes in
    tests/decoder/test_replay.py), scored by agreement with the full budget (and accuracy against
    `--reference-field` when the input has one), each with its 95 % interval (report/calibration.py).
-4. The cheapest setting whose interval's lower bound (`--bound point`: its pilot figure) meets `--target` is
-   written as a config layer
+4. The cheapest setting whose interval's lower bound (`--bound point`: its pilot count, to the pilot's
+   resolution; report/calibration.py) meets `--target` is written as a config layer
    (`--out calibrated.yaml`, for `pipeline.py run --config calibrated.yaml`), with the table
    (`calibrated.json`) and the NFE-vs-quality plot (`calibrated.png`) beside it.
 
@@ -249,7 +249,7 @@ def write_layer(path: Path, layer: dict, best: dict, result: dict) -> None:
     m = result["metric"]
     head = (f"# pipeline.py calibrate: the cheapest exit setting whose {m} on a {result['pilot_rows']}-row pilot "
             f"({best[m]:.3f}, 95 % interval [{best[m + '_low']:.3f}, {best[m + '_high']:.3f}]; the "
-            f"{'lower bound' if result['bound'] == 'lower' else 'pilot figure'} compared) meets "
+            f"{'lower bound' if result['bound'] == 'lower' else 'pilot count'} compared) meets "
             f"{result['target']}; mean NFE {best['mean_nfe']:.2f}, {best['steps_saved']:.0%} steps saved.\n"
             f"# Use: pipeline.py run --config <job config> --config {path.name}\n")
     path.write_text(head + OmegaConf.to_yaml(OmegaConf.create(layer)))

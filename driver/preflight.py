@@ -5,7 +5,9 @@
   files    settings/checks.py `check_files`: the checkpoint as far as its files tell (config.json readable,
            family and mask token resolved, no remote code or unallowed pickles, every safetensors header
            readable and covering its file, the index naming existing files), the TSPD controller, a local
-           Ray's resources;
+           Ray's resources. The checkpoint is checked in a child process: reading a config through
+           transformers imports its modelling stack (torch.compile, sympy, accelerate: ~75 MB), which the
+           driver would otherwise carry for the whole job;
   input    the shards listed (none: exit 2), their output names unique, and the first shard that shows records:
            its fields against `input.id_field`, `prompt_field` / `messages_field` and the template's fields,
            with the same mapping the read stage uses (stages/read/row_mapping.py `RowMapping.absent`);
@@ -15,6 +17,9 @@ It returns what it listed, so the run (driver/run.py) does not list the input tw
 from __future__ import annotations
 
 import difflib
+import json
+import os
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -40,7 +45,7 @@ class Preflight:
 
 def preflight(cfg: PipelineConfig) -> Preflight:
     """Every check above; raises ConfigError (MissingInputError for no shards) on the first failure."""
-    check_files(cfg, local_ray=cfg.ray.address == "local" and not _ray_running())
+    check_files(cfg, local_ray=cfg.ray.address == "local" and not _ray_running(), loadable=loadable_in_child)
     in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
     shards, root = list_shards(in_fs, in_path)
     names = {s: shard_name(s, root) for s in shards}
@@ -48,6 +53,32 @@ def preflight(cfg: PipelineConfig) -> Preflight:
     check_columns(cfg, in_fs, shards)
     check_output_bucket(cfg)
     return Preflight(in_fs, shards, root, names)
+
+
+#: The child's program: `check_loadable` on argv, its refusal (a ValueError or OSError) as one JSON line.
+_CHILD = """
+import json, sys
+from decoder.families import check_loadable
+try:
+    check_loadable(sys.argv[1], sys.argv[2], sys.argv[3] == "1")
+    print(json.dumps({"error": None}))
+except (ValueError, OSError) as e:
+    print(json.dumps({"error": str(e) or type(e).__name__}))
+"""
+
+
+def loadable_in_child(path: str, family: str, allow_pickle_weights: bool) -> None:
+    """decoder/families `check_loadable` in a child Python; its refusal raised here as a ValueError."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", _CHILD, path, family, "1" if allow_pickle_weights else "0"],
+                          capture_output=True, text=True, env=env)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise RuntimeError(f"checking the checkpoint {path} failed: {tail}")
+    error = json.loads(lines[-1])["error"]
+    if error:
+        raise ValueError(error)
 
 
 def _ray_running() -> bool:

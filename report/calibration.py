@@ -5,8 +5,11 @@ Quality is agreement with the full-budget decode (same answer text), or, when th
 column, the fraction of the full budget's right answers a setting keeps (paired on the same rows, so the
 full budget's own errors do not count against it); each with a 95 % Wilson interval from the pilot size,
 and the target is met when the interval's lower bound reaches it, so a small pilot cannot pick an aggressive setting by luck (a pilot of n
-rows cannot show more than n / (n + 3.84): 0.981 for 200 rows; `bound="point"` compares the pilot's own
-figure instead).
+rows cannot show more than n / (n + 3.84): 0.981 for 200 rows). `bound="point"` judges the pilot's own count
+instead, to its resolution: a setting meets the target when it misses no more of the n rows than a setting
+exactly at the target typically would (the median of Binomial(n, 1 - target)). Comparing the fraction
+itself would ask for more than the target whenever n (1 - target) is not a whole number: at 0.99 on 186
+rows it allows 1 miss where 1.86 are expected, so a setting exactly at the target would fail 56 % of pilots.
 """
 from __future__ import annotations
 
@@ -120,7 +123,8 @@ def score(setting: Setting, texts: list[str], nfe: list[int], full_texts: list[s
     row = {"setting": setting.label, "policy": setting.policy,
            "commit": setting.commit.label if setting.commit else None, "mean_nfe": sum(nfe) / max(n, 1),
            "steps_saved": 1 - sum(nfe) / max(sum(budget), 1), "speedup": sum(full_nfe) / max(sum(nfe), 1),
-           "agreement": agree / max(n, 1), "agreement_low": lo, "agreement_high": hi}
+           "agreement": agree / max(n, 1), "agreement_low": lo, "agreement_high": hi,
+           "agreement_count": (agree, n)}
     quality, base = row["agreement"], 1.0
     if references is not None:
         ok = [correct(t, r) for t, r in zip(texts, references)]
@@ -131,17 +135,39 @@ def score(setting: Setting, texts: list[str], nfe: list[int], full_texts: list[s
         kept = sum(a and b for a, b in zip(ok, full_ok))
         row["kept"] = kept / max(sum(full_ok), 1)
         row["kept_low"], row["kept_high"] = wilson(kept, sum(full_ok))
+        row["kept_count"] = (kept, sum(full_ok))
         quality, base = row["accuracy"], full_accuracy or 0.0
     row["qps4"] = qps(row["speedup"], quality, base) if base else float("nan")
     return row
 
 
+def binomial_median(n: int, p: float) -> int:
+    """The median of Binomial(n, p): the least m with P(X <= m) >= 1/2."""
+    if p <= 0 or n == 0:
+        return 0
+    if p >= 1:
+        return n
+    log_p, log_q, cdf = math.log(p), math.log1p(-p), 0.0
+    for m in range(n + 1):
+        cdf += math.exp(math.lgamma(n + 1) - math.lgamma(m + 1) - math.lgamma(n - m + 1) + m * log_p + (n - m) * log_q)
+        if cdf >= 0.5:
+            return m
+    return n
+
+
+def meets(row: dict, target: float, metric: str, bound: str) -> bool:
+    """Whether `row`'s `metric` meets `target`: its interval's lower bound (`bound="lower"`), or its pilot
+    count to the pilot's resolution (`"point"`, module docstring)."""
+    if bound == "lower":
+        return row[f"{metric}_low"] >= target - 1e-12
+    hits, n = row[f"{metric}_count"]
+    return n - hits <= binomial_median(n, 1 - target)
+
+
 def choose(rows: list[dict], target: float, metric: str = "agreement", bound: str = "lower") -> dict | None:
-    """The cheapest row (least mean NFE) whose `metric` meets `target`: its interval's lower bound
-    (`bound="lower"`) or its pilot value (`"point"`). `metric` "kept" (with references): the fraction of the
-    full budget's right answers the setting keeps. None when no row meets it."""
-    key = f"{metric}_low" if bound == "lower" else metric
-    ok = [r for r in rows if r[key] >= target - 1e-12]
+    """The cheapest row (least mean NFE) whose `metric` meets `target` (`meets`). `metric` "kept" (with
+    references): the fraction of the full budget's right answers the setting keeps. None when no row meets it."""
+    ok = [r for r in rows if meets(r, target, metric, bound)]
     return min(ok, key=lambda r: (r["mean_nfe"], r["setting"])) if ok else None
 
 

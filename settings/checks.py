@@ -184,9 +184,10 @@ def _local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
-def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
+def check_files(cfg: PipelineConfig, local_ray: bool = False, loadable=check_loadable) -> None:
     """Files a decode job needs and, when it will start a local Ray (`local_ray`), that Ray's resources;
-    raises ConfigError naming the key."""
+    raises ConfigError naming the key. `loadable(path, family, allow_pickle_weights)` checks the checkpoint
+    (default: `check_loadable` in this process; the driver runs it in a child, driver/preflight.py)."""
     path = cfg.model.path
     if _local(path):
         path = path.removeprefix("file://")
@@ -195,7 +196,7 @@ def check_files(cfg: PipelineConfig, local_ray: bool = False) -> None:
         if not os.path.isfile(os.path.join(path, "config.json")):
             _fail("model.path", f"{path} has no config.json (not a transformers checkpoint)")
         try:   # config, family, mask token, safety, safetensors headers: what loading would refuse, in a second
-            check_loadable(path, cfg.model.family, cfg.model.allow_pickle_weights)
+            loadable(path, cfg.model.family, cfg.model.allow_pickle_weights)
         except (CheckpointRefused, ValueError, OSError) as e:
             why = one_line(e)
             _fail("model.allow_pickle_weights" if "allow_pickle_weights" in why else "model.path",

@@ -1,6 +1,7 @@
 """The one registry of decode policies: name -> `PolicySpec` (factory, kind, the engines that can run it, the
 config section holding its parameters). Config checks, `build_policies`, the engines and the run fingerprint
-all read it, so a new policy is one entry here.
+all read it, so a new policy is one entry here. Factories are named, not imported: the driver validates
+configs with this table without importing torch (the policies' modules load when a policy is built).
 
 Kinds: one *commit* policy per row set (default: the model family's, see decoder/families), any number of
 *exit* policies, and *modifiers* (CE) that adjust both. "none" is the fixed-step baseline (the schedule
@@ -8,19 +9,15 @@ commits, no exit policy).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from decoder.config import DecodeConfig
 from decoder.families import FAMILY_SPECS
-from decoder.policies.base import PolicySet
-from decoder.policies.block import BlockCommitPolicy
-from decoder.policies.ce import ConfidenceExtrapolation
-from decoder.policies.commit import FastDllmPolicy, SchedulePolicy
-from decoder.policies.dgemma import DGemmaPolicy
-from decoder.policies.dream import DreamPolicy
-from decoder.policies.exit import prophet_policy, sched_policy
-from decoder.policies.tspd import TspdPolicy
+
+if TYPE_CHECKING:
+    from decoder.policies.base import PolicySet
 
 KINDS = ("commit", "exit", "modifier")
 MASKED, CANVAS, BLOCK = frozenset({"masked"}), frozenset({"canvas"}), frozenset({"block"})
@@ -28,31 +25,33 @@ MASKED, CANVAS, BLOCK = frozenset({"masked"}), frozenset({"canvas"}), frozenset(
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """One policy: `factory(cfg)` builds it; `engines` are the engine kinds that can run it (a family's
-    engine, FamilySpec.engine); `section` names its DecodeConfig sub-config (None: it has no parameters)."""
+    """One policy: `factory` ("module:name", a callable of the DecodeConfig) builds it; `engines` are the
+    engine kinds that can run it (a family's engine, FamilySpec.engine); `section` names its DecodeConfig
+    sub-config (None: it has no parameters)."""
     name: str
     kind: str
-    factory: Callable[[DecodeConfig], object]
+    factory: str
     engines: frozenset
     section: str | None = None
 
     def __call__(self, cfg: DecodeConfig):
-        return self.factory(cfg)
+        module, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attr)(cfg)
 
     def runs_on(self, family: str) -> bool:
         return FAMILY_SPECS[family].engine in self.engines
 
 
 POLICIES: dict[str, PolicySpec] = {s.name: s for s in (
-    PolicySpec("none", "commit", SchedulePolicy, MASKED),
-    PolicySpec("dream", "commit", DreamPolicy, MASKED, "dream"),
-    PolicySpec("fastdllm", "commit", FastDllmPolicy, MASKED, "fastdllm"),
-    PolicySpec("tspd", "commit", TspdPolicy, MASKED, "tspd"),
-    PolicySpec("dgemma", "commit", DGemmaPolicy, CANVAS, "dgemma"),
-    PolicySpec("block", "commit", BlockCommitPolicy, BLOCK, "block"),
-    PolicySpec("sched", "exit", sched_policy, MASKED | CANVAS | BLOCK, "sched"),
-    PolicySpec("prophet", "exit", prophet_policy, MASKED | CANVAS | BLOCK, "prophet"),
-    PolicySpec("ce", "modifier", ConfidenceExtrapolation, MASKED, "ce"),
+    PolicySpec("none", "commit", "decoder.policies.commit:SchedulePolicy", MASKED),
+    PolicySpec("dream", "commit", "decoder.policies.dream:DreamPolicy", MASKED, "dream"),
+    PolicySpec("fastdllm", "commit", "decoder.policies.commit:FastDllmPolicy", MASKED, "fastdllm"),
+    PolicySpec("tspd", "commit", "decoder.policies.tspd:TspdPolicy", MASKED, "tspd"),
+    PolicySpec("dgemma", "commit", "decoder.policies.dgemma:DGemmaPolicy", CANVAS, "dgemma"),
+    PolicySpec("block", "commit", "decoder.policies.block:BlockCommitPolicy", BLOCK, "block"),
+    PolicySpec("sched", "exit", "decoder.policies.exit:sched_policy", MASKED | CANVAS | BLOCK, "sched"),
+    PolicySpec("prophet", "exit", "decoder.policies.exit:prophet_policy", MASKED | CANVAS | BLOCK, "prophet"),
+    PolicySpec("ce", "modifier", "decoder.policies.ce:ConfidenceExtrapolation", MASKED, "ce"),
 )}
 
 
@@ -102,13 +101,14 @@ def composition_error(names: list[str], family: str | None = None) -> str | None
     return None
 
 
-def build_policies(cfg: DecodeConfig, family: str | None = None) -> PolicySet:
+def build_policies(cfg: DecodeConfig, family: str | None = None) -> "PolicySet":
     """Resolve `cfg.policy` names: at most one commit policy (default: the family's), any exit policies and
     modifiers (CE), e.g. [tspd, ce, sched]."""
     names = [cfg.policy] if isinstance(cfg.policy, str) else list(cfg.policy)
     error = composition_error(names, family)
     if error:
         raise ValueError(f"decode.policy {error}")
+    from decoder.policies.base import PolicySet
     built = [POLICIES[n](cfg) for n in in_use(names, family)]
     return PolicySet(commit=next(p for p in built if p.kind == "commit"),
                      exits=[p for p in built if p.kind == "exit"],

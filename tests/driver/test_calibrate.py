@@ -4,6 +4,7 @@ with that setting gives (NFE and agreement), and its config layer runs."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
@@ -11,7 +12,8 @@ import yaml
 import dllm
 import pipeline
 from driver.calibrate import calibrate
-from report.calibration import Setting, best_provable, choose, config_layer, default_grid, pareto, wilson
+from report.calibration import (Setting, best_provable, binomial_median, choose, config_layer, default_grid, meets,
+                                pareto, wilson)
 from settings.loader import load_config
 
 
@@ -22,10 +24,14 @@ def test_grid_intervals_and_choice():
     lo, hi = wilson(200, 200)
     assert lo == pytest.approx(200 / (200 + 1.959964 ** 2)) and hi == pytest.approx(1.0) and best_provable(200) == lo
     assert wilson(50, 100)[0] < 0.5 < wilson(50, 100)[1]
-    rows = [{"setting": "full budget", "policy": "none", "mean_nfe": 16, "agreement": 1.0, "agreement_low": 0.98},
-            {"setting": "a", "policy": "sched", "mean_nfe": 2, "agreement": 0.97, "agreement_low": 0.93},
-            {"setting": "b", "policy": "sched", "mean_nfe": 4, "agreement": 0.995, "agreement_low": 0.975},
-            {"setting": "c", "policy": "sched", "mean_nfe": 5, "agreement": 0.99, "agreement_low": 0.97}]
+    rows = [{"setting": "full budget", "policy": "none", "mean_nfe": 16, "agreement": 1.0, "agreement_low": 0.98,
+             "agreement_count": (200, 200)},
+            {"setting": "a", "policy": "sched", "mean_nfe": 2, "agreement": 0.97, "agreement_low": 0.93,
+             "agreement_count": (194, 200)},
+            {"setting": "b", "policy": "sched", "mean_nfe": 4, "agreement": 0.995, "agreement_low": 0.975,
+             "agreement_count": (199, 200)},
+            {"setting": "c", "policy": "sched", "mean_nfe": 5, "agreement": 0.99, "agreement_low": 0.97,
+             "agreement_count": (198, 200)}]
     assert choose(rows, 0.97)["setting"] == "b"
     assert choose(rows, 0.97, bound="point")["setting"] == "a"
     assert choose(rows, 0.99) is None
@@ -34,6 +40,20 @@ def test_grid_intervals_and_choice():
     assert config_layer(s, ["none"]) == {"decode": {"policy": ["none", "sched"],
                                                     "sched": {"schedule": "exp", "tau_high_logit": 5.0}}}
     assert config_layer(Setting("none"), ["fastdllm"]) == {"decode": {"policy": ["fastdllm"]}}
+
+
+def test_the_point_rule_judges_counts_to_the_pilots_resolution():
+    """0.99 of 186 right answers: 1.86 misses expected of a setting exactly at the target, so 2 misses meet
+    it (184 / 186 = 0.989 as a fraction would not) and 3 do not; where n (1 - target) is whole, the fraction."""
+    row = lambda hits, n: {"setting": "s", "mean_nfe": 1.0, "kept_count": (hits, n), "kept": hits / n}
+    assert meets(row(184, 186), 0.99, "kept", "point") and not meets(row(183, 186), 0.99, "kept", "point")
+    assert meets(row(495, 500), 0.99, "kept", "point") and not meets(row(494, 500), 0.99, "kept", "point")
+    assert meets(row(10, 10), 0.999, "kept", "point") and not meets(row(9, 10), 0.999, "kept", "point")
+    # the median: a setting exactly at the target meets it on at least half of its pilots, and no more misses pass
+    for n, p in ((186, 0.01), (200, 0.03), (37, 0.2), (1000, 0.005), (5, 0.5)):
+        m = binomial_median(n, p)
+        pmf = [math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)]
+        assert sum(pmf[:m + 1]) >= 0.5 > sum(pmf[:m])
 
 
 def test_the_chosen_setting_decodes_as_calibrate_said(tmp_path):
