@@ -5,7 +5,7 @@ retries would fail the write task, and Ray Data does not retry a task that raise
 a part write or a shard commit again *from the start* after a doubling backoff (`storage.commit_attempts`,
 `storage.commit_backoff_s`). That is safe because both are idempotent: a part's name is derived from its
 rows, a commit rewrites the same final files (each via a temporary name and a rename) and writes the
-marker last. When the attempts run out the error names the shard and says no marker was written, so the
+marker last. Every file appears whole or not at all (`put_atomic`). When the attempts run out the error names the shard and says no marker was written, so the
 shard is redone by the next run, never half-committed.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import uuid
 from typing import Callable, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+from fsspec.implementations.local import LocalFileSystem
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -50,10 +51,20 @@ def with_retries(what: str, fn: Callable[[], T], attempts: int, backoff_s: float
     raise AssertionError("unreachable")
 
 
+def put_atomic(fs, path: str, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all. On a local disk: a temporary name, then a rename (a file
+    cut short by a crash would otherwise be half a file a later run cannot read). On an object store one PUT
+    already is (a multipart upload appears only once completed), while a rename there is a copy, a delete
+    and listings per file: the data goes in place, in one request."""
+    if isinstance(fs, LocalFileSystem):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
 def write_json(fs, path: str, obj: dict, indent: int | None = None) -> None:
-    """Write a small JSON file whole or not at all: a temporary name, then a rename (a marker or manifest
-    cut short by a crash on a local disk would otherwise be half a file that a later run cannot read)."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-    fs.mv(tmp, path)
+    """Write a small JSON file whole or not at all (`put_atomic`)."""
+    put_atomic(fs, path, json.dumps(obj, indent=indent).encode())

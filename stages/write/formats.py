@@ -17,11 +17,12 @@ import datetime
 import decimal
 import io
 import json
-import uuid
 
 import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+
+from stages.write.commit import put_atomic
 
 EXTENSIONS = {"arrow": ".arrow", "jsonl": ".jsonl", "parquet": ".parquet"}
 #: Which file a reader takes when a shard was written in several formats (they hold the same rows).
@@ -59,10 +60,7 @@ def write_formats(fs, base: str, table: pa.Table, formats: list[str]) -> list[st
     paths = []
     for fmt in formats:
         path = base + EXTENSIONS[fmt]
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with fs.open(tmp, "wb") as f:
-            f.write(encode(table, fmt))
-        fs.mv(tmp, path)
+        put_atomic(fs, path, encode(table, fmt))
         paths.append(path)
     return paths
 

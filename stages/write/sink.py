@@ -24,7 +24,6 @@ import os
 import re
 import signal
 import time
-import uuid
 import zlib
 from typing import Iterable
 
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from stages.write.commit import with_retries, write_json
+from stages.write.commit import put_atomic, with_retries, write_json
 from settings.schema import StorageConfig
 from stages.write.trace_tables import STEP_SCHEMA, TOKEN_SCHEMA
 from stages.write.formats import write_formats
@@ -57,17 +56,17 @@ def passthrough_columns(table: pa.Table) -> list[str]:
 
 
 def read_ipc(fs, path: str) -> pa.Table:
-    with fs.open(path, "rb") as f:
-        return pa.ipc.open_file(f).read_all()
+    """A whole Arrow IPC file, fetched in one request (an open file on an object store fetches its size,
+    then its footer and body in ranged reads)."""
+    return pa.ipc.open_file(pa.BufferReader(fs.cat_file(path))).read_all()
 
 
 def write_ipc(fs, path: str, table: pa.Table, parquet: bool = False) -> None:
-    """Write `table` to `path` via a temporary name and a rename, so readers never see half a file."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as f:
-        with pa.ipc.new_file(f, table.schema) as writer:
-            writer.write_table(table)
-    fs.mv(tmp, path)
+    """Write `table` to `path` whole or not at all (`put_atomic`), so readers never see half a file."""
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    put_atomic(fs, path, sink.getvalue())
     if parquet:
         buf = io.BytesIO()
         pq.write_table(table, buf)
