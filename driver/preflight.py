@@ -5,9 +5,9 @@
   files    settings/checks.py `check_files`: the checkpoint as far as its files tell (config.json readable,
            family and mask token resolved, no remote code or unallowed pickles, every safetensors header
            readable and covering its file, the index naming existing files), the TSPD controller, a local
-           Ray's resources. The checkpoint is checked in a child process: reading a config through
-           transformers imports its modelling stack (torch.compile, sympy, accelerate: ~75 MB), which the
-           driver would otherwise carry for the whole job;
+           Ray's resources. The checkpoint is checked in a child process (unless this one has torch
+           already): reading a config through transformers imports its modelling stack (torch.compile,
+           sympy, accelerate: ~75 MB), which the driver would otherwise carry for the whole job;
   input    the shards listed (none: exit 2), their output names unique, and the first shard that shows records:
            its fields against `input.id_field`, `prompt_field` / `messages_field` and the template's fields,
            with the same mapping the read stage uses (stages/read/row_mapping.py `RowMapping.absent`);
@@ -45,7 +45,7 @@ class Preflight:
 
 def preflight(cfg: PipelineConfig) -> Preflight:
     """Every check above; raises ConfigError (MissingInputError for no shards) on the first failure."""
-    check_files(cfg, local_ray=cfg.ray.address == "local" and not _ray_running(), loadable=loadable_in_child)
+    check_files(cfg, local_ray=cfg.ray.address == "local" and not _ray_running(), loadable=check_checkpoint)
     in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
     shards, root = list_shards(in_fs, in_path)
     names = {s: shard_name(s, root) for s in shards}
@@ -65,6 +65,16 @@ try:
 except (ValueError, OSError) as e:
     print(json.dumps({"error": str(e) or type(e).__name__}))
 """
+
+
+def check_checkpoint(path: str, family: str, allow_pickle_weights: bool) -> None:
+    """decoder/families `check_loadable`: in a child process, unless this one has torch already (a library
+    caller, a benchmark), where the child would only cost seconds."""
+    if "torch" in sys.modules:
+        from decoder.families import check_loadable
+        check_loadable(path, family, allow_pickle_weights)
+    else:
+        loadable_in_child(path, family, allow_pickle_weights)
 
 
 def loadable_in_child(path: str, family: str, allow_pickle_weights: bool) -> None:

@@ -58,3 +58,17 @@ def test_a_child_that_cannot_run_is_an_error_not_a_pass(monkeypatch):
     monkeypatch.setattr(preflight, "_CHILD", "raise SystemExit(3)")
     with pytest.raises(RuntimeError, match="checking the checkpoint .* failed: exit 3"):
         preflight.loadable_in_child(str(ROOT / "embedded" / "taskmix" / "model"), "auto", False)
+
+
+def test_a_process_with_torch_checks_in_place(tmp_path, monkeypatch):
+    """A library caller or benchmark has torch already: no child (it would only cost seconds), same refusal."""
+    import torch  # noqa: F401
+    from driver import preflight
+    monkeypatch.setattr(preflight, "loadable_in_child", lambda *a: pytest.fail("started a child"))
+    preflight.check_checkpoint(str(ROOT / "embedded" / "taskmix" / "model"), "auto", False)
+    model = tmp_path / "model"
+    model.mkdir()
+    cfg = json.loads((ROOT / "embedded" / "taskmix" / "model" / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "mask_token_id": None}))
+    with pytest.raises(ValueError, match="config has no mask_token_id"):
+        preflight.check_checkpoint(str(model), "auto", False)
