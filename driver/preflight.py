@@ -45,7 +45,7 @@ class Preflight:
 
 def preflight(cfg: PipelineConfig) -> Preflight:
     """Every check above; raises ConfigError (MissingInputError for no shards) on the first failure."""
-    check_files(cfg, local_ray=cfg.ray.address == "local" and not _ray_running(), loadable=check_checkpoint)
+    check_files(cfg, local_ray=cfg.ray.address == "local" and not _ray_running(), loadable=checkpoint_loadable)
     in_fs, in_path = filesystem(cfg.input.url, cfg.storage)
     shards, root = list_shards(in_fs, in_path)
     names = {s: shard_name(s, root) for s in shards}
@@ -67,7 +67,7 @@ except (ValueError, OSError) as e:
 """
 
 
-def check_checkpoint(path: str, family: str, allow_pickle_weights: bool) -> None:
+def checkpoint_loadable(path: str, family: str, allow_pickle_weights: bool) -> None:
     """decoder/families `check_loadable`: in a child process, unless this one has torch already (a library
     caller, a benchmark), where the child would only cost seconds."""
     if "torch" in sys.modules:

@@ -13,6 +13,7 @@ rows it allows 1 miss where 1.86 are expected, so a setting exactly at the targe
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -141,8 +142,10 @@ def score(setting: Setting, texts: list[str], nfe: list[int], full_texts: list[s
     return row
 
 
+@functools.lru_cache(maxsize=None)
 def binomial_median(n: int, p: float) -> int:
-    """The median of Binomial(n, p): the least m with P(X <= m) >= 1/2."""
+    """The median of Binomial(n, p): the least m with P(X <= m) >= 1/2 (memoised: every setting of a pilot
+    asks for the same n)."""
     if p <= 0 or n == 0:
         return 0
     if p >= 1:

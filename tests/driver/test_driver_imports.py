@@ -65,10 +65,10 @@ def test_a_process_with_torch_checks_in_place(tmp_path, monkeypatch):
     import torch  # noqa: F401
     from driver import preflight
     monkeypatch.setattr(preflight, "loadable_in_child", lambda *a: pytest.fail("started a child"))
-    preflight.check_checkpoint(str(ROOT / "embedded" / "taskmix" / "model"), "auto", False)
+    preflight.checkpoint_loadable(str(ROOT / "embedded" / "taskmix" / "model"), "auto", False)
     model = tmp_path / "model"
     model.mkdir()
     cfg = json.loads((ROOT / "embedded" / "taskmix" / "model" / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**cfg, "mask_token_id": None}))
     with pytest.raises(ValueError, match="config has no mask_token_id"):
-        preflight.check_checkpoint(str(model), "auto", False)
+        preflight.checkpoint_loadable(str(model), "auto", False)
